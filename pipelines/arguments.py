@@ -87,8 +87,13 @@ PROJECT_TRAINING_DEFAULTS: dict[str, Any] = {
     "save_strategy": "no",
     "eval_strategy": "no",
     "logging_steps": 50,
-    "overwrite_output_dir": True,
 }
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 def _known_fields(dataclass_types) -> dict[str, type]:
@@ -139,6 +144,8 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     parser = HfArgumentParser(dataclass_types)
     known = _known_fields(dataclass_types)
     defaults = {k: v for k, v in PROJECT_TRAINING_DEFAULTS.items() if k in known}
+    if "use_cpu" in known and not _has_accelerator():
+        defaults["use_cpu"] = True  # bf16 autocast on a CPU-only machine needs it (ENVIRONMENT.md)
     defaults.update(recipe)
     # YAML reads 2e-5 as a string; argparse applies the field's type to string defaults, so it becomes a float.
     parser.set_defaults(**{k: v for k, v in defaults.items()})

@@ -1,0 +1,299 @@
+"""GLUE MNLI: premise + hypothesis -> entailment / neutral / contradiction.
+
+The task module's functions, in the order a run uses them:
+    load_raw_datasets(data_args)             -> DatasetDict(train, validation_matched, validation_mismatched)
+    preprocess(raw, tokenizer, data_args, training_args) -> tokenized DatasetDict
+    compute_metrics(eval_prediction)         -> accuracy, macro-F1 (the Trainer calls it)
+    evaluate_split(trainer, ...)             -> metrics + per-example predictions file for one split
+    main(argv)                               -> the whole run (scripts/run_mnli.py calls it)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+
+from pipelines import tracking, training
+from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
+from pipelines.data_files import DataError, LocalFile, find_split_file, load_local_file, require_columns
+from pipelines.hub import SHORT_NAMES
+from pipelines.metrics import load_metric
+
+logger = logging.getLogger("pipelines")
+
+LABEL_NAMES = ["entailment", "neutral", "contradiction"]  # GLUE order
+EVAL_SPLITS = ["validation_matched", "validation_mismatched"]
+SPLITS = ["train", *EVAL_SPLITS]
+# Column names of the official MultiNLI files, accepted as well as GLUE's.
+COLUMN_ALIASES = {"sentence1": "premise", "sentence2": "hypothesis", "gold_label": "label"}
+# GLUE drops pairs whose annotators had no majority; the official files mark them with this label.
+NO_MAJORITY_LABEL = "-"
+
+
+@dataclass
+class MnliDataArguments:
+    dataset_name: str | None = field(default="nyu-mll/glue", metadata={"help": "Hub data set (config below)."})
+    dataset_config_name: str | None = field(default="mnli", metadata={"help": "Hub data set config."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Local folder with train/validation_matched/validation_mismatched .jsonl/.json/.csv/.tsv/.parquet. "
+                  "Used instead of the Hub when set."},
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Local train file (overrides data_dir)."})
+    validation_matched_file: str | None = field(default=None, metadata={"help": "Local dev-matched file."})
+    validation_mismatched_file: str | None = field(default=None, metadata={"help": "Local dev-mismatched file."})
+    max_seq_length: int = field(default=128, metadata={"help": "Pairs longer than this are truncated (longest first)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training pairs."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N pairs of each eval split."})
+    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every pair to max_seq_length (slower; the HF examples' default)."})
+    sort_eval_by_length: bool = field(
+        default=True, metadata={"help": "Evaluate in length order so eval batches barely pad; predictions are written in the original order."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again even when datasets has it cached."})
+
+    def local_files(self) -> dict[str, str] | None:
+        explicit = {"train": self.train_file, "validation_matched": self.validation_matched_file,
+                    "validation_mismatched": self.validation_mismatched_file}
+        if self.data_dir is None and not any(explicit.values()):
+            return None
+        files = {}
+        for split in SPLITS:
+            if explicit[split]:
+                files[split] = explicit[split]
+            elif self.data_dir is not None:
+                files[split] = str(find_split_file(self.data_dir, split))
+        return files
+
+
+# --- Loading ------------------------------------------------------------------------------------------------
+
+
+def normalize_split(dataset: datasets.Dataset, source: LocalFile | str) -> datasets.Dataset:
+    """Rename official column names, turn label names into ids, check every row, add idx when absent.
+
+    Errors name the file and line (or example), and the field.
+    """
+    renames = {old: new for old, new in COLUMN_ALIASES.items() if old in dataset.column_names and new not in dataset.column_names}
+    if renames:
+        dataset = dataset.rename_columns(renames)
+    require_columns(dataset, ["premise", "hypothesis", "label"], source)
+    where = source.where if isinstance(source, LocalFile) else (lambda row: f"{source}, example {row}")
+
+    labels, keep = [], []
+    label_ids = {name: i for i, name in enumerate(LABEL_NAMES)}
+    for row, (premise, hypothesis, label) in enumerate(zip(dataset["premise"], dataset["hypothesis"], dataset["label"])):
+        if label == NO_MAJORITY_LABEL:
+            continue
+        if isinstance(label, str) and label.strip().lower() in label_ids:
+            label = label_ids[label.strip().lower()]
+        elif isinstance(label, str) and label.strip().lstrip("-").isdigit():
+            label = int(label)
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label <= 2:
+            raise DataError(
+                f"{where(row)}: field 'label' is {label!r}; expected 0, 1, 2 (GLUE order) or one of {', '.join(LABEL_NAMES)}"
+            )
+        for name, text in (("premise", premise), ("hypothesis", hypothesis)):
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"{where(row)}: field '{name}' is empty")
+        labels.append(int(label))
+        keep.append(row)
+    if len(keep) < len(dataset):
+        logger.info("%s: dropped %d pairs without a majority label ('-'), as GLUE does", source if isinstance(source, str) else source.path, len(dataset) - len(keep))
+        dataset = dataset.select(keep)
+    if "idx" not in dataset.column_names:
+        dataset = dataset.add_column("idx", keep)
+    dataset = dataset.remove_columns("label").add_column("label", labels)
+    if len(dataset) == 0:
+        raise DataError(f"{source if isinstance(source, str) else source.path}: no usable pairs")
+    return dataset.cast_column("label", datasets.ClassLabel(names=LABEL_NAMES))
+
+
+def load_raw_datasets(data_args: MnliDataArguments, cache_dir: str | None = None) -> datasets.DatasetDict:
+    local = data_args.local_files()
+    if local is not None:
+        raw = {}
+        for split, path in local.items():
+            dataset, source = load_local_file(path, split=split, cache_dir=cache_dir)
+            raw[split] = normalize_split(dataset, source)
+    else:
+        try:
+            hub = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
+        except Exception as error:
+            raise DataError(
+                f"Could not load the data set '{data_args.dataset_name}' ({data_args.dataset_config_name}) from the Hugging Face Hub: "
+                f"{type(error).__name__}: {error}\nOffline, point the recipe at local files: data_dir: <folder with "
+                "train.jsonl, validation_matched.jsonl, validation_mismatched.jsonl> (e.g. ../shared/data/mnli), "
+                "or train_file / validation_matched_file / validation_mismatched_file."
+            ) from error
+        raw = {split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]") for split in SPLITS if split in hub}
+    raw = datasets.DatasetDict(raw)
+    if "train" in raw and data_args.max_train_samples is not None:
+        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+    for split in EVAL_SPLITS:
+        if split in raw and data_args.max_eval_samples is not None:
+            raw[split] = raw[split].select(range(min(data_args.max_eval_samples, len(raw[split]))))
+    return raw
+
+
+# --- Preprocessing ------------------------------------------------------------------------------------------
+
+
+def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: MnliDataArguments, training_args) -> datasets.DatasetDict:
+    """Tokenize pairs (cached by datasets; once per process group) and add a length column for grouping."""
+    padding = "max_length" if data_args.pad_to_max_length else False
+
+    def tokenize(batch):
+        encoded = tokenizer(batch["premise"], batch["hypothesis"], truncation=True, max_length=data_args.max_seq_length, padding=padding)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    processed = {}
+    with training_args.main_process_first(desc="tokenizing MNLI"):
+        for split, dataset in raw.items():
+            processed[split] = dataset.map(
+                tokenize,
+                batched=True,
+                num_proc=data_args.preprocessing_num_workers,
+                remove_columns=[c for c in dataset.column_names if c not in ("label", "idx")],
+                load_from_cache_file=not data_args.overwrite_cache,
+                desc=f"tokenizing {split}",
+            )
+    if data_args.sort_eval_by_length:
+        for split in EVAL_SPLITS:
+            if split in processed:
+                processed[split] = processed[split].sort("length", reverse=True)
+    return datasets.DatasetDict(processed)
+
+
+# --- Metrics and predictions --------------------------------------------------------------------------------
+
+_metric = None
+
+
+def nli_metric():
+    global _metric
+    if _metric is None:
+        _metric = load_metric("nli")
+    return _metric
+
+
+def compute_metrics(eval_prediction) -> dict[str, float]:
+    logits = eval_prediction.predictions[0] if isinstance(eval_prediction.predictions, tuple) else eval_prediction.predictions
+    result = nli_metric().compute(predictions=np.argmax(logits, axis=-1), references=eval_prediction.label_ids, num_labels=3)
+    return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.Dataset, split: str, output_dir: str) -> tuple[dict, dict]:
+    """Predict one eval split; write predictions_<split>.jsonl in the original order; return (metrics, tables)."""
+    prefix = f"eval_{split.replace('validation_', '')}"  # eval_matched / eval_mismatched
+    output = trainer.predict(features, metric_key_prefix=prefix)
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    probabilities = softmax(logits.astype(np.float64))
+    predicted = probabilities.argmax(axis=-1)
+    gold = np.asarray(features["label"])
+    idx = np.asarray(features["idx"])
+    order = np.argsort(idx, kind="stable")  # back to file order after length-sorted evaluation
+
+    full = nli_metric().compute(predictions=predicted, references=gold, num_labels=3)
+    metrics = dict(output.metrics)
+    metrics[f"{prefix}_confusion_matrix"] = full["confusion_matrix"]
+    genre_of_idx = dict(zip(raw["idx"], raw["genre"])) if "genre" in raw.column_names else None
+    if genre_of_idx is not None:
+        hits, counts = defaultdict(int), defaultdict(int)
+        for i, p, g in zip(idx, predicted, gold):
+            genre = genre_of_idx[int(i)]
+            counts[genre] += 1
+            hits[genre] += int(p == g)
+        metrics[f"{prefix}_accuracy_by_genre"] = {genre: hits[genre] / counts[genre] for genre in sorted(counts)}
+
+    rows = []
+    for i in order:
+        row = {"idx": int(idx[i]), "gold": int(gold[i]), "predicted": int(predicted[i]),
+               "probabilities": [round(float(p), 6) for p in probabilities[i]]}
+        if genre_of_idx is not None:
+            row["genre"] = genre_of_idx[int(idx[i])]
+        rows.append(row)
+    if trainer.is_world_process_zero():
+        training.write_jsonl(Path(output_dir) / f"predictions_{split}.jsonl", rows)
+
+    confusion_rows = [[LABEL_NAMES[g], *full["confusion_matrix"][g]] for g in range(3)]
+    sample_rows = [[r["idx"], LABEL_NAMES[r["gold"]], LABEL_NAMES[r["predicted"]], max(r["probabilities"])] for r in rows[:200]]
+    tables = {
+        f"{prefix}/confusion_matrix": (["gold \\ predicted", *LABEL_NAMES], confusion_rows),
+        f"{prefix}/predictions_sample": (["idx", "gold", "predicted", "confidence"], sample_rows),
+    }
+    return metrics, tables
+
+
+# --- The run ------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, tracking_args, training_args, recipe = parse_recipe(
+        (ModelArguments, MnliDataArguments, TrackingArguments, TrainingArguments), argv
+    )
+    training.setup_run(training_args, tracking_args)
+    resume_from = training.resolve_resume_checkpoint(training_args)
+
+    raw = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
+    tokenizer = training.load_tokenizer(model_args)
+    model = training.load_model(
+        model_args,
+        AutoModelForSequenceClassification,
+        tokenizer,
+        max_seq_length=data_args.max_seq_length,
+        num_labels=3,
+        id2label=dict(enumerate(LABEL_NAMES)),
+        label2id={name: i for i, name in enumerate(LABEL_NAMES)},
+        finetuning_task="mnli",
+    )
+    features = preprocess(raw, tokenizer, data_args, training_args)
+    info = training.run_info("mnli", model_args, tracking_args, training_args, recipe, model, {
+        "train_examples": len(raw["train"]) if "train" in raw else 0,
+        "eval_examples": {split: len(raw[split]) for split in EVAL_SPLITS if split in raw},
+    })
+    if training_args.process_index == 0:
+        training.save_recipe(training_args.output_dir, recipe)
+        training.write_json(Path(training_args.output_dir) / "run_info.json", info)
+        logger.info("Model %s: %s parameters (%s trainable)", info["model"], f"{info['parameters']['total']:,}", f"{info['parameters']['trainable']:,}")
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=features.get("train"),
+        eval_dataset={split.replace("validation_", ""): features[split] for split in EVAL_SPLITS if split in features},
+        processing_class=tokenizer,
+        # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if training_args.use_cpu else 8),
+        compute_metrics=compute_metrics,
+        callbacks=[training.RunInfoCallback(info)],
+    )
+
+    all_results = {}
+    if "train" in features:
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
+        trainer.save_model()
+        trainer.save_state()
+        all_results.update(train_result.metrics)
+        trainer.log_metrics("train", train_result.metrics)
+    tables = {}
+    for split in EVAL_SPLITS:
+        if split in features:
+            metrics, split_tables = evaluate_split(trainer, features[split], raw[split], split, training_args.output_dir)
+            all_results.update(metrics)
+            tables.update(split_tables)
+            trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+    training.finish_run(trainer, all_results, tables)
+    return all_results
