@@ -50,6 +50,9 @@ class ModelArguments:
     attn_implementation: str | None = field(
         default=None, metadata={"help": "Attention kernel: sdpa (default where supported) or eager."}
     )
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Replace a checkpoint's head of another size (e.g. 2 labels) with a new one."}
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow code from the checkpoint folder or Hub repo to run. Off unless a recipe turns it on."}
     )

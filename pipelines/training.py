@@ -107,7 +107,7 @@ def load_model(model_args, auto_model_class, tokenizer, max_seq_length: int | No
         )
         model = load_pretrained(
             auto_model_class, path, config=config, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
-            trust_remote_code=model_args.trust_remote_code,
+            trust_remote_code=model_args.trust_remote_code, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         )
     check_model_fits(model, tokenizer, max_seq_length)
     return model

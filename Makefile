@@ -1,0 +1,23 @@
+# Two commands for a fresh machine:
+#   make demo   installs, then trains the CPU recipe (MiniLM on MNLI, ~15 min on 2 cores) and prints accuracies
+#   make test   installs, then runs the test suite
+# On a GPU machine use the CUDA build of torch: make install TORCH="torch"
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PYTHON = $(VENV)/bin/python
+
+.PHONY: install demo test
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet "$(TORCH)"
+	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/accelerate launch --config_file configs/accelerate_cpu.yaml scripts/run_mnli.py configs/mnli/minilm_cpu.yaml
+
+test: install
+	$(PYTHON) -m pytest -q tests
