@@ -13,6 +13,7 @@ import difflib
 import os
 import sys
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +171,17 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     for key in [*recipe, *cli_keys]:
         for instance in instances:
             if hasattr(instance, key):
-                resolved[key] = getattr(instance, key)
+                resolved[key] = _plain(getattr(instance, key))
     return (*instances, resolved)
+
+
+def _plain(value):
+    """Enums (TrainingArguments turns strategy strings into them) back to their YAML-friendly values."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def parse_overrides(text: str | None) -> dict[str, Any]:

@@ -158,6 +158,8 @@ def test_recipe_parsing(tmp_path):
     assert training_args.train_sampling_strategy == "group_by_length"  # project default
     assert tracking_args.wandb_tags == ["a"]
     assert resolved["max_seq_length"] == 32
+    _, _, _, _, resolved = parse_recipe(types, [str(recipe), "--save_strategy", "no"])
+    assert yaml.safe_load(yaml.safe_dump(resolved))["save_strategy"] == "no"  # enums are saved as plain strings
     recipe.write_text("model_name_or_path: minilm\nlearning_rat: 2e-5\n")
     with pytest.raises(RecipeError, match=r"r\.yaml: unknown key 'learning_rat'. Did you mean 'learning_rate'"):
         parse_recipe(types, [str(recipe)])
