@@ -108,14 +108,16 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
-def update_wandb_config(values: dict[str, Any]) -> None:
-    """Add values to the active W&B run's config (main process only; no-op without a run)."""
+def update_wandb_config(values: dict[str, Any]) -> bool:
+    """Add values to the active W&B run's config (main process only). False when there is no run (yet)."""
     try:
         import wandb
     except ImportError:
-        return
-    if wandb.run is not None:
-        wandb.config.update(values, allow_val_change=True)
+        return False
+    if wandb.run is None:
+        return False
+    wandb.config.update(values, allow_val_change=True)
+    return True
 
 
 def log_wandb_summary(metrics: dict[str, Any], tables: dict[str, tuple[list[str], list[list]]] | None = None) -> None:

@@ -21,6 +21,7 @@ import torch
 import transformers
 import yaml
 from transformers import AutoConfig, AutoTokenizer, set_seed
+from transformers.integrations import WandbCallback
 
 from pipelines import tracking
 from pipelines.arguments import RecipeError, parse_overrides
@@ -29,8 +30,8 @@ from pipelines.hub import load_pretrained, resolve_model_path
 logger = logging.getLogger("pipelines")
 
 
-def setup_run(training_args, tracking_args=None) -> None:
-    """Logging on every process (quiet on non-main ones), seeds, and W&B environment, before anything is loaded."""
+def setup_run(training_args) -> None:
+    """Logging on every process (quiet on non-main ones) and seeds, before anything is loaded."""
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)]
     )
@@ -41,18 +42,24 @@ def setup_run(training_args, tracking_args=None) -> None:
     datasets.utils.logging.set_verbosity(logging.WARNING)
     if training_args.run_name is None:
         training_args.run_name = Path(training_args.output_dir).name
-    if tracking_args is not None:
-        tracking.setup_wandb(tracking_args, training_args)
     set_seed(training_args.seed)
 
 
-def resolve_resume_checkpoint(training_args) -> str | None:
+def _complete_checkpoint(folder: Path) -> bool:
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return state.get("global_step") == int(folder.name.split("-")[-1])
+
+
+def resolve_resume_checkpoint(training_args, value: str | None = None) -> str | None:
     """`resume_from_checkpoint: auto` -> the newest complete checkpoint in output_dir, or None to start fresh.
 
-    A checkpoint is complete when the Trainer has written its trainer_state.json, the last file it saves;
-    a folder killed halfway through saving lacks it and is never picked.
+    A checkpoint is complete when the Trainer has written its trainer_state.json, the last file it saves, in full
+    (it parses, and names the folder's step); a folder killed halfway through saving fails that and is never picked.
     """
-    value = training_args.resume_from_checkpoint
+    value = training_args.resume_from_checkpoint if value is None else value
     if value in (None, "", "false", "False", "no"):
         return None
     if value not in ("auto", "true", "True"):
@@ -62,7 +69,7 @@ def resolve_resume_checkpoint(training_args) -> str | None:
         return None
     pattern = re.compile(r"^checkpoint-(\d+)$")
     complete = [
-        p for p in output_dir.iterdir() if p.is_dir() and pattern.match(p.name) and (p / "trainer_state.json").is_file()
+        p for p in output_dir.iterdir() if p.is_dir() and pattern.match(p.name) and _complete_checkpoint(p)
     ]
     if not complete:
         return None
@@ -171,10 +178,39 @@ def run_info(task: str, model_args, tracking_args, training_args, recipe: dict, 
     return info
 
 
-def save_recipe(output_dir: str | Path, recipe: dict) -> None:
-    path = Path(output_dir) / "recipe.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
+SECRET_KEY = re.compile(r"(token|api_key|password|secret)", re.IGNORECASE)
+
+
+def redact(values: dict) -> dict:
+    """Recipe values safe to save and log: anything named like a token or key is replaced."""
+    return {k: ("<redacted>" if SECRET_KEY.search(k) and v not in (None, "", False) else v) for k, v in values.items()}
+
+
+def redact_argv() -> None:
+    """Blank token values in sys.argv, which W&B records as the run's command line."""
+    for i, arg in enumerate(sys.argv):
+        if arg.startswith("--") and SECRET_KEY.search(arg):
+            if "=" in arg:
+                sys.argv[i] = arg.split("=", 1)[0] + "=<redacted>"
+            elif i + 1 < len(sys.argv):
+                sys.argv[i + 1] = "<redacted>"
+
+
+def start_outputs(task: str, model_args, tracking_args, training_args, recipe: dict, model, extra: dict | None = None) -> dict:
+    """Called once inputs, tokenizer and model have loaded, so a bad input leaves no output folder behind:
+    sets up W&B, writes recipe.yaml and run_info.json (main process), and returns the run info."""
+    recipe = redact(recipe)
+    redact_argv()
+    tracking.setup_wandb(tracking_args, training_args)
+    info = run_info(task, model_args, tracking_args, training_args, recipe, model, extra)
+    if training_args.process_index == 0:
+        path = Path(training_args.output_dir) / "recipe.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        write_json(Path(training_args.output_dir) / "run_info.json", info)
+        params = info["parameters"]
+        logger.info("Model %s: %s parameters (%s trainable)", info["model"], f"{params['total']:,}", f"{params['trainable']:,}")
+    return info
 
 
 class Timer:
@@ -186,6 +222,68 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops instead of training on garbage."""
+
+
+class PipelineTrainer(transformers.Trainer):
+    """The Trainer, stopping at the first non-finite loss with a message that names the step.
+
+    The Trainer's `logging_nan_inf_filter` would only hide NaN losses from the logged average. Stopping keeps the
+    last good checkpoint as it is: nothing is saved after the bad step.
+    """
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            checkpoint = resolve_resume_checkpoint(self.args, value="auto")
+            raise NonFiniteLossError(
+                f"The training loss is {loss.item()} at step {self.state.global_step + 1} "
+                f"(epoch {self.state.epoch or 0:.2f}). Training stopped. "
+                + (f"The last good checkpoint is {checkpoint}." if checkpoint else "No checkpoint was saved before it.")
+                + " Lower the learning rate, use bf16 rather than fp16, or check the inputs of that step."
+            )
+        return loss
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Save as the Trainer does, but the training arguments as readable JSON with tokens removed,
+        instead of the pickled training_args.bin (a pickle runs code when loaded, and it would hold hub_token)."""
+        super()._save(output_dir, state_dict)
+        output_dir = Path(output_dir or self.args.output_dir)
+        pickled = output_dir / "training_args.bin"
+        if self.args.should_save and pickled.exists():
+            pickled.unlink()
+            write_json(output_dir / "training_args.json", self.args.to_dict())
+
+
+class SafeWandbCallback(WandbCallback):
+    """The Trainer's W&B callback, except that a W&B failure (bad key, no network, a crashed wandb process)
+    never stops training: the first error is reported once and W&B is switched off for the rest of the run."""
+
+    failed = False
+
+    def _guarded(self, event: str, *args, **kwargs):
+        if self.failed:
+            return None
+        try:
+            return getattr(WandbCallback, event)(self, *args, **kwargs)
+        except Exception as error:  # anything wandb raises must not end the run
+            self.failed = True
+            self._wandb = None
+            output_dir = args[0].output_dir if args else "output_dir"
+            logger.warning(
+                "W&B failed during %s (%s: %s). Training goes on without W&B; the metrics are in %s "
+                "(trainer_state.json, log_history.json and all_results.json).",
+                event, type(error).__name__, error, output_dir,
+            )
+            return None
+
+
+for _event in ("on_train_begin", "on_train_end", "on_log", "on_save", "on_predict", "on_evaluate", "on_step_end", "on_epoch_end"):
+    if hasattr(WandbCallback, _event):
+        setattr(SafeWandbCallback, _event, lambda self, *a, _event=_event, **k: self._guarded(_event, *a, **k))
+
+
 class RunInfoCallback(transformers.TrainerCallback):
     """Puts the run's metadata (recipe, parameter counts, commit, versions, hardware) in the W&B config."""
 
@@ -195,14 +293,22 @@ class RunInfoCallback(transformers.TrainerCallback):
 
     def _send(self, state):
         if not self.sent and state.is_world_process_zero:
-            tracking.update_wandb_config({"run_info": self.info})
-            self.sent = True
+            self.sent = tracking.update_wandb_config({"run_info": self.info})
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._send(state)
 
     def on_log(self, args, state, control, **kwargs):
         self._send(state)
+
+
+def make_trainer(info: dict, **trainer_kwargs) -> PipelineTrainer:
+    """A PipelineTrainer whose W&B callback cannot crash the run, and which sends the run's metadata to W&B."""
+    trainer = PipelineTrainer(**trainer_kwargs)
+    if trainer.pop_callback(WandbCallback) is not None:
+        trainer.add_callback(SafeWandbCallback())
+    trainer.add_callback(RunInfoCallback(info))
+    return trainer
 
 
 def finish_run(trainer, all_results: dict, tables: dict | None = None) -> None:
@@ -217,5 +323,8 @@ def finish_run(trainer, all_results: dict, tables: dict | None = None) -> None:
         nested = {k: v for k, v in all_results.items() if isinstance(v, dict)}
         for key, values in nested.items():
             scalars.update({f"{key}/{name}": v for name, v in values.items() if isinstance(v, (int, float))})
-        tracking.log_wandb_summary(scalars, tables)
-        tracking.finish_wandb()
+        try:
+            tracking.log_wandb_summary(scalars, tables)
+            tracking.finish_wandb()
+        except Exception as error:  # W&B must never cost the run its results, which are already on disk
+            logger.warning("W&B failed at the end of the run (%s: %s); results are in %s", type(error).__name__, error, output_dir)

@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, tracking_args, training_args, recipe = parse_recipe(
         (ModelArguments, MnliDataArguments, TrackingArguments, TrainingArguments), argv
     )
-    training.setup_run(training_args, tracking_args)
+    training.setup_run(training_args)
     resume_from = training.resolve_resume_checkpoint(training_args)
 
     raw = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
@@ -260,16 +260,13 @@ def main(argv: list[str] | None = None) -> dict:
         finetuning_task="mnli",
     )
     features = preprocess(raw, tokenizer, data_args, training_args)
-    info = training.run_info("mnli", model_args, tracking_args, training_args, recipe, model, {
+    info = training.start_outputs("mnli", model_args, tracking_args, training_args, recipe, model, {
         "train_examples": len(raw["train"]) if "train" in raw else 0,
         "eval_examples": {split: len(raw[split]) for split in EVAL_SPLITS if split in raw},
     })
-    if training_args.process_index == 0:
-        training.save_recipe(training_args.output_dir, recipe)
-        training.write_json(Path(training_args.output_dir) / "run_info.json", info)
-        logger.info("Model %s: %s parameters (%s trainable)", info["model"], f"{info['parameters']['total']:,}", f"{info['parameters']['trainable']:,}")
 
-    trainer = Trainer(
+    trainer = training.make_trainer(
+        info,
         model=model,
         args=training_args,
         train_dataset=features.get("train"),
@@ -278,7 +275,6 @@ def main(argv: list[str] | None = None) -> dict:
         # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if training_args.use_cpu else 8),
         compute_metrics=compute_metrics,
-        callbacks=[training.RunInfoCallback(info)],
     )
 
     all_results = {}
