@@ -245,6 +245,16 @@ class PipelineTrainer(transformers.Trainer):
             )
         return loss
 
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluate in the dataset's order: predictions are matched to examples by position.
+
+        transformers 5 also groups eval batches by length when training does (train_sampling_strategy), which
+        returns predictions shuffled. Our task modules sort eval sets by length themselves, which keeps the order known.
+        """
+        if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
     def _save(self, output_dir: str | None = None, state_dict=None):
         """Save as the Trainer does, but the training arguments as readable JSON with tokens removed,
         instead of the pickled training_args.bin (a pickle runs code when loaded, and it would hold hub_token)."""

@@ -229,3 +229,21 @@ def test_accelerate_launch_end_to_end(tmp_path, data_dir, tiny_bert_dir):
     logged_losses = [row["train/loss"] for row in run["history"] if "train/loss" in row]
     assert len(logged_losses) == 3
     assert run["config"]["run_info"]["parameters"]["total"] == run_info["parameters"]["total"]
+
+
+def test_predictions_come_back_in_dataset_order(tmp_path, tiny_bert_dir):
+    """With length-grouped training batches, predict() must still return rows in the dataset's order."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+
+    from pipelines.training import PipelineTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    texts = [" ".join(["word"] * (1 + i % 37)) for i in range(300)]
+    encoded = tokenizer(texts, ["a hypothesis"] * 300)
+    rows = datasets.Dataset.from_dict({**encoded, "label": [i % 3 for i in range(300)]})
+    rows = rows.add_column("length", [len(ids) for ids in rows["input_ids"]])
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_eval_batch_size=8,
+                             train_sampling_strategy="group_by_length")
+    output = PipelineTrainer(model=model, args=args, processing_class=tokenizer).predict(rows)
+    assert output.label_ids.tolist() == rows["label"]
