@@ -151,7 +151,7 @@ def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: MnliDataArgument
 
     def tokenize(batch):
         encoded = tokenizer(batch["premise"], batch["hypothesis"], truncation=True, max_length=data_args.max_seq_length, padding=padding)
-        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        encoded["length"] = [sum(mask) for mask in encoded["attention_mask"]]  # real tokens, padding excluded
         return encoded
 
     processed = {}
