@@ -648,3 +648,88 @@ def write_predictions(
             }
             lines.write(json.dumps(line, ensure_ascii=False) + "\n")
     return {name: str(path) for name, path in paths.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 7. The run
+# --------------------------------------------------------------------------------------------------------------
+
+
+def evaluate_split(trainer, raw_examples, features, data_args: QADataArguments, output_dir: str, split: str = "validation"):
+    """Predict every window, gather answers per question, score them officially, write the prediction files."""
+    import time
+
+    start = time.perf_counter()
+    output = trainer.predict(features.remove_columns([c for c in EVAL_ONLY_COLUMNS if c in features.column_names]))
+    start_logits, end_logits = output.predictions[:2]
+    predictions, nbest = postprocess_qa_predictions(
+        raw_examples, features, start_logits, end_logits, data_args.n_best_size, data_args.max_answer_length
+    )
+    scores, per_example = score_predictions(data_args.metric, predictions, raw_examples)
+    seconds = time.perf_counter() - start
+    metrics = {f"eval_{k}": v for k, v in scores.items()}
+    metrics.update({
+        "eval_runtime": seconds,
+        "eval_samples_per_second": len(raw_examples) / seconds,
+        "eval_windows_per_second": len(features) / seconds,
+        "eval_metric": data_args.metric,
+    })
+    if trainer.is_world_process_zero():
+        write_predictions(output_dir, split, predictions, nbest, raw_examples, per_example)
+    failures = [row for row in per_example if row["exact_match"] == 0]
+    columns = ["id", "question", "gold_answers", "predicted", "exact_match", "f1"]
+    tables = {
+        "eval/predictions_sample": (columns, [[r[c] if c != "gold_answers" else " | ".join(r[c]) for c in columns] for r in per_example[:200]]),
+        "eval/failures_sample": (columns, [[r[c] if c != "gold_answers" else " | ".join(r[c]) for c in columns] for r in failures[:200]]),
+    }
+    return metrics, tables
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainingArguments
+
+    from pipelines import training
+    from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
+
+    model_args, data_args, tracking_args, training_args, recipe = parse_recipe(
+        (ModelArguments, QADataArguments, TrackingArguments, TrainingArguments), argv
+    )
+    training.setup_run(training_args)
+    resume_from = training.resolve_resume_checkpoint(training_args)
+
+    raw, description = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
+    tokenizer = training.load_tokenizer(model_args)
+    # num_labels=2: the QA head's two outputs (start, end), whatever head the checkpoint was saved with.
+    model = training.load_model(model_args, AutoModelForQuestionAnswering, tokenizer, max_seq_length=data_args.max_seq_length, num_labels=2)
+    features = preprocess(raw, tokenizer, data_args, training_args)
+    info = training.start_outputs("qa", model_args, tracking_args, training_args, recipe, model, {
+        "data": description,
+        "metric": data_args.metric,
+        "train_windows": len(features["train"]) if "train" in features else 0,
+        "eval_windows": len(features["validation"]) if "validation" in features else 0,
+    })
+    if training_args.process_index == 0:
+        training.write_json(Path(training_args.output_dir) / "data_splits.json", description)
+
+    trainer = training.make_trainer(
+        info,
+        model=model,
+        args=training_args,
+        train_dataset=features.get("train"),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if training_args.use_cpu else 8),
+    )
+    all_results: dict[str, Any] = {}
+    if "train" in features:
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
+        trainer.save_model()
+        trainer.save_state()
+        all_results.update(train_result.metrics)
+        trainer.log_metrics("train", train_result.metrics)
+    tables = {}
+    if "validation" in features:
+        metrics, tables = evaluate_split(trainer, raw["validation"], features["validation"], data_args, training_args.output_dir)
+        all_results.update(metrics)
+        trainer.log_metrics("eval", metrics)
+    training.finish_run(trainer, all_results, tables)
+    return all_results

@@ -1,0 +1,45 @@
+"""QA end to end: a real `accelerate launch` of run_qa.py with a tiny model, outputs and the W&B run read back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import REPO, launch_command, subprocess_env
+
+
+@pytest.mark.slow
+def test_run_qa_end_to_end(tmp_path, tiny_bert_dir):
+    fixture = REPO / "tests" / "fixtures" / "qa" / "tiny_squad.json"
+    output_dir = tmp_path / "run"
+    recipe = tmp_path / "qa.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_bert_dir), "train_file": str(fixture), "validation_file": str(fixture),
+        "max_seq_length": 64, "doc_stride": 16, "max_query_length": 16, "output_dir": str(output_dir),
+        "max_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "logging_steps": 1,
+        "report_to": "wandb", "wandb_group": "qa-e2e", "wandb_job_type": "scratch",
+    }))
+    result = subprocess.run(launch_command("scripts/run_qa.py", recipe), cwd=tmp_path, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    results = json.loads((output_dir / "all_results.json").read_text())
+    total_questions = sum(len(p["qas"]) for a in json.loads(fixture.read_text())["data"] for p in a["paragraphs"])
+    assert results["eval_total"] == total_questions
+    assert 0 <= results["eval_f1"] <= 100 and results["eval_metric"] == "squad_v1"
+    rows = [json.loads(line) for line in (output_dir / "predictions_validation.jsonl").read_text().splitlines()]
+    assert len(rows) == total_questions and all({"id", "gold_answers", "predicted", "exact_match", "f1"} <= set(r) for r in rows)
+    assert sum(r["exact_match"] for r in rows) / len(rows) == pytest.approx(results["eval_exact_match"])
+    predictions = json.loads((output_dir / "predictions_validation.json").read_text())
+    assert set(predictions) == {r["id"] for r in rows}
+    assert (output_dir / "nbest_predictions_validation.json").is_file()
+    assert json.loads((output_dir / "data_splits.json").read_text())
+
+    from pipelines.tracking import find_offline_runs, read_offline_run
+
+    run = read_offline_run(find_offline_runs(output_dir)[0])
+    assert run["summary"]["eval_f1"] == pytest.approx(results["eval_f1"])
+    assert run["run"]["group"] == "qa-e2e"
