@@ -23,6 +23,7 @@ import yaml
 from transformers import AutoConfig, AutoTokenizer, set_seed
 from transformers.integrations import WandbCallback
 
+import pipelines.models  # noqa: F401  registers our model classes with the Auto classes
 from pipelines import tracking
 from pipelines.arguments import RecipeError, parse_overrides
 from pipelines.hub import load_pretrained, resolve_model_path
@@ -178,7 +179,8 @@ def run_info(task: str, model_args, tracking_args, training_args, recipe: dict, 
     return info
 
 
-SECRET_KEY = re.compile(r"(token|api_key|password|secret)", re.IGNORECASE)
+# hub_token, wandb_api_key, ...; not tokenizer_name.
+SECRET_KEY = re.compile(r"(^|_)(token|api_key|password|secret)$", re.IGNORECASE)
 
 
 def redact(values: dict) -> dict:
@@ -189,7 +191,7 @@ def redact(values: dict) -> dict:
 def redact_argv() -> None:
     """Blank token values in sys.argv, which W&B records as the run's command line."""
     for i, arg in enumerate(sys.argv):
-        if arg.startswith("--") and SECRET_KEY.search(arg):
+        if arg.startswith("--") and SECRET_KEY.search(arg[2:].split("=", 1)[0]):
             if "=" in arg:
                 sys.argv[i] = arg.split("=", 1)[0] + "=<redacted>"
             elif i + 1 < len(sys.argv):
@@ -211,6 +213,24 @@ def start_outputs(task: str, model_args, tracking_args, training_args, recipe: d
         params = info["parameters"]
         logger.info("Model %s: %s parameters (%s trainable)", info["model"], f"{params['total']:,}", f"{params['trainable']:,}")
     return info
+
+
+def record_wandb_run(output_dir: Path) -> None:
+    """Add the W&B run's id, project and (online) URL to run_info.json, for model cards and reports."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    run = wandb.run
+    path = output_dir / "run_info.json"
+    if run is None or not path.exists():
+        return
+    info = json.loads(path.read_text())
+    info["wandb"] = {"id": run.id, "project": run.project, "entity": getattr(run, "entity", None),
+                     "offline": bool(getattr(run, "offline", False) or os.environ.get("WANDB_MODE") == "offline")}
+    if not info["wandb"]["offline"]:
+        info["wandb"]["url"] = run.url
+    write_json(path, info)
 
 
 class Timer:
@@ -321,11 +341,43 @@ def make_trainer(info: dict, **trainer_kwargs) -> PipelineTrainer:
     return trainer
 
 
+def apply_peft(model, peft_args, task: str):
+    """Wrap the model in LoRA adapters when the recipe says use_lora (see pipelines/lora.py)."""
+    if peft_args is None or not peft_args.use_lora:
+        return model
+    from pipelines import lora
+
+    return lora.apply_lora(model, peft_args, lora.TASK_TYPES[task])
+
+
+def save_trained_model(trainer, peft_args, tokenizer) -> None:
+    """Full fine-tuning: the model as the Trainer saves it. LoRA: output_dir/adapter/ plus the merged model in
+    output_dir (call after evaluation: merging changes the model in place)."""
+    if peft_args is not None and peft_args.use_lora:
+        if trainer.is_world_process_zero():
+            from pipelines import lora
+
+            lora.save_lora_run(trainer.model, trainer.args.output_dir, tokenizer)
+    else:
+        trainer.save_model()
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated, or on CPU the peak resident memory of this process, in MB."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is in KB on Linux
+
+
 def finish_run(trainer, all_results: dict, tables: dict | None = None) -> None:
     """Write all_results.json and log_history.json, put final metrics and tables in W&B, close the W&B run."""
+    all_results.setdefault("peak_memory_mb", peak_memory_mb())
     if not trainer.is_world_process_zero():
         return
     output_dir = Path(trainer.args.output_dir)
+    record_wandb_run(output_dir)
     write_json(output_dir / "all_results.json", all_results)
     write_json(output_dir / "log_history.json", trainer.state.log_history)
     if tracking.wandb_enabled(trainer.args):

@@ -170,7 +170,9 @@ def test_recipe_parsing(tmp_path):
 def test_shipped_recipes_parse():
     from transformers import TrainingArguments
 
-    types = (ModelArguments, MnliDataArguments, TrackingArguments, TrainingArguments)
+    from pipelines.lora import PeftArguments
+
+    types = (ModelArguments, MnliDataArguments, TrackingArguments, PeftArguments, TrainingArguments)
     for recipe in sorted((REPO / "configs" / "mnli").glob("*.yaml")):
         header = recipe.read_text().splitlines()[0]
         assert header.startswith("# accelerate launch") and str(recipe.relative_to(REPO)) in header, recipe

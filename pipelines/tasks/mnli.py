@@ -19,8 +19,9 @@ import datasets
 import numpy as np
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
-from pipelines import tracking, training
+from pipelines import hub_push, training
 from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
+from pipelines.lora import PeftArguments
 from pipelines.data_files import DataError, LocalFile, find_split_file, load_local_file, require_columns
 from pipelines.hub import SHORT_NAMES
 from pipelines.metrics import load_metric
@@ -241,9 +242,10 @@ def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.D
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, tracking_args, training_args, recipe = parse_recipe(
-        (ModelArguments, MnliDataArguments, TrackingArguments, TrainingArguments), argv
+    model_args, data_args, tracking_args, peft_args, training_args, recipe = parse_recipe(
+        (ModelArguments, MnliDataArguments, TrackingArguments, PeftArguments, TrainingArguments), argv
     )
+    push_request = hub_push.take_over_trainer_push(training_args)  # we push at the end, with a model card
     training.setup_run(training_args)
     resume_from = training.resolve_resume_checkpoint(training_args)
 
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
         label2id={name: i for i, name in enumerate(LABEL_NAMES)},
         finetuning_task="mnli",
     )
+    model = training.apply_peft(model, peft_args, "mnli")
     features = preprocess(raw, tokenizer, data_args, training_args)
     info = training.start_outputs("mnli", model_args, tracking_args, training_args, recipe, model, {
         "train_examples": len(raw["train"]) if "train" in raw else 0,
@@ -280,7 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
     all_results = {}
     if "train" in features:
         train_result = trainer.train(resume_from_checkpoint=resume_from)
-        trainer.save_model()
+        if not peft_args.use_lora:
+            training.save_trained_model(trainer, peft_args, tokenizer)
         trainer.save_state()
         all_results.update(train_result.metrics)
         trainer.log_metrics("train", train_result.metrics)
@@ -291,5 +295,9 @@ def main(argv: list[str] | None = None) -> dict:
             all_results.update(metrics)
             tables.update(split_tables)
             trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+    if peft_args.use_lora and "train" in features:
+        training.save_trained_model(trainer, peft_args, tokenizer)
     training.finish_run(trainer, all_results, tables)
+    if trainer.is_world_process_zero():
+        hub_push.push_after_run(training_args.output_dir, push_request)
     return all_results

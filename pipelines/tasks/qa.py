@@ -688,12 +688,14 @@ def evaluate_split(trainer, raw_examples, features, data_args: QADataArguments, 
 def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainingArguments
 
-    from pipelines import training
+    from pipelines import hub_push, training
     from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
+    from pipelines.lora import PeftArguments
 
-    model_args, data_args, tracking_args, training_args, recipe = parse_recipe(
-        (ModelArguments, QADataArguments, TrackingArguments, TrainingArguments), argv
+    model_args, data_args, tracking_args, peft_args, training_args, recipe = parse_recipe(
+        (ModelArguments, QADataArguments, TrackingArguments, PeftArguments, TrainingArguments), argv
     )
+    push_request = hub_push.take_over_trainer_push(training_args)  # we push at the end, with a model card
     training.setup_run(training_args)
     resume_from = training.resolve_resume_checkpoint(training_args)
 
@@ -701,6 +703,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = training.load_tokenizer(model_args)
     # num_labels=2: the QA head's two outputs (start, end), whatever head the checkpoint was saved with.
     model = training.load_model(model_args, AutoModelForQuestionAnswering, tokenizer, max_seq_length=data_args.max_seq_length, num_labels=2)
+    model = training.apply_peft(model, peft_args, "qa")
     features = preprocess(raw, tokenizer, data_args, training_args)
     info = training.start_outputs("qa", model_args, tracking_args, training_args, recipe, model, {
         "data": description,
@@ -722,7 +725,8 @@ def main(argv: list[str] | None = None) -> dict:
     all_results: dict[str, Any] = {}
     if "train" in features:
         train_result = trainer.train(resume_from_checkpoint=resume_from)
-        trainer.save_model()
+        if not peft_args.use_lora:
+            training.save_trained_model(trainer, peft_args, tokenizer)
         trainer.save_state()
         all_results.update(train_result.metrics)
         trainer.log_metrics("train", train_result.metrics)
@@ -731,5 +735,9 @@ def main(argv: list[str] | None = None) -> dict:
         metrics, tables = evaluate_split(trainer, raw["validation"], features["validation"], data_args, training_args.output_dir)
         all_results.update(metrics)
         trainer.log_metrics("eval", metrics)
+    if peft_args.use_lora and "train" in features:
+        training.save_trained_model(trainer, peft_args, tokenizer)
     training.finish_run(trainer, all_results, tables)
+    if trainer.is_world_process_zero():
+        hub_push.push_after_run(training_args.output_dir, push_request)
     return all_results
