@@ -1,0 +1,16 @@
+"""Run a study: every arm × seed of a study file as one job, one after another, resumable, then the report.
+
+    python scripts/run_study.py configs/studies/mnli_pretrained_vs_scratch_cpu.yaml
+    python scripts/run_study.py configs/studies/qa_ablation_korquad_cpu.yaml --dry-run    # the plan and commands
+    python scripts/run_study.py configs/studies/mnli_pretrained_vs_scratch.yaml --report-only --wandb-report
+
+Run it again after an interruption: finished jobs are skipped and an interrupted job resumes from its last
+checkpoint. See pipelines/study.py for the study file format.
+"""
+
+import sys
+
+from pipelines.study import main
+
+if __name__ == "__main__":
+    sys.exit(main())
