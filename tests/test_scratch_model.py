@@ -154,7 +154,9 @@ def test_output_shapes_and_losses(model_class, norm_position):
         ScratchTransformerModel: {"last_hidden_state": (batch, seq, config.hidden_size)},
         ScratchTransformerForSequenceClassification: {"logits": (batch, tester.num_labels)},
         ScratchTransformerForQuestionAnswering: {"start_logits": (batch, seq), "end_logits": (batch, seq)},
-        ScratchTransformerForMaskedLM: {"logits": (batch, seq, config.vocab_size)},
+        # With labels, the MLM head scores only the masked positions.
+        ScratchTransformerForMaskedLM: {"logits": (int((labels["labels"] != -100).sum()), config.vocab_size)}
+        if "labels" in labels else {"logits": (batch, seq, config.vocab_size)},
     }[model_class]
     for name, shape in expected_shapes.items():
         assert tuple(output[name].shape) == shape
@@ -427,3 +429,16 @@ def test_a_few_trainer_steps(tmp_path):
     assert result.global_step == 2
     assert all(layer.gradient_checkpointing for layer in model.transformer.layers)
     assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry)
+
+
+def test_masked_lm_loss_on_masked_positions_equals_full_cross_entropy():
+    """Scoring only masked positions is an optimisation: the loss equals cross-entropy over full logits."""
+    tester = ScratchTransformerModelTester()
+    model = tester.build(ScratchTransformerForMaskedLM).eval()
+    inputs = tester.prepare_inputs()
+    labels = tester.prepare_labels(ScratchTransformerForMaskedLM)["labels"]
+    with torch.no_grad():
+        full_logits = model(**inputs).logits  # (B, S, V) without labels
+        loss = model(**inputs, labels=labels).loss
+    expected = torch.nn.functional.cross_entropy(full_logits.view(-1, full_logits.shape[-1]), labels.view(-1), ignore_index=-100)
+    assert torch.allclose(loss, expected, atol=1e-5)

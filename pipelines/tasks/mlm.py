@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     # The collator reads special_tokens_mask (and offset_mapping), which the model's forward does not take, so the
     # Trainer must not drop them; `preprocess` leaves only columns that the collator or the model use.
     training_args.remove_unused_columns = False
+    # Evaluation needs only the loss; gathering (blocks x 128 x vocab) logits would take gigabytes.
+    training_args.prediction_loss_only = True
     if not data_args.line_by_line and training_args.train_sampling_strategy == "group_by_length":
         # Packed blocks all have the same length: grouping by length has nothing to group and would only scan the data.
         logger.info("Packed blocks have equal lengths: train_sampling_strategy group_by_length -> random")

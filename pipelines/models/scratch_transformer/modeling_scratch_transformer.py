@@ -440,11 +440,20 @@ class ScratchTransformerForMaskedLM(ScratchTransformerPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = self.lm_head(outputs.last_hidden_state)  # (B, S, V)
+        hidden = outputs.last_hidden_state  # (B, S, H)
 
         loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+        if labels is None:
+            logits = self.lm_head(hidden)  # (B, S, V)
+        else:
+            # With labels, score only the masked positions (about 15%): projecting every position onto the
+            # vocabulary would be most of the step's work. The logits returned are then (M, V), M = masked tokens.
+            masked = labels != -100  # (B, S)
+            logits = self.lm_head(hidden[masked])  # (M, V)
+            if masked.any():
+                loss = F.cross_entropy(logits.float(), labels[masked])
+            else:  # a batch without masked tokens teaches nothing; keep the graph, avoid a NaN mean
+                loss = hidden.sum() * 0.0
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
