@@ -86,6 +86,18 @@ def test_job_recipe_file_parses_and_keeps_its_wandb_run_id(tmp_path):
     assert tracking_args.wandb_group == "tiny-study" and tracking_args.wandb_tags == ["mnli", "tiny-study", "scratch"]
 
 
+def test_finished_job_with_a_changed_recipe_is_skipped_with_a_warning(tmp_path, caplog):
+    study = load_study(write_study(tmp_path))
+    job = study.jobs()[0]
+    studies.prepare_job(study, job)
+    (job.output_dir / "all_results.json").write_text("{}")
+    studies.check_finished_recipe(study, job)
+    assert not caplog.records  # unchanged: silent
+    job.arm.recipe["learning_rate"] = 3e-4
+    studies.check_finished_recipe(study, job)
+    assert "pretrained-seed1 finished with another recipe (changed: learning_rate)" in caplog.text
+
+
 @pytest.mark.parametrize("spec, message", [
     ({"seed": [1]}, "unknown key 'seed'. Did you mean 'seeds'"),
     ({"recipe": "nowhere.yaml"}, "recipe 'nowhere.yaml' not found"),
