@@ -54,7 +54,10 @@ def setup_wandb(tracking_args, training_args) -> str | None:
     if tracking_args.wandb_tags:
         os.environ["WANDB_TAGS"] = ",".join(tracking_args.wandb_tags)
     # W&B files go inside the run's output folder, so a run folder holds everything about the run.
-    os.environ.setdefault("WANDB_DIR", str(Path(training_args.output_dir).absolute()))
+    # (Set for each run unless the user chose WANDB_DIR: a second run in the same process gets its own folder.)
+    if "WANDB_DIR" not in os.environ or os.environ.get("_PIPELINES_SET_WANDB_DIR") == "1":
+        os.environ["WANDB_DIR"] = str(Path(training_args.output_dir).absolute())
+        os.environ["_PIPELINES_SET_WANDB_DIR"] = "1"
     Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
     # The Trainer would otherwise upload checkpoints as artifacts; the Hub is where checkpoints go.
     os.environ.setdefault("WANDB_LOG_MODEL", "false")
