@@ -225,3 +225,19 @@ def test_two_process_ddp_on_cpu(tmp_path, tiny_bert_dir, small_mnli):
     first_loss = [row["train/loss"] for row in run_log["history"] if "train/loss" in row][0]
     assert first_loss < 1.5  # ~ln(3) = 1.10 for a fresh 3-way classifier; a doubled loss would be ~2.2
     assert abs(ddp_results["eval_matched_loss"] - single_results["eval_matched_loss"]) < 0.1
+
+
+def test_launch_configs_load_and_name_their_command():
+    """Every accelerate config parses with accelerate's own loader and starts with its launch command."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = [REPO / "accelerate_config.yaml", *sorted((REPO / "configs").glob("accelerate_*.yaml"))]
+    assert {p.name for p in configs} >= {"accelerate_config.yaml", "accelerate_cpu.yaml", "accelerate_cpu_ddp.yaml",
+                                         "accelerate_fsdp.yaml", "accelerate_deepspeed.yaml"}
+    for path in configs:
+        config = load_config_from_file(str(path))
+        header = "\n".join(path.read_text().splitlines()[:3])
+        assert "accelerate launch --config_file" in header and path.name in header, path
+        assert config.mixed_precision == "bf16", path
+    assert load_config_from_file(str(REPO / "configs" / "accelerate_fsdp.yaml")).fsdp_config["fsdp_version"] == 2
+    assert load_config_from_file(str(REPO / "configs" / "accelerate_deepspeed.yaml")).deepspeed_config["zero_stage"] == 2
