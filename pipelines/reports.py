@@ -434,7 +434,7 @@ def plot_curves(arms: dict[str, list[Run]], keys: list[str], path: Path, title: 
     figure.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize="small", frameon=False)
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(labels) / 4), 1, 0.96))
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # keep a legend placed outside the axes in the image
     plt.close(figure)
     return True
 
@@ -462,7 +462,7 @@ def plot_final_metrics(arms: dict[str, list[Run]], metrics: dict[str, dict], pat
         ax.set_title(f"{key} (mean ± std over seeds)")
         ax.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # keep a legend placed outside the axes in the image
     plt.close(figure)
     return True
 
