@@ -1,0 +1,57 @@
+"""Benchmark the reference setup (HF examples' defaults) against this project's defaults, in one process.
+
+    python scripts/benchmark.py                      # MiniLM + scratch presets, appends to BENCHMARKS.md
+    python scripts/benchmark.py --models minilm --steps 10 --no-append
+"""
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from pipelines import benchmark
+from pipelines.arguments import ModelArguments
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--models", nargs="+", default=["minilm", "scratch:small-3l-4h", "scratch:minilm-l6-h384"],
+                        help="model names/paths, or scratch:<preset> (tokenizer: minilm)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per setup")
+    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-samples", type=int, default=2048, help="dev-matched pairs evaluated per setup")
+    parser.add_argument("--note", default="", help="free text recorded with the results (e.g. other load)")
+    parser.add_argument("--no-append", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    args = parser.parse_args()
+
+    ceilings = {"fp32": benchmark.matmul_ceiling(torch.float32), "bf16": benchmark.matmul_ceiling(torch.bfloat16)}
+    print(f"matmul ceiling: fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s", flush=True)
+    results = []
+    train_samples = (args.steps + args.warmup_steps) * args.batch_size
+    for name in args.models:
+        if name.startswith("scratch:"):
+            model_args = ModelArguments(scratch_preset=name.split(":", 1)[1], tokenizer_name="minilm")
+        else:
+            model_args = ModelArguments(model_name_or_path=name)
+        for setup in (benchmark.REFERENCE, benchmark.PROJECT):
+            result = benchmark.measure(model_args, setup, args.data_dir, train_samples, args.eval_samples,
+                                       args.steps, args.warmup_steps, args.batch_size, ceilings)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    tokenize = benchmark.tokenization_times(ModelArguments(model_name_or_path=args.models[0] if not args.models[0].startswith("scratch:") else "minilm"), args.data_dir)
+    print(json.dumps(tokenize))
+    print("\n".join(benchmark.markdown_rows(results, ceilings)))
+    if not args.no_append:
+        command = "python " + " ".join(shlex.quote(a) for a in ["scripts/benchmark.py", *sys.argv[1:]])
+        benchmark.append_to_benchmarks(REPO / "BENCHMARKS.md", command, ceilings, results, tokenize, args.note)
+
+
+if __name__ == "__main__":
+    main()
