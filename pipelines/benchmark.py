@@ -10,17 +10,25 @@ Everything is measured in the same run, on real MNLI batches, so the ratios comp
 Setups:
 - reference: pad every pair to 128, fp32, random batches, eval batch 8 (run_glue.py's defaults);
 - project:   dynamic padding, bf16 autocast, length-grouped batches, length-sorted eval in batches of 128.
+Both use the Trainer's default optimizer, fused AdamW (transformers' default since torch 2.8), and the project's
+Trainer (which evaluates in dataset order: the project's sorted eval sets stay sorted).
+
+With `--levers`, the project setup is also measured with one lever changed at a time (one removed, or one
+candidate added: torch.compile, AdamW without the fused kernel, dataloader workers with pinned memory, one thread),
+so that what wins stays in the defaults and what loses is on record.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime
+import gc
 import json
 import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +48,31 @@ class Setup:
     train_sampling_strategy: str
     sort_eval_by_length: bool
     eval_batch_size: int
-    optim: str = "adamw_torch"
+    optim: str = "adamw_torch_fused"  # TrainingArguments' default with torch >= 2.8, so also run_glue.py's
+    adamw_foreach: bool = False  # torch's AdamW takes the per-tensor loop on CPU unless foreach is asked for
+    torch_compile: bool = False
+    dataloader_num_workers: int = 0
+    dataloader_pin_memory: bool = False
+    threads: int | None = None  # None: torch's default (one per core)
 
 
 REFERENCE = Setup("reference", pad_to_max_length=True, bf16=False, train_sampling_strategy="random",
                   sort_eval_by_length=False, eval_batch_size=8)
 PROJECT = Setup("project", pad_to_max_length=False, bf16=True, train_sampling_strategy="group_by_length",
                 sort_eval_by_length=True, eval_batch_size=128)
+
+# One lever at a time, against PROJECT. The names say what changed.
+LEVERS = [
+    replace(PROJECT, name="project - length grouping", train_sampling_strategy="random"),
+    replace(PROJECT, name="project - sorted eval", sort_eval_by_length=False),
+    replace(PROJECT, name="project - bf16", bf16=False),
+    replace(PROJECT, name="project - dynamic padding", pad_to_max_length=True),
+    replace(PROJECT, name="project + torch.compile", torch_compile=True),
+    replace(PROJECT, name="project - fused AdamW (per-tensor loop)", optim="adamw_torch"),
+    replace(PROJECT, name="project - fused AdamW (foreach)", optim="adamw_torch", adamw_foreach=True),
+    replace(PROJECT, name="project + 2 workers, pinned", dataloader_num_workers=2, dataloader_pin_memory=True),
+    replace(PROJECT, name="project + 1 thread", threads=1),
+]
 
 
 def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
@@ -69,6 +95,19 @@ def training_flops_per_token(model, seq_len: float) -> float:
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers")
     hidden = getattr(config, "hidden_size", None) or getattr(config, "dim")
     return 6 * params + 12 * layers * hidden * seq_len
+
+
+def foreach_adamw(args) -> tuple:
+    return torch.optim.AdamW, {"lr": args.learning_rate, "weight_decay": args.weight_decay, "foreach": True}
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc (macOS, musl): peak RSS may include what earlier setups freed
+        pass
 
 
 class PeakRss:
@@ -118,9 +157,13 @@ def count_real_tokens(features, indices) -> int:
 
 def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_samples: int, eval_samples: int,
             steps: int, warmup_steps: int, batch_size: int, ceilings: dict) -> dict:
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
+    release_freed_memory()  # so that peak RSS is this setup's, not what earlier setups left behind
     torch.manual_seed(0)
+    default_threads = torch.get_num_threads()
+    if setup.threads:
+        torch.set_num_threads(setup.threads)
     data_args = mnli.MnliDataArguments(data_dir=f"{data_dir}/mnli", max_seq_length=128, max_train_samples=train_samples,
                                        max_eval_samples=eval_samples, pad_to_max_length=setup.pad_to_max_length,
                                        sort_eval_by_length=setup.sort_eval_by_length)
@@ -129,15 +172,19 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
             output_dir=output_dir, use_cpu=not torch.cuda.is_available(), bf16=setup.bf16, report_to=[],
             per_device_train_batch_size=batch_size, per_device_eval_batch_size=setup.eval_batch_size,
             max_steps=warmup_steps + steps, train_sampling_strategy=setup.train_sampling_strategy, save_strategy="no",
-            logging_strategy="no", disable_tqdm=True, optim=setup.optim, seed=0, average_tokens_across_devices=False,
+            logging_strategy="no", disable_tqdm=True, optim=setup.optim, seed=0,
+            average_tokens_across_devices=False, torch_compile=setup.torch_compile,
+            dataloader_num_workers=setup.dataloader_num_workers, dataloader_pin_memory=setup.dataloader_pin_memory,
         )
         raw = mnli.load_raw_datasets(data_args)
         tokenizer = training.load_tokenizer(model_args)
         model = training.load_model(model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128, num_labels=3)
         features = mnli.preprocess(raw, tokenizer, data_args, args)
         timer = StepTimer(warmup_steps)
-        trainer = Trainer(model=model, args=args, train_dataset=features["train"], eval_dataset=features["validation_matched"],
-                          processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer), callbacks=[timer.callback])
+        trainer = training.PipelineTrainer(model=model, args=args, train_dataset=features["train"],
+                                           eval_dataset=features["validation_matched"], processing_class=tokenizer,
+                                           data_collator=DataCollatorWithPadding(tokenizer), callbacks=[timer.callback],
+                                           optimizer_cls_and_kwargs=foreach_adamw(args) if setup.adamw_foreach else None)
         with PeakRss() as memory:
             trainer.train()
         seconds = timer.end - timer.start
@@ -149,6 +196,7 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
         start = time.perf_counter()
         trainer.evaluate()
         eval_seconds = time.perf_counter() - start
+    torch.set_num_threads(default_threads)
     return {
         "model": model_args.model_name_or_path or f"scratch:{model_args.scratch_preset}",
         "setup": setup.name,
@@ -178,16 +226,23 @@ def tokenization_times(model_args: ModelArguments, data_dir: str) -> dict:
 
 
 def markdown_rows(results: list[dict], ceilings: dict) -> list[str]:
-    rows = ["| model | setup | train samples/s | × ref | real tokens/s | MFU | peak RSS GB | eval samples/s | × ref |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    reference = {r["model"]: r for r in results if r["setup"] == "reference"}
+    """One row per measurement; ratios against the reference and against the project defaults of the same model."""
+    rows = ["| model | setup | train samples/s | × ref | × project | real tokens/s | MFU | peak RSS GB | "
+            "eval samples/s | × ref | × project |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    by_setup = {(r["model"], r["setup"]): r for r in results}
+
+    def ratio(r, setup, key):
+        base = by_setup.get((r["model"], setup))
+        return f"{r[key] / base[key]:.2f}" if base else "-"
+
     for r in results:
-        ref = reference.get(r["model"])
-        train_ratio = r["train_samples_per_second"] / ref["train_samples_per_second"] if ref else float("nan")
-        eval_ratio = r["eval_samples_per_second"] / ref["eval_samples_per_second"] if ref else float("nan")
-        rows.append(f"| {r['model']} | {r['setup']} | {r['train_samples_per_second']:.1f} | {train_ratio:.2f} | "
+        rows.append(f"| {r['model']} | {r['setup']} | {r['train_samples_per_second']:.1f} | "
+                    f"{ratio(r, 'reference', 'train_samples_per_second')} | "
+                    f"{ratio(r, 'project', 'train_samples_per_second')} | "
                     f"{r['train_real_tokens_per_second']:.0f} | {r['mfu']:.3f} | {r['peak_rss_gb']:.2f} | "
-                    f"{r['eval_samples_per_second']:.1f} | {eval_ratio:.2f} |")
+                    f"{r['eval_samples_per_second']:.1f} | {ratio(r, 'reference', 'eval_samples_per_second')} | "
+                    f"{ratio(r, 'project', 'eval_samples_per_second')} |")
     return rows
 
 

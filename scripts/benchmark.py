@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py                      # MiniLM + scratch presets, appends to BENCHMARKS.md
     python scripts/benchmark.py --models minilm --steps 10 --no-append
+    python scripts/benchmark.py --models minilm --levers   # also each lever changed alone (MiniLM: ~15 min)
 """
 
 import argparse
@@ -28,6 +29,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-samples", type=int, default=2048, help="dev-matched pairs evaluated per setup")
     parser.add_argument("--note", default="", help="free text recorded with the results (e.g. other load)")
+    parser.add_argument("--levers", action="store_true",
+                        help="also measure the project setup with one lever changed at a time (first model only)")
     parser.add_argument("--no-append", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -45,6 +48,12 @@ def main():
                                        args.steps, args.warmup_steps, args.batch_size, ceilings)
             results.append(result)
             print(json.dumps(result), flush=True)
+        if args.levers and name == args.models[0]:
+            for setup in benchmark.LEVERS:
+                result = benchmark.measure(model_args, setup, args.data_dir, train_samples, args.eval_samples,
+                                           args.steps, args.warmup_steps, args.batch_size, ceilings)
+                results.append(result)
+                print(json.dumps(result), flush=True)
     tokenize = benchmark.tokenization_times(ModelArguments(model_name_or_path=args.models[0] if not args.models[0].startswith("scratch:") else "minilm"), args.data_dir)
     print(json.dumps(tokenize))
     print("\n".join(benchmark.markdown_rows(results, ceilings)))

@@ -1,0 +1,41 @@
+"""The benchmark's bookkeeping (its speed numbers come from running it, not from tests)."""
+
+from dataclasses import asdict
+
+import pytest
+
+from pipelines import benchmark
+
+
+def test_each_lever_changes_exactly_one_thing():
+    project = asdict(benchmark.PROJECT)
+    names = set()
+    for lever in benchmark.LEVERS:
+        changed = {k for k, v in asdict(lever).items() if v != project[k] and k != "name"}
+        # one lever, two fields: workers come with pinned memory; foreach replaces the fused kernel
+        assert len(changed) == 1 or changed in ({"dataloader_num_workers", "dataloader_pin_memory"},
+                                                {"optim", "adamw_foreach"}), (lever.name, changed)
+        names.add(lever.name)
+    assert len(names) == len(benchmark.LEVERS)
+
+
+def test_markdown_rows_ratios_against_reference_and_project():
+    def row(setup, train, evaluation):
+        return {"model": "m", "setup": setup, "train_samples_per_second": train, "train_real_tokens_per_second": 1.0,
+                "mfu": 0.1, "peak_rss_gb": 1.0, "eval_samples_per_second": evaluation}
+
+    rows = benchmark.markdown_rows([row("reference", 10, 50), row("project", 40, 200), row("project + x", 20, 100)],
+                                   {"fp32": 1, "bf16": 2})
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows[2:]]
+    assert cells[0][3:5] == ["1.00", "0.25"] and cells[0][9:11] == ["1.00", "0.25"]
+    assert cells[1][3:5] == ["4.00", "1.00"] and cells[1][9:11] == ["4.00", "1.00"]
+    assert cells[2][3:5] == ["2.00", "0.50"] and cells[2][9:11] == ["2.00", "0.50"]
+
+
+def test_training_flops_count_attention(tiny_bert_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3)
+    short, long = benchmark.training_flops_per_token(model, 10), benchmark.training_flops_per_token(model, 110)
+    config = model.config
+    assert long - short == pytest.approx(12 * config.num_hidden_layers * config.hidden_size * 100)
