@@ -75,17 +75,29 @@ LEVERS = [
 ]
 
 
-def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-N GFLOP/s of a square matmul: the machine's practical peak for this precision."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
+def matmul_ceiling(dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
+    """Best-of-N GFLOP/s of a square matmul: the machine's practical peak for this precision.
+
+    On a GPU the matrices are 8192² (a 2048² product is too short to fill a large GPU), on the CPU 2048².
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    size = size or (8192 if device == "cuda" else 2048)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
     torch.matmul(a, b)  # warm-up
     best = float("inf")
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         torch.matmul(a, b)
+        synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def training_flops_per_token(model, seq_len: float) -> float:
@@ -142,9 +154,11 @@ class StepTimer:
         class Callback(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
                 if state.global_step == warmup_steps:
+                    synchronize()  # a GPU may still be running the warm-up steps
                     timer.start = time.perf_counter()
 
             def on_train_end(self, args, state, control, **kwargs):
+                synchronize()
                 timer.end = time.perf_counter()
 
         self.callback = Callback()
@@ -185,6 +199,8 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
                                            eval_dataset=features["validation_matched"], processing_class=tokenizer,
                                            data_collator=DataCollatorWithPadding(tokenizer), callbacks=[timer.callback],
                                            optimizer_cls_and_kwargs=foreach_adamw(args) if setup.adamw_foreach else None)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         with PeakRss() as memory:
             trainer.train()
         seconds = timer.end - timer.start
@@ -204,6 +220,8 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
         "train_real_tokens_per_second": tokens / seconds,
         "mfu": flops / seconds / (ceiling * 1e9),
         "peak_rss_gb": memory.peak / 1e9,
+        # on a GPU, the memory that matters is the GPU's
+        **({"peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9} if torch.cuda.is_available() else {}),
         "eval_samples_per_second": len(features["validation_matched"]) / eval_seconds,
     }
 
@@ -227,7 +245,7 @@ def tokenization_times(model_args: ModelArguments, data_dir: str) -> dict:
 
 def markdown_rows(results: list[dict], ceilings: dict) -> list[str]:
     """One row per measurement; ratios against the reference and against the project defaults of the same model."""
-    rows = ["| model | setup | train samples/s | × ref | × project | real tokens/s | MFU | peak RSS GB | "
+    rows = ["| model | setup | train samples/s | × ref | × project | real tokens/s | MFU | peak memory GB | "
             "eval samples/s | × ref | × project |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     by_setup = {(r["model"], r["setup"]): r for r in results}
@@ -240,7 +258,7 @@ def markdown_rows(results: list[dict], ceilings: dict) -> list[str]:
         rows.append(f"| {r['model']} | {r['setup']} | {r['train_samples_per_second']:.1f} | "
                     f"{ratio(r, 'reference', 'train_samples_per_second')} | "
                     f"{ratio(r, 'project', 'train_samples_per_second')} | "
-                    f"{r['train_real_tokens_per_second']:.0f} | {r['mfu']:.3f} | {r['peak_rss_gb']:.2f} | "
+                    f"{r['train_real_tokens_per_second']:.0f} | {r['mfu']:.3f} | {r.get('peak_gpu_memory_gb', r['peak_rss_gb']):.2f} | "
                     f"{r['eval_samples_per_second']:.1f} | {ratio(r, 'reference', 'eval_samples_per_second')} | "
                     f"{ratio(r, 'project', 'eval_samples_per_second')} |")
     return rows
@@ -252,8 +270,10 @@ def append_to_benchmarks(path: Path, command: str, ceilings: dict, results: list
         f"Command: `{command}`\n",
         f"Machine: {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, "
         f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}. {note}\n",
-        f"Matmul ceiling (2048³, best of 5): fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s. "
-        "MFU counts real (non-pad) tokens against the ceiling of the precision in use.\n",
+        f"Matmul ceiling ({'8192' if torch.cuda.is_available() else '2048'}³, best of 5): fp32 {ceilings['fp32']:.0f} "
+        f"GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s. MFU counts real (non-pad) tokens against the ceiling of the "
+        "precision in use. Peak memory: " + ("GPU memory allocated by torch (training)" if torch.cuda.is_available()
+                                             else "resident set size of the process (training)") + ".\n",
         *markdown_rows(results, ceilings),
         "",
         f"Tokenization of the MNLI train file: first time {tokenize['tokenize_first_seconds']:.2f} s, "

@@ -374,6 +374,17 @@ def peak_memory_mb() -> float:
 def finish_run(trainer, all_results: dict, tables: dict | None = None) -> None:
     """Write all_results.json and log_history.json, put final metrics and tables in W&B, close the W&B run."""
     all_results.setdefault("peak_memory_mb", peak_memory_mb())
+    try:
+        _finish_run_on_main_process(trainer, all_results, tables)
+    finally:
+        # A distributed launch (also `accelerate launch` of a MULTI_GPU config with one process) starts a process
+        # group; torch warns about leaked resources when it is not destroyed before exit.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
+def _finish_run_on_main_process(trainer, all_results: dict, tables: dict | None) -> None:
     if not trainer.is_world_process_zero():
         return
     output_dir = Path(trainer.args.output_dir)

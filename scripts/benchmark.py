@@ -31,6 +31,9 @@ def main():
     parser.add_argument("--note", default="", help="free text recorded with the results (e.g. other load)")
     parser.add_argument("--levers", action="store_true",
                         help="also measure the project setup with one lever changed at a time (first model only)")
+    parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=torch.cuda.is_available(),
+                        help="measure each setup twice and keep the second: the first run makes the kernel choices "
+                             "for every batch shape (on a GPU it measured up to 3x slower). Default: on with a GPU")
     parser.add_argument("--no-append", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -43,23 +46,22 @@ def main():
             model_args = ModelArguments(scratch_preset=name.split(":", 1)[1], tokenizer_name="minilm")
         else:
             model_args = ModelArguments(model_name_or_path=name)
-        for setup in (benchmark.REFERENCE, benchmark.PROJECT):
-            result = benchmark.measure(model_args, setup, args.data_dir, train_samples, args.eval_samples,
-                                       args.steps, args.warmup_steps, args.batch_size, ceilings)
-            results.append(result)
-            print(json.dumps(result), flush=True)
+        setups = [benchmark.REFERENCE, benchmark.PROJECT]
         if args.levers and name == args.models[0]:
-            for setup in benchmark.LEVERS:
+            setups += benchmark.LEVERS
+        for setup in setups:
+            for attempt in range(2 if args.warm else 1):
                 result = benchmark.measure(model_args, setup, args.data_dir, train_samples, args.eval_samples,
                                            args.steps, args.warmup_steps, args.batch_size, ceilings)
-                results.append(result)
-                print(json.dumps(result), flush=True)
+                print(json.dumps({**result, "kept": attempt == (1 if args.warm else 0)}), flush=True)
+            results.append(result)
     tokenize = benchmark.tokenization_times(ModelArguments(model_name_or_path=args.models[0] if not args.models[0].startswith("scratch:") else "minilm"), args.data_dir)
     print(json.dumps(tokenize))
     print("\n".join(benchmark.markdown_rows(results, ceilings)))
     if not args.no_append:
         command = "python " + " ".join(shlex.quote(a) for a in ["scripts/benchmark.py", *sys.argv[1:]])
-        benchmark.append_to_benchmarks(REPO / "BENCHMARKS.md", command, ceilings, results, tokenize, args.note)
+        note = args.note + (" Each setup measured twice in a row, the second kept (--warm)." if args.warm else "")
+        benchmark.append_to_benchmarks(REPO / "BENCHMARKS.md", command, ceilings, results, tokenize, note)
 
 
 if __name__ == "__main__":
