@@ -249,3 +249,35 @@ def test_predictions_come_back_in_dataset_order(tmp_path, tiny_bert_dir):
                              train_sampling_strategy="group_by_length")
     output = PipelineTrainer(model=model, args=args, processing_class=tokenizer).predict(rows)
     assert output.label_ids.tolist() == rows["label"]
+
+
+def test_length_grouped_batches_come_in_shuffled_order(tmp_path, tiny_bert_dir):
+    """The project's trainer keeps transformers' length-grouped batches but not their long-to-short order."""
+    import datasets
+    import torch
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from pipelines.training import PipelineTrainer, ShuffledLengthGroups
+
+    lengths = [int(n) for n in torch.randint(5, 120, (640,), generator=torch.Generator().manual_seed(0))]
+    dataset = datasets.Dataset.from_dict({"input_ids": [[1] * n for n in lengths], "length": lengths})
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, use_cpu=True, report_to=[],
+                             train_sampling_strategy="group_by_length", seed=0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3)
+    trainer = PipelineTrainer(model=model, args=args, train_dataset=dataset)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, ShuffledLengthGroups)
+
+    torch.manual_seed(1)
+    grouped = list(LengthGroupedSampler(8, lengths=lengths))
+    torch.manual_seed(1)
+    shuffled = list(ShuffledLengthGroups(LengthGroupedSampler(8, lengths=lengths)))
+    batches = lambda order: [tuple(order[i : i + 8]) for i in range(0, len(order), 8)]
+    # every index once, and the same batches (the same padding) ...
+    assert sorted(shuffled) == list(range(640)) and sorted(batches(shuffled)) == sorted(batches(grouped))
+    # ... but no longer in runs of descending length: consecutive batches' maximum lengths go down about half the time
+    maxima = lambda order: [max(lengths[i] for i in b) for b in batches(order)]
+    falls = lambda m: sum(a > b for a, b in zip(m, m[1:])) / (len(m) - 1)
+    assert falls(maxima(grouped)) > 0.9
+    assert 0.3 < falls(maxima(shuffled)) < 0.7
