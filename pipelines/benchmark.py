@@ -75,13 +75,15 @@ LEVERS = [
 ]
 
 
-def matmul_ceiling(dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
-    """Best-of-N GFLOP/s of a square matmul: the machine's practical peak for this precision.
+def ceiling_matrix_size() -> int:
+    """8192² on a GPU (a 2048² product is too short to fill a large GPU), 2048² on the CPU."""
+    return 8192 if torch.cuda.is_available() else 2048
 
-    On a GPU the matrices are 8192² (a 2048² product is too short to fill a large GPU), on the CPU 2048².
-    """
+
+def matmul_ceiling(dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
+    """Best-of-N GFLOP/s of a square matmul: the machine's practical peak for this precision."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    size = size or (8192 if device == "cuda" else 2048)
+    size = size or ceiling_matrix_size()
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
     torch.matmul(a, b)  # warm-up
@@ -163,10 +165,6 @@ class StepTimer:
 
         self.callback = Callback()
         self.start = self.end = None
-
-
-def count_real_tokens(features, indices) -> int:
-    return int(sum(features["length"][i] for i in indices)) if "length" in features.column_names else 0
 
 
 def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_samples: int, eval_samples: int,
@@ -270,7 +268,7 @@ def append_to_benchmarks(path: Path, command: str, ceilings: dict, results: list
         f"Command: `{command}`\n",
         f"Machine: {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, "
         f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}. {note}\n",
-        f"Matmul ceiling ({'8192' if torch.cuda.is_available() else '2048'}³, best of 5): fp32 {ceilings['fp32']:.0f} "
+        f"Matmul ceiling ({ceiling_matrix_size()}³, best of 5): fp32 {ceilings['fp32']:.0f} "
         f"GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s. MFU counts real (non-pad) tokens against the ceiling of the "
         "precision in use. Peak memory: " + ("GPU memory allocated by torch (training)" if torch.cuda.is_available()
                                              else "resident set size of the process (training)") + ".\n",

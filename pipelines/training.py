@@ -409,10 +409,9 @@ def finish_run(trainer, all_results: dict, tables: dict | None = None) -> None:
         _finish_run_on_main_process(trainer, all_results, tables)
     finally:
         # A distributed launch (also `accelerate launch` of a MULTI_GPU config with one process) starts a process
-        # group; torch warns about leaked resources when it is not destroyed before exit.
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
+        # group; torch warns about leaked resources when it is not destroyed before exit. accelerate destroys it.
+        trainer.accelerator.wait_for_everyone()
+        trainer.accelerator.end_training()
 
 
 def _finish_run_on_main_process(trainer, all_results: dict, tables: dict | None) -> None:

@@ -49,12 +49,13 @@ def main():
         setups = [benchmark.REFERENCE, benchmark.PROJECT]
         if args.levers and name == args.models[0]:
             setups += benchmark.LEVERS
+        attempts = 2 if args.warm else 1
         for setup in setups:
-            for attempt in range(2 if args.warm else 1):
+            for attempt in range(attempts):
                 result = benchmark.measure(model_args, setup, args.data_dir, train_samples, args.eval_samples,
                                            args.steps, args.warmup_steps, args.batch_size, ceilings)
-                print(json.dumps({**result, "kept": attempt == (1 if args.warm else 0)}), flush=True)
-            results.append(result)
+                print(json.dumps({**result, "kept": attempt == attempts - 1}), flush=True)
+            results.append(result)  # the last attempt
     tokenize = benchmark.tokenization_times(ModelArguments(model_name_or_path=args.models[0] if not args.models[0].startswith("scratch:") else "minilm"), args.data_dir)
     print(json.dumps(tokenize))
     print("\n".join(benchmark.markdown_rows(results, ceilings)))
