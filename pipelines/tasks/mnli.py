@@ -10,6 +10,7 @@ The task module's functions, in the order a run uses them:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ logger = logging.getLogger("pipelines")
 LABEL_NAMES = ["entailment", "neutral", "contradiction"]  # GLUE order
 EVAL_SPLITS = ["validation_matched", "validation_mismatched"]
 SPLITS = ["train", *EVAL_SPLITS]
+# Pairs held out of train for choosing hyperparameters (heldout_train_samples); dev is never used for that.
+HELDOUT_SPLIT = "heldout"
 # Column names of the official MultiNLI files, accepted as well as GLUE's.
 COLUMN_ALIASES = {"sentence1": "premise", "sentence2": "hypothesis", "gold_label": "label"}
 # GLUE drops pairs whose annotators had no majority; the official files mark them with this label.
@@ -52,6 +55,12 @@ class MnliDataArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Pairs longer than this are truncated (longest first)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training pairs."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N pairs of each eval split."})
+    heldout_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Hold out N train pairs (a fixed pseudo-random choice, see heldout_seed) and evaluate on them "
+                  "instead of dev: for choosing hyperparameters without looking at dev. Training uses the rest."},
+    )
+    heldout_seed: int = field(default=42, metadata={"help": "Seed of the held-out choice (same seed, same pairs; independent of `seed`)."})
     pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every pair to max_seq_length (slower; the HF examples' default)."})
     sort_eval_by_length: bool = field(
         default=True, metadata={"help": "Evaluate in length order so eval batches barely pad; predictions are written in the original order."}
@@ -135,12 +144,33 @@ def load_raw_datasets(data_args: MnliDataArguments, cache_dir: str | None = None
             ) from error
         raw = {split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]") for split in SPLITS if split in hub}
     raw = datasets.DatasetDict(raw)
+    if data_args.heldout_train_samples is not None:
+        raw = hold_out_of_train(raw, data_args.heldout_train_samples, data_args.heldout_seed)
     if "train" in raw and data_args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
     for split in EVAL_SPLITS:
         if split in raw and data_args.max_eval_samples is not None:
             raw[split] = raw[split].select(range(min(data_args.max_eval_samples, len(raw[split]))))
     return raw
+
+
+def hold_out_of_train(raw: datasets.DatasetDict, n: int, seed: int) -> datasets.DatasetDict:
+    """Split train into train and `heldout` (n pairs), and drop dev: a selection run never sees dev.
+
+    Pairs are ordered by sha256('<seed>:<idx>') and the first n are held out, so the choice does not depend on the
+    training seed, on max_train_samples or on the file's order of other pairs.
+    """
+    if "train" not in raw:
+        raise DataError("heldout_train_samples needs a train split")
+    train = raw["train"]
+    if not 0 < n < len(train):
+        raise DataError(f"heldout_train_samples must be between 1 and {len(train) - 1} (the train split has {len(train)} pairs), got {n}")
+    ids = train["idx"]
+    order = sorted(range(len(train)), key=lambda row: hashlib.sha256(f"{seed}:{ids[row]}".encode()).hexdigest())
+    heldout_rows = sorted(order[:n])
+    train_rows = sorted(order[n:])
+    logger.info("Held out %d of %d train pairs for selection (heldout_seed %d); dev is not evaluated", n, len(train), seed)
+    return datasets.DatasetDict({"train": train.select(train_rows), HELDOUT_SPLIT: train.select(heldout_rows)})
 
 
 # --- Preprocessing ------------------------------------------------------------------------------------------
@@ -167,7 +197,7 @@ def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: MnliDataArgument
                 desc=f"tokenizing {split}",
             )
     if data_args.sort_eval_by_length:
-        for split in EVAL_SPLITS:
+        for split in [*EVAL_SPLITS, HELDOUT_SPLIT]:
             if split in processed:
                 processed[split] = processed[split].sort("length", reverse=True)
     return datasets.DatasetDict(processed)
@@ -263,9 +293,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     model = training.apply_peft(model, peft_args, "mnli")
     features = preprocess(raw, tokenizer, data_args, training_args)
+    eval_splits = [split for split in [*EVAL_SPLITS, HELDOUT_SPLIT] if split in raw]
     info = training.start_outputs("mnli", model_args, tracking_args, training_args, recipe, model, {
         "train_examples": len(raw["train"]) if "train" in raw else 0,
-        "eval_examples": {split: len(raw[split]) for split in EVAL_SPLITS if split in raw},
+        "eval_examples": {split: len(raw[split]) for split in eval_splits},
     })
 
     trainer = training.make_trainer(
@@ -273,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
         model=model,
         args=training_args,
         train_dataset=features.get("train"),
-        eval_dataset={split.replace("validation_", ""): features[split] for split in EVAL_SPLITS if split in features},
+        eval_dataset={split.replace("validation_", ""): features[split] for split in eval_splits},
         processing_class=tokenizer,
         # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if training_args.use_cpu else 8),
@@ -289,12 +320,11 @@ def main(argv: list[str] | None = None) -> dict:
         all_results.update(train_result.metrics)
         trainer.log_metrics("train", train_result.metrics)
     tables = {}
-    for split in EVAL_SPLITS:
-        if split in features:
-            metrics, split_tables = evaluate_split(trainer, features[split], raw[split], split, training_args.output_dir)
-            all_results.update(metrics)
-            tables.update(split_tables)
-            trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+    for split in eval_splits:
+        metrics, split_tables = evaluate_split(trainer, features[split], raw[split], split, training_args.output_dir)
+        all_results.update(metrics)
+        tables.update(split_tables)
+        trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
     if peft_args.use_lora and "train" in features:
         training.save_trained_model(trainer, peft_args, tokenizer)
     training.finish_run(trainer, all_results, tables)
