@@ -37,3 +37,39 @@ def test_heldout_pairs_come_from_train_only_and_are_fixed(tmp_path):
 def test_heldout_larger_than_train_is_an_error(tmp_path):
     with pytest.raises(DataError, match="heldout_train_samples must be between 1 and 49"):
         load_raw_datasets(MnliDataArguments(data_dir=str(write_mnli(tmp_path)), heldout_train_samples=50))
+
+
+# --- The pretraining corpus holds no dev text ------------------------------------------------------------------
+
+from pipelines.corpus import DevIndex, build_corpus, dev_texts, sentences, train_side_sources, words  # noqa: E402
+
+
+def test_dev_text_inside_a_line_is_caught():
+    dev = DevIndex(["The committee met in Warsaw in 1921 and agreed on a new border treaty for the region.",
+                    "The dog is asleep."])
+    corpus = build_corpus({"wiki": [
+        "Unrelated text about rivers and mountains.",
+        "Before that, the committee met in Warsaw in 1921 and agreed on a new border treaty, it is said.",  # 13-gram
+        "He looked up. The dog is asleep! Then it rained.",  # a whole short dev sentence, other punctuation
+        "The dog is asleep in the sun all day long.",  # shares only a 4-word prefix, not the sentence's end
+    ]}, dev, heldout_fraction=0.0)
+    assert corpus["train"] == ["Unrelated text about rivers and mountains."]
+    assert corpus["stats"]["wiki"] == {"lines": 4, "kept": 1, "kept_words": 6, "dropped_dev_ngram": 1, "dropped_dev_sentence": 2}
+
+
+def test_real_corpus_has_no_dev_paragraph_or_sentence(data_dir):
+    """Built from the staged train-side text; checked with a plainer normaliser than the filter's own."""
+    corpus = build_corpus(train_side_sources(data_dir), DevIndex(dev_texts(data_dir)))
+    lines = corpus["train"] + corpus["heldout"]
+    assert len(lines) > 50_000
+
+    def plain(text):
+        return " ".join(text.lower().split())
+
+    corpus_lines = {plain(line) for line in lines}
+    corpus_sentences = {plain(s) for line in lines for s in sentences(line)}
+    dev = dev_texts(data_dir)
+    dev_sentences = {plain(s) for text in dev for s in sentences(text) if len(words(s)) >= 4}
+    assert not corpus_lines & {plain(text) for text in dev}  # no dev paragraph or MNLI dev sentence as a line
+    assert not corpus_sentences & dev_sentences  # no dev sentence anywhere in a line
+    assert len(dev_sentences) > 30_000  # the check saw the dev sets
