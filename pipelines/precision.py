@@ -233,6 +233,12 @@ def apply(precision_field: str, recipe: dict, training_args) -> PrecisionChoice:
     requested = requested_precision(recipe, precision_field)
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
     choice = choose(requested, launcher, detect_hardware(bool(training_args.use_cpu)))
+    if getattr(training_args, "deepspeed_plugin", None) is not None and choice.mixed_precision != (launcher or "no"):
+        # TrainingArguments has already written the launcher's precision into the DeepSpeed config
+        from pipelines.arguments import RecipeError
+
+        raise RecipeError(f"Under DeepSpeed the launch config's mixed_precision ({launcher}) is final, but the recipe asks "
+                          f"for {choice.precision}: make them agree (--mixed_precision or the recipe's precision).")
     training_args.bf16 = choice.precision == "bf16"
     training_args.fp16 = choice.precision == "fp16"
     training_args.mixed_precision = choice.mixed_precision
