@@ -191,7 +191,7 @@ def choose(requested: str, launcher: str | None, hardware: Hardware) -> Precisio
             reason += "; accelerate launch said no mixed precision, the recipe wins"
     else:
         precision, source, reason = auto_precision(hardware)
-        if launcher == "no":
+        if launcher == "no" and precision != "fp32":
             # accelerate writes 'no' also when nothing was asked for, so 'no' cannot count as asking for fp32
             reason += "; accelerate launch's mixed_precision 'no' counts as not set (--precision fp32 forces fp32)"
     choice = PrecisionChoice(precision, source, reason, requested, launcher, hardware)
