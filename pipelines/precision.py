@@ -201,7 +201,8 @@ def choose(requested: str, launcher: str | None, hardware: Hardware) -> Precisio
 
 def auto_precision(hardware: Hardware) -> tuple[str, str, str]:
     if hardware.native_bf16:
-        return "bf16", "auto", f"{hardware.device}: {hardware.native_bf16_reason}"
+        where = hardware.device if hardware.is_gpu else "native bf16 on this CPU"
+        return "bf16", "auto", f"{where}: {hardware.native_bf16_reason}"
     if hardware.is_gpu:
         return "fp16", "auto", f"{hardware.device}: {hardware.native_bf16_reason}; fp16 with loss scaling instead"
     return "fp32", "auto", f"no native bf16 on this CPU: {hardware.native_bf16_reason}"

@@ -235,6 +235,7 @@ def test_accelerate_launch_end_to_end(tmp_path, data_dir, tiny_bert_dir):
     logged_losses = [row["train/loss"] for row in run["history"] if "train/loss" in row]
     assert len(logged_losses) == 3
     assert run["config"]["run_info"]["parameters"]["total"] == run_info["parameters"]["total"]
+    assert run["config"]["precision"] == run_info["precision"]["precision"]  # a column in the W&B runs table
 
 
 def test_predictions_come_back_in_dataset_order(tmp_path, tiny_bert_dir):
