@@ -123,3 +123,18 @@ def test_three_step_run_records_the_precision(tmp_path, data_dir, tiny_bert_dir)
     assert info["precision"]["precision"] == "fp32" and info["precision"]["source"] == "auto"
     assert info["precision"]["hardware"]["cpu_capability"] == "AVX2"
     assert info["precision"]["launcher"] == "no"  # configs/accelerate_cpu.yaml leaves precision to the recipe
+
+
+def test_bare_run_mnli_runs_the_default_recipe_and_names_the_offline_one(tmp_path):
+    """`accelerate launch scripts/run_mnli.py` with no recipe: DistilBERT on MNLI from the Hub at the machine's
+    precision; offline, one line names the CPU recipe instead of a recipe error."""
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "run_mnli.py")], cwd=tmp_path,
+                            env=subprocess_env(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1
+    assert "running the default recipe configs/mnli/distilbert.yaml" in result.stdout
+    assert "Precision: " in result.stdout and "(auto" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == (
+        "The Hub cannot be reached; the offline CPU recipe is: accelerate launch --config_file "
+        "configs/accelerate_cpu.yaml scripts/run_mnli.py configs/mnli/minilm_cpu.yaml")
+    assert not (tmp_path / "outputs").exists()  # nothing written before the failure
