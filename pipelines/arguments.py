@@ -57,6 +57,11 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow code from the checkpoint folder or Hub repo to run. Off unless a recipe turns it on."}
     )
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto (bf16 where the hardware computes it natively, fp16 on GPUs without bf16, fp32 on other "
+                  "CPUs), bf16, fp16 or fp32. See pipelines/precision.py."},
+    )
     model_revision: str = field(default="main", metadata={"help": "Hub branch, tag or commit."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and data sets are stored."})
 
@@ -172,7 +177,18 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
         for instance in instances:
             if hasattr(instance, key):
                 resolved[key] = _plain(getattr(instance, key))
+    _choose_precision(instances, resolved)
     return (*instances, resolved)
+
+
+def _choose_precision(instances, resolved: dict) -> None:
+    """Runs with TrainingArguments get the precision of pipelines/precision.py (auto unless the recipe says)."""
+    training_args = next((i for i in instances if hasattr(i, "mixed_precision") and hasattr(i, "bf16")), None)
+    precision_field = next((i.precision for i in instances if hasattr(i, "precision")), "auto")
+    if training_args is not None:
+        from pipelines import precision
+
+        precision.apply(precision_field, resolved, training_args)
 
 
 def _plain(value):

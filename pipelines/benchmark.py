@@ -1,7 +1,8 @@
 """Speed benchmark: the reference setup of the HF examples against this project's defaults, in one process.
 
 Everything is measured in the same run, on real MNLI batches, so the ratios compare like with like:
-- the matmul ceiling of this machine in fp32 and bf16 (GFLOP/s);
+- the matmul ceiling of this machine in fp32 and in the low precision the project would use here (GFLOP/s);
+  a precision the hardware only emulates is not timed (bf16 on an AVX2-only CPU: ~50x slower than fp32);
 - training samples/s, real tokens/s, MFU (model FLOPs per second over the measured ceiling of the precision in
   use, counting only real tokens: padding is waste) and peak RSS, with the real Trainer, for each setup;
 - evaluation samples/s;
@@ -9,7 +10,8 @@ Everything is measured in the same run, on real MNLI batches, so the ratios comp
 
 Setups:
 - reference: pad every pair to 128, fp32, random batches, eval batch 8 (run_glue.py's defaults);
-- project:   dynamic padding, bf16 autocast, length-grouped batches, length-sorted eval in batches of 128.
+- project:   dynamic padding, `precision: auto` (bf16 autocast where native, else fp32 on CPU / fp16 on GPU),
+             length-grouped batches, length-sorted eval in batches of 128.
 Both use the Trainer's default optimizer, fused AdamW (transformers' default since torch 2.8), and the project's
 Trainer (which evaluates in dataset order: the project's sorted eval sets stay sorted).
 
@@ -35,7 +37,7 @@ import numpy as np
 import psutil
 import torch
 
-from pipelines import training
+from pipelines import precision, training
 from pipelines.arguments import ModelArguments
 from pipelines.tasks import mnli
 
@@ -44,7 +46,7 @@ from pipelines.tasks import mnli
 class Setup:
     name: str
     pad_to_max_length: bool
-    bf16: bool
+    precision: str  # fp32, bf16, or auto (what `precision: auto` picks on this machine; pipelines/precision.py)
     train_sampling_strategy: str
     sort_eval_by_length: bool
     eval_batch_size: int
@@ -56,16 +58,16 @@ class Setup:
     threads: int | None = None  # None: torch's default (one per core)
 
 
-REFERENCE = Setup("reference", pad_to_max_length=True, bf16=False, train_sampling_strategy="random",
+REFERENCE = Setup("reference", pad_to_max_length=True, precision="fp32", train_sampling_strategy="random",
                   sort_eval_by_length=False, eval_batch_size=8)
-PROJECT = Setup("project", pad_to_max_length=False, bf16=True, train_sampling_strategy="group_by_length",
+PROJECT = Setup("project", pad_to_max_length=False, precision="auto", train_sampling_strategy="group_by_length",
                 sort_eval_by_length=True, eval_batch_size=128)
 
 # One lever at a time, against PROJECT. The names say what changed.
 LEVERS = [
     replace(PROJECT, name="project - length grouping", train_sampling_strategy="random"),
     replace(PROJECT, name="project - sorted eval", sort_eval_by_length=False),
-    replace(PROJECT, name="project - bf16", bf16=False),
+    replace(PROJECT, name="project - bf16", precision="fp32"),  # skipped where auto picks fp32 (bf16 not native)
     replace(PROJECT, name="project - dynamic padding", pad_to_max_length=True),
     replace(PROJECT, name="project + torch.compile", torch_compile=True),
     replace(PROJECT, name="project - fused AdamW (per-tensor loop)", optim="adamw_torch"),
@@ -73,6 +75,25 @@ LEVERS = [
     replace(PROJECT, name="project + 2 workers, pinned", dataloader_num_workers=2, dataloader_pin_memory=True),
     replace(PROJECT, name="project + 1 thread", threads=1),
 ]
+
+
+def machine_precision() -> str:
+    """What `precision: auto` picks on this machine (bf16, fp16 or fp32)."""
+    return precision.auto_precision(precision.detect_hardware(use_cpu=not torch.cuda.is_available()))[0]
+
+
+def resolve_precision(setup: Setup) -> str:
+    return machine_precision() if setup.precision == "auto" else setup.precision
+
+
+def not_native_lever(setup: Setup) -> str | None:
+    """Why a lever is not timed: bf16 where the machine only emulates it (it would be timed as a 50x loss)."""
+    if setup.name != "project - bf16" or machine_precision() != "fp32" or torch.cuda.is_available():
+        return None
+    hardware = precision.detect_hardware(use_cpu=True)
+    measured = precision.slowdown(hardware, "bf16")
+    return (f"bf16 not native here (CPU capability {hardware.cpu_capability}; a {precision.MATMUL_SIZE}² bf16 matmul "
+            f"ran {measured:.0f}x slower than fp32): the project already runs fp32, so this lever is not timed")
 
 
 def ceiling_matrix_size() -> int:
@@ -171,6 +192,7 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
             steps: int, warmup_steps: int, batch_size: int, ceilings: dict) -> dict:
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
+    setup_precision = resolve_precision(setup)
     release_freed_memory()  # so that peak RSS is this setup's, not what earlier setups left behind
     torch.manual_seed(0)
     default_threads = torch.get_num_threads()
@@ -181,7 +203,8 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
                                        sort_eval_by_length=setup.sort_eval_by_length)
     with tempfile.TemporaryDirectory() as output_dir:
         args = TrainingArguments(
-            output_dir=output_dir, use_cpu=not torch.cuda.is_available(), bf16=setup.bf16, report_to=[],
+            output_dir=output_dir, use_cpu=not torch.cuda.is_available(), bf16=setup_precision == "bf16",
+            fp16=setup_precision == "fp16", report_to=[],
             per_device_train_batch_size=batch_size, per_device_eval_batch_size=setup.eval_batch_size,
             max_steps=warmup_steps + steps, train_sampling_strategy=setup.train_sampling_strategy, save_strategy="no",
             logging_strategy="no", disable_tqdm=True, optim=setup.optim, seed=0,
@@ -206,7 +229,7 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
         mean_real_tokens = float(np.mean(features["train"]["length"]))
         tokens = samples * mean_real_tokens  # sampler-independent estimate: every sample is seen at most once here
         flops = training_flops_per_token(model, mean_real_tokens) * tokens
-        ceiling = ceilings["bf16" if setup.bf16 else "fp32"]
+        ceiling = ceilings[setup_precision]
         start = time.perf_counter()
         trainer.evaluate()
         eval_seconds = time.perf_counter() - start
@@ -214,6 +237,7 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
     return {
         "model": model_args.model_name_or_path or f"scratch:{model_args.scratch_preset}",
         "setup": setup.name,
+        "precision": setup_precision,
         "train_samples_per_second": samples / seconds,
         "train_real_tokens_per_second": tokens / seconds,
         "mfu": flops / seconds / (ceiling * 1e9),
@@ -244,8 +268,8 @@ def tokenization_times(model_args: ModelArguments, data_dir: str) -> dict:
 def markdown_rows(results: list[dict], ceilings: dict) -> list[str]:
     """One row per measurement; ratios against the reference and against the project defaults of the same model."""
     rows = ["| model | setup | train samples/s | × ref | × project | real tokens/s | MFU | peak memory GB | "
-            "eval samples/s | × ref | × project |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "eval samples/s | × ref | × project | precision |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by_setup = {(r["model"], r["setup"]): r for r in results}
 
     def ratio(r, setup, key):
@@ -253,25 +277,37 @@ def markdown_rows(results: list[dict], ceilings: dict) -> list[str]:
         return f"{r[key] / base[key]:.2f}" if base else "-"
 
     for r in results:
+        if "not_timed" in r:  # a lever this machine cannot run natively: why, instead of a misleading loss
+            rows.append(f"| {r['model']} | {r['setup']} | {r['not_timed']} | | | | | | | | | |")
+            continue
         rows.append(f"| {r['model']} | {r['setup']} | {r['train_samples_per_second']:.1f} | "
                     f"{ratio(r, 'reference', 'train_samples_per_second')} | "
                     f"{ratio(r, 'project', 'train_samples_per_second')} | "
                     f"{r['train_real_tokens_per_second']:.0f} | {r['mfu']:.3f} | {r.get('peak_gpu_memory_gb', r['peak_rss_gb']):.2f} | "
                     f"{r['eval_samples_per_second']:.1f} | {ratio(r, 'reference', 'eval_samples_per_second')} | "
-                    f"{ratio(r, 'project', 'eval_samples_per_second')} |")
+                    f"{ratio(r, 'project', 'eval_samples_per_second')} | {r.get('precision', '-')} |")
     return rows
+
+
+def ceilings_text(ceilings: dict) -> str:
+    return ", ".join(f"{name} {gflops:.0f} GFLOP/s" for name, gflops in ceilings.items())
+
+
+def machine_text() -> str:
+    """Cores, threads, GPU and torch's CPU capability (AVX2, AVX512, ...): which CPU a timing was measured on."""
+    return (f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}, {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
 
 
 def append_to_benchmarks(path: Path, command: str, ceilings: dict, results: list[dict], tokenize: dict, note: str) -> None:
     lines = [
         f"\n## {datetime.date.today().isoformat()}: reference setup vs project defaults (scripts/benchmark.py)\n",
         f"Command: `{command}`\n",
-        f"Machine: {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, "
-        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}. {note}\n",
-        f"Matmul ceiling ({ceiling_matrix_size()}³, best of 5): fp32 {ceilings['fp32']:.0f} "
-        f"GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s. MFU counts real (non-pad) tokens against the ceiling of the "
-        "precision in use. Peak memory: " + ("GPU memory allocated by torch (training)" if torch.cuda.is_available()
-                                             else "resident set size of the process (training)") + ".\n",
+        f"Machine: {machine_text()}. {note}\n",
+        f"Matmul ceiling ({ceiling_matrix_size()}³, best of 5): {ceilings_text(ceilings)} (only the precisions in use "
+        "here). MFU counts real (non-pad) tokens against the ceiling of the precision in use. Peak memory: "
+        + ("GPU memory allocated by torch (training)" if torch.cuda.is_available()
+           else "resident set size of the process (training)") + ".\n",
         *markdown_rows(results, ceilings),
         "",
         f"Tokenization of the MNLI train file: first time {tokenize['tokenize_first_seconds']:.2f} s, "

@@ -297,7 +297,12 @@ def hardware_text(info: dict) -> str:
         device = f"{env.get('gpu_count', 1)} x {env['gpu']}"
     else:
         device = f"CPU ({env.get('cpu') or 'unknown'}, {env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} torch threads)"
-    return f"{device}, {processes} training process{'es' if processes > 1 else ''}"
+    text = f"{device}, {processes} training process{'es' if processes > 1 else ''}"
+    precision = info.get("precision")  # pipelines/precision.py: the choice, its reason, the CPU capability
+    if precision:
+        text += (f"; CPU capability {precision['hardware']['cpu_capability']}; precision {precision['precision']} "
+                 f"({precision['source']}: {precision['reason']})")
+    return text
 
 
 def duration(seconds: float | None) -> str:

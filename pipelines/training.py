@@ -176,6 +176,9 @@ def run_info(task: str, model_args, tracking_args, training_args, recipe: dict, 
         "world_size": training_args.world_size,
         "mixed_precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else training_args.mixed_precision,
     }
+    choice = getattr(training_args, "precision_choice", None)  # set by pipelines.precision.apply in parse_recipe
+    if choice is not None:
+        info["precision"] = choice.record()
     info.update(extra or {})
     return info
 
@@ -354,7 +357,9 @@ class RunInfoCallback(transformers.TrainerCallback):
 
     def _send(self, state):
         if not self.sent and state.is_world_process_zero:
-            self.sent = tracking.update_wandb_config({"run_info": self.info})
+            # precision also at the top level: the W&B table's column for "which precision did this run use"
+            precision = (self.info.get("precision") or {}).get("precision")
+            self.sent = tracking.update_wandb_config({"run_info": self.info, "precision": precision})
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._send(state)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines import benchmark
+from pipelines import benchmark, precision
 from pipelines.arguments import ModelArguments
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,8 +37,12 @@ def main():
     parser.add_argument("--no-append", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
 
-    ceilings = {"fp32": benchmark.matmul_ceiling(torch.float32), "bf16": benchmark.matmul_ceiling(torch.bfloat16)}
-    print(f"matmul ceiling: fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s", flush=True)
+    # The ceilings of the precisions the setups run in here: fp32 (reference) and what `precision: auto` picks.
+    # An emulated precision is never timed (a 2048³ bf16 product takes minutes on an AVX2-only CPU).
+    in_use = dict.fromkeys(["fp32", benchmark.machine_precision()])
+    ceilings = {name: benchmark.matmul_ceiling(precision.DTYPES[name]) for name in in_use}
+    print(f"Machine: {benchmark.machine_text()}; project precision (auto): {benchmark.machine_precision()}", flush=True)
+    print(f"matmul ceiling: {benchmark.ceilings_text(ceilings)}", flush=True)
     results = []
     train_samples = (args.steps + args.warmup_steps) * args.batch_size
     for name in args.models:
@@ -51,6 +55,11 @@ def main():
             setups += benchmark.LEVERS
         attempts = 2 if args.warm else 1
         for setup in setups:
+            reason = benchmark.not_native_lever(setup)
+            if reason:
+                print(json.dumps({"model": name, "setup": setup.name, "not_timed": reason}), flush=True)
+                results.append({"model": model_args.model_name_or_path or name, "setup": setup.name, "not_timed": reason})
+                continue
             for attempt in range(attempts):
                 result = benchmark.measure(model_args, setup, args.data_dir, train_samples, args.eval_samples,
                                            args.steps, args.warmup_steps, args.batch_size, ceilings)

@@ -26,10 +26,13 @@ def test_markdown_rows_ratios_against_reference_and_project():
 
     rows = benchmark.markdown_rows([row("reference", 10, 50), row("project", 40, 200), row("project + x", 20, 100)],
                                    {"fp32": 1, "bf16": 2})
+    rows += benchmark.markdown_rows([{"model": "m", "setup": "project - bf16", "not_timed": "bf16 not native here"}], {})[2:]
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows[2:]]
     assert cells[0][3:5] == ["1.00", "0.25"] and cells[0][9:11] == ["1.00", "0.25"]
     assert cells[1][3:5] == ["4.00", "1.00"] and cells[1][9:11] == ["4.00", "1.00"]
     assert cells[2][3:5] == ["2.00", "0.50"] and cells[2][9:11] == ["2.00", "0.50"]
+    assert cells[3][2] == "bf16 not native here"  # an emulated lever is named, not timed as a 50x loss
+    assert all(len(c) == len(cells[0]) for c in cells)
 
 
 def test_training_flops_count_attention(tiny_bert_dir):

@@ -147,6 +147,8 @@ def test_dry_run_folder_and_card_metadata(scratch_run, tmp_path):
     assert "trust_remote_code=True" in text and "training_curve.png" in text
     assert "wandb sync wandb/offline-run-" in text  # offline W&B run: how to upload it
     assert f"{100 * results['eval_matched_accuracy']:.2f}%" in text
+    precision = json.loads((scratch_run / "run_info.json").read_text())["precision"]  # pipelines/precision.py
+    assert f"CPU capability {precision['hardware']['cpu_capability']}; precision {precision['precision']} (auto: " in text
     for section in ("## Results", "## Model", "## Training procedure", "**Hardware:**", "**Wall time:**",
                     "## How to use", "## Intended use", "## Limitations", "## Licence"):
         assert section in text, section

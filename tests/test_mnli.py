@@ -8,6 +8,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 import yaml
 
 from conftest import REPO, launch_command, subprocess_env
@@ -189,7 +190,7 @@ def test_accelerate_launch_end_to_end(tmp_path, data_dir, tiny_bert_dir):
         (small / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     output_dir = tmp_path / "run"
     recipe = tmp_path / "tiny.yaml"
-    # No bf16 key: mixed precision must come from the accelerate config (bf16).
+    # No precision key: auto decides (the accelerate config leaves it to the recipe): bf16 where native, else fp32.
     recipe.write_text(yaml.safe_dump({
         "model_name_or_path": str(tiny_bert_dir), "data_dir": str(small), "max_seq_length": 64,
         "output_dir": str(output_dir), "max_steps": 6, "per_device_train_batch_size": 16,
@@ -208,7 +209,10 @@ def test_accelerate_launch_end_to_end(tmp_path, data_dir, tiny_bert_dir):
     assert sum(map(sum, results["eval_matched_confusion_matrix"])) == 40
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "tokenizer.json").is_file()
     run_info = json.loads((output_dir / "run_info.json").read_text())
-    assert run_info["mixed_precision"] == "bf16"
+    native = torch.backends.cpu.get_cpu_capability().startswith("AVX512") and (
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    assert run_info["mixed_precision"] == ("bf16" if native else "no")
+    assert run_info["precision"]["source"] == "auto" and f"Precision: {'bf16' if native else 'fp32'} (auto" in result.stdout
 
     predictions = [json.loads(line) for line in (output_dir / "predictions_validation_matched.jsonl").read_text().splitlines()]
     assert [p["idx"] for p in predictions] == list(range(40))  # file order, although evaluated by length
@@ -231,6 +235,7 @@ def test_accelerate_launch_end_to_end(tmp_path, data_dir, tiny_bert_dir):
     logged_losses = [row["train/loss"] for row in run["history"] if "train/loss" in row]
     assert len(logged_losses) == 3
     assert run["config"]["run_info"]["parameters"]["total"] == run_info["parameters"]["total"]
+    assert run["config"]["precision"] == run_info["precision"]["precision"]  # a column in the W&B runs table
 
 
 def test_predictions_come_back_in_dataset_order(tmp_path, tiny_bert_dir):
