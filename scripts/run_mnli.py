@@ -4,7 +4,8 @@
     accelerate launch scripts/run_mnli.py configs/mnli/distilbert.yaml --learning_rate 3e-5
 """
 
+from pipelines import cli
 from pipelines.tasks.mnli import main
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -7,8 +7,7 @@
 See `pipelines/tokenizer_training.py` for the options (`--model_type unigram`, `--lowercase`, ...).
 """
 
-import sys
-
+from pipelines import cli
 from pipelines.arguments import parse_recipe
 from pipelines.tokenizer_training import TokenizerTrainingArguments, train_tokenizer
 
@@ -20,4 +19,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)
