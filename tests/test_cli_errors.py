@@ -128,7 +128,7 @@ def test_unwritable_output_dir_is_refused_before_anything_runs(tmp_path, where):
      "error: num_train_epochs is 0 and max_steps is not set: the run would train 0 steps. Set num_train_epochs or "
      "max_steps above 0."),
     ({"learning_rate": -1}, [], "error: learning_rate is -1; it must be a positive number"),
-])
+], ids=["zero-epochs", "negative-learning-rate-in-recipe"])
 def test_numbers_that_cannot_train_stop_before_the_output_folder(tmp_path, tiny_bert_dir, data, in_recipe, on_command_line, message):
     output_dir = tmp_path / "out"
     recipe = recipe_file(tmp_path, tiny_bert_dir, data, output_dir=str(output_dir), **in_recipe)
