@@ -144,9 +144,7 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     key that the YAML file or the command line set, for saving beside the run).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    recipe_path = None
-    if argv and not argv[0].startswith("-"):
-        recipe_path = argv.pop(0)
+    recipe_path = take_recipe_path(argv, dataclass_types)
     recipe = load_recipe(recipe_path) if recipe_path else {}
     check_keys(recipe, dataclass_types, str(recipe_path))
 
@@ -171,6 +169,9 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
     try:
         instances = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     except (ValueError, TypeError) as error:
+        if "not used by the HfArgumentParser" in str(error):  # a word that is neither a recipe nor a --key's value
+            raise RecipeError(f"command line: {error}. Give the recipe as a .yaml file and everything else as "
+                              "--key value.") from error
         raise RecipeError(f"{recipe_path or 'command line'}: {error}") from error
     resolved = {}
     for key in [*recipe, *cli_keys]:
@@ -189,6 +190,29 @@ def _choose_precision(instances, resolved: dict) -> None:
         from pipelines import precision
 
         precision.apply(precision_field, resolved, training_args)
+
+
+def _is_flag(key: str, dataclass_types) -> bool:
+    """A bool field: `--key` alone turns it on, so the word after it is not its value."""
+    field_type = {f.name: f.type for t in dataclass_types for f in dataclasses.fields(t)}.get(key.removeprefix("no_"))
+    return field_type in (bool, "bool")
+
+
+def take_recipe_path(argv: list[str], dataclass_types) -> str | None:
+    """Remove the recipe file from argv and return it: the first argument, or a .yaml/.yml file anywhere that is
+    not the value of a --key (`run_mnli.py --learning_rate 1e-4 recipe.yaml`)."""
+    if argv and not argv[0].startswith("-"):
+        return argv.pop(0)
+    found = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("-") or not arg.lower().endswith((".yaml", ".yml")):
+            continue
+        before = argv[i - 1]
+        if not before.startswith("--") or "=" in before or _is_flag(before[2:], dataclass_types):
+            found.append(i)
+    if len(found) > 1:
+        raise RecipeError(f"command line: more than one recipe file ({', '.join(argv[i] for i in found)}); give one")
+    return argv.pop(found[0]) if found else None
 
 
 def _plain(value):

@@ -27,6 +27,10 @@ class DataError(ValueError):
     """Input data that cannot be used, with the file, line or example, and field named."""
 
 
+class DataFileNotFound(DataError, FileNotFoundError):
+    """A data file the recipe names does not exist (still a FileNotFoundError for callers that catch that)."""
+
+
 @dataclass
 class LocalFile:
     path: Path
@@ -57,6 +61,10 @@ def _check_text_file(path: Path, suffix: str) -> list[int] | None:
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: not UTF-8 (byte {raw[error.start]:#04x} at offset {error.start})") from None
+    # A byte-order mark, as Windows tools and Excel write it; `datasets` skips it when it reads the file.
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
     lines = text.splitlines()
     if suffix == ".jsonl" or (suffix == ".json" and not text.lstrip().startswith(("[", "{\"data\""))):
         line_of_row = []

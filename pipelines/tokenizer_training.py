@@ -31,6 +31,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from pipelines.data_files import DataFileNotFound
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 # The order fixes the ids: [PAD]=0 (the model's padding_idx), [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]
@@ -77,10 +79,10 @@ def check_files(files) -> list[str]:
     """The training files as strings; an error names every file that is missing."""
     files = [str(f) for f in files]
     if not files:
-        raise FileNotFoundError("No training files given for the tokenizer.")
+        raise DataFileNotFound("No training files given for the tokenizer.")
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
-        raise FileNotFoundError(f"Tokenizer training file(s) not found: {', '.join(missing)}")
+        raise DataFileNotFound(f"Tokenizer training file(s) not found: {', '.join(missing)}")
     return files
 
 

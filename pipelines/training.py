@@ -25,7 +25,7 @@ from transformers.integrations import WandbCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 import pipelines.models  # noqa: F401  registers our model classes with the Auto classes
-from pipelines import tracking
+from pipelines import interruptions, tracking
 from pipelines.arguments import RecipeError, parse_overrides
 from pipelines.hub import load_pretrained, resolve_model_path
 
@@ -104,9 +104,12 @@ def load_model(model_args, auto_model_class, tokenizer, max_seq_length: int | No
     if model_args.scratch_preset is not None:
         from pipelines.models import config_from_preset
 
-        config = config_from_preset(
-            model_args.scratch_preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **overrides, **config_kwargs
-        )
+        try:
+            config = config_from_preset(
+                model_args.scratch_preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **overrides, **config_kwargs
+            )
+        except ValueError as error:  # an unknown preset, or config_overrides out of range
+            raise RecipeError(str(error)) from error
         model = auto_model_class.from_config(config)
     else:
         path = resolve_model_path(model_args.model_name_or_path)
@@ -309,10 +312,27 @@ class PipelineTrainer(transformers.Trainer):
             return None
         return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
+    def _save_checkpoint(self, model, trial):
+        """A failed checkpoint save (full disk, unwritable folder) names the folder and the last complete checkpoint."""
+        try:
+            super()._save_checkpoint(model, trial)
+        except interruptions.SaveFailedError:
+            raise
+        except interruptions.WRITE_ERRORS as error:
+            last = resolve_resume_checkpoint(self.args, value="auto")
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            raise interruptions.save_failed(error, folder, last) from error
+
     def _save(self, output_dir: str | None = None, state_dict=None):
         """Save as the Trainer does, but the training arguments as readable JSON with tokens removed,
         instead of the pickled training_args.bin (a pickle runs code when loaded, and it would hold hub_token)."""
-        super()._save(output_dir, state_dict)
+        try:
+            super()._save(output_dir, state_dict)
+        except interruptions.WRITE_ERRORS as error:
+            if Path(output_dir or self.args.output_dir).name.startswith("checkpoint-"):
+                raise  # _save_checkpoint names it
+            last = resolve_resume_checkpoint(self.args, value="auto")
+            raise interruptions.save_failed(error, output_dir or self.args.output_dir, last) from error
         output_dir = Path(output_dir or self.args.output_dir)
         pickled = output_dir / "training_args.bin"
         if self.args.should_save and pickled.exists():
@@ -374,6 +394,7 @@ def make_trainer(info: dict, **trainer_kwargs) -> PipelineTrainer:
     if trainer.pop_callback(WandbCallback) is not None:
         trainer.add_callback(SafeWandbCallback())
     trainer.add_callback(RunInfoCallback(info))
+    trainer.add_callback(interruptions.StopOnSignal(trainer))
     return trainer
 
 

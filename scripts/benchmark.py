@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines import benchmark, precision
+from pipelines import benchmark, cli, precision
 from pipelines.arguments import ModelArguments
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,4 +75,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

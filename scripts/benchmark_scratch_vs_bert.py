@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+from pipelines import cli
 from pipelines.models import ScratchTransformerForSequenceClassification, config_from_preset, count_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -221,4 +222,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

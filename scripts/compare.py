@@ -8,9 +8,8 @@
 See pipelines/reports.py for what the report contains.
 """
 
-import sys
-
+from pipelines import cli
 from pipelines.reports import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

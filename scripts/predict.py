@@ -18,16 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import yaml
 from tqdm.auto import tqdm
 
+from pipelines import cli
+from pipelines.data_files import DataError
+
 TASK_FIELDS = {"mnli": ("premise", "hypothesis"), "qa": ("question", "context")}
 
 
-class InputError(ValueError):
+class InputError(DataError):
     """A line of the input file that cannot be predicted; the message names the file, line and field."""
 
 
@@ -128,14 +130,10 @@ def main(argv=None) -> int:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="Allow model code from the run folder (only needed without the pipelines package's own classes).")
     args = parser.parse_args(argv)
-    try:
-        count = predict(args.run_dir, args.input, args.output, args.batch_size, args.device, args.trust_remote_code)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    count = predict(args.run_dir, args.input, args.output, args.batch_size, args.device, args.trust_remote_code)
     print(f"Wrote {count} predictions to {args.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -7,17 +7,17 @@ and results, after checking the upload folder (card metadata, no pickle files, n
 
 --dry-run DIR writes the exact folder that would be uploaded to DIR and checks it, with no network or token.
 The token comes from the environment variable named by --token-env (default HF_TOKEN), else from `hf auth login`.
-Exit status: 0 done, 1 the folder is unfit to publish or the push failed (the run folder is never changed).
+Exit status: 0 done, 2 the folder is unfit to publish, 1 the push failed (the run folder is never changed).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from pipelines.hub_push import PushError, UploadCheckError, push_run
-from pipelines.model_card import DEFAULT_LICENSE, ModelCardError
+from pipelines import cli
+from pipelines.hub_push import push_run
+from pipelines.model_card import DEFAULT_LICENSE
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,13 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        where = push_run(args.output_dir, args.repo_id, private=args.private, token_env=args.token_env,
-                         dry_run_dir=args.dry_run, baseline_run=args.baseline_run, license=args.license,
-                         commit_message=args.commit_message)
-    except (PushError, UploadCheckError, ModelCardError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    where = push_run(args.output_dir, args.repo_id, private=args.private, token_env=args.token_env,
+                     dry_run_dir=args.dry_run, baseline_run=args.baseline_run, license=args.license,
+                     commit_message=args.commit_message)
     if args.dry_run is None:
         print(f"Pushed {args.output_dir} to {where}")
         return 0
@@ -52,4 +48,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

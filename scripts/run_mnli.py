@@ -8,6 +8,8 @@
 import sys
 from pathlib import Path
 
+from pipelines import cli
+from pipelines.data_files import DataError
 from pipelines.tasks.mnli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -15,20 +17,20 @@ DEFAULT_RECIPE = REPO / "configs" / "mnli" / "distilbert.yaml"
 OFFLINE_COMMAND = "accelerate launch --config_file configs/accelerate_cpu.yaml scripts/run_mnli.py configs/mnli/minilm_cpu.yaml"
 
 
-def main_with_default_recipe(argv: list[str]) -> None:
-    """No recipe on the command line: DistilBERT on all of MNLI from the Hub, at the precision this machine supports."""
+def run(argv: list[str]):
+    """A recipe anywhere on the command line, or none: then DistilBERT on all of MNLI from the Hub (the default
+    recipe), at the precision this machine supports; offline, the error names the CPU recipe that runs here."""
+    if any(not arg.startswith("-") and arg.lower().endswith((".yaml", ".yml")) for arg in argv):
+        return main(argv)
     print(f"No recipe given: running the default recipe {DEFAULT_RECIPE.relative_to(REPO)} "
           "(DistilBERT on all of MNLI from the Hub).", flush=True)
     try:
-        main([str(DEFAULT_RECIPE), *argv])
-    except (OSError, ValueError) as error:  # the data set's or the model's Hub load (DataError / hub.hub_error)
-        if "Hugging Face Hub" not in str(error):
+        return main([str(DEFAULT_RECIPE), *argv])
+    except (OSError, ValueError) as error:  # the data set's or the model's Hub load (DataError / ModelLoadError)
+        if "Hugging Face Hub" not in str(error) and "huggingface.co" not in str(error):
             raise
-        sys.exit(f"{str(error).splitlines()[0]}\nThe Hub cannot be reached; the offline CPU recipe is: {OFFLINE_COMMAND}")
+        raise DataError(f"{str(error).splitlines()[0]}\nThe Hub cannot be reached; the offline CPU recipe is: {OFFLINE_COMMAND}") from error
+
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if not args or args[0].startswith("-"):
-        main_with_default_recipe(args)
-    else:
-        main()
+    cli.run(run, sys.argv[1:])

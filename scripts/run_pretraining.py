@@ -6,9 +6,8 @@
 Writes the model, tokenizer and all_results.json (eval_perplexity_before, eval_perplexity, ...) to output_dir.
 """
 
-import sys
-
+from pipelines import cli
 from pipelines.tasks.mlm import main
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -4,7 +4,8 @@
     accelerate launch scripts/run_qa.py configs/qa/squad_distilbert.yaml
 """
 
+from pipelines import cli
 from pipelines.tasks.qa import main
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

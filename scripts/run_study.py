@@ -8,9 +8,8 @@ Run it again after an interruption: finished jobs are skipped and an interrupted
 checkpoint. See pipelines/study.py for the study file format.
 """
 
-import sys
-
+from pipelines import cli
 from pipelines.study import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -7,17 +7,17 @@
 See `pipelines/tokenizer_training.py` for the options (`--model_type unigram`, `--lowercase`, ...).
 """
 
-import sys
-
+from pipelines import cli, run_guard
 from pipelines.arguments import parse_recipe
 from pipelines.tokenizer_training import TokenizerTrainingArguments, train_tokenizer
 
 
 def main(argv=None):
     args, _resolved = parse_recipe([TokenizerTrainingArguments], argv)
+    run_guard.check_numbers(args)
     tokenizer = train_tokenizer(args)
     print(f"Saved a {args.model_type} tokenizer with {len(tokenizer)} tokens ({args.language} normalisation) to {args.output_dir}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -171,7 +171,7 @@ def test_predict_script_names_line_and_field(tmp_path_factory, data_dir, tmp_pat
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(PAIRS[0]) + "\n" + json.dumps({"premise": "Only a premise."}) + "\n")
     result = run_predict(run, bad, tmp_path / "out.jsonl")
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad input: one line, status 2 (pipelines/cli.py)
     assert "bad.jsonl, line 2: field 'hypothesis' is missing" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out.jsonl").exists()
 

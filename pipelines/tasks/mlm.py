@@ -41,8 +41,9 @@ from transformers import (
     set_seed,
 )
 
-from pipelines import training
-from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
+from pipelines import run_guard, training
+from pipelines.arguments import ModelArguments, RecipeError, TrackingArguments, parse_recipe
+from pipelines.data_files import DataError, DataFileNotFound
 
 logger = logging.getLogger("pipelines")
 
@@ -98,7 +99,7 @@ def load_raw_datasets(data_args: PretrainingDataArguments, cache_dir: str | None
     files = list(data_args.train_files) + ([data_args.validation_file] if data_args.validation_file else [])
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
-        raise FileNotFoundError(f"Pretraining text file(s) not found: {', '.join(missing)} (paths are relative to {Path.cwd()})")
+        raise DataFileNotFound(f"Pretraining text file(s) not found: {', '.join(missing)} (paths are relative to {Path.cwd()})")
 
     def read_lines(paths) -> datasets.Dataset:
         return datasets.load_dataset("text", data_files={"train": [str(p) for p in paths]}, split="train", cache_dir=cache_dir)
@@ -109,7 +110,7 @@ def load_raw_datasets(data_args: PretrainingDataArguments, cache_dir: str | None
 
     held_out = max(1, round(len(train) * data_args.validation_split_percentage / 100))
     if held_out >= len(train):
-        raise ValueError(f"{len(train)} lines are too few to hold out {data_args.validation_split_percentage}% and train on the rest.")
+        raise DataError(f"{len(train)} lines are too few to hold out {data_args.validation_split_percentage}% and train on the rest.")
     cut = len(train) - held_out
     return datasets.DatasetDict(train=train.select(range(cut)), validation=train.select(range(cut, len(train))))
 
@@ -157,7 +158,7 @@ def preprocess(
     inputs, so a second run with the same files and tokenizer skips tokenization.
     """
     if data_args.max_seq_length > tokenizer.model_max_length:
-        raise ValueError(f"max_seq_length {data_args.max_seq_length} exceeds the tokenizer's model_max_length {tokenizer.model_max_length}.")
+        raise RecipeError(f"max_seq_length {data_args.max_seq_length} exceeds the tokenizer's model_max_length {tokenizer.model_max_length}.")
     keep_offsets = data_args.whole_word_mask
     map_options = dict(
         batched=True,
@@ -213,7 +214,7 @@ def preprocess(
         examples["validation"] = examples["validation"].select(range(min(data_args.max_eval_samples, len(examples["validation"]))))
     for split, dataset in examples.items():
         if len(dataset) == 0:
-            raise ValueError(f"No {split} examples: the {split} text yields fewer than {data_args.max_seq_length - 2} tokens.")
+            raise DataError(f"No {split} examples: the {split} text yields fewer than {data_args.max_seq_length - 2} tokens.")
     return examples
 
 
@@ -250,11 +251,13 @@ def evaluate_perplexity(trainer: Trainer, seed: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse a pretraining recipe, pretrain, save, and write `all_results.json`; returns what it wrote there."""
-    model_args, data_args, tracking_args, training_args, recipe = parse_recipe(
-        (ModelArguments, PretrainingDataArguments, TrackingArguments, TrainingArguments), argv
+    model_args, data_args, tracking_args, run_args, training_args, recipe = parse_recipe(
+        (ModelArguments, PretrainingDataArguments, TrackingArguments, run_guard.RunArguments, TrainingArguments), argv
     )
+    run_guard.check_numbers(data_args, training_args)
     training.setup_run(training_args)
     resume_from = training.resolve_resume_checkpoint(training_args)
+    run_guard.check_output_dir(training_args, run_args, resume_from)
     # The collator reads special_tokens_mask (and offset_mapping), which the model's forward does not take, so the
     # Trainer must not drop them; `preprocess` leaves only columns that the collator or the model use.
     training_args.remove_unused_columns = False
@@ -268,11 +271,12 @@ def main(argv: list[str] | None = None) -> dict:
     raw = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
     tokenizer = training.load_tokenizer(model_args)
     if tokenizer.mask_token is None or tokenizer.cls_token is None or tokenizer.sep_token is None:
-        raise ValueError("The tokenizer lacks [MASK], [CLS] or [SEP]; train one with scripts/train_tokenizer.py.")
+        raise RecipeError("The tokenizer lacks [MASK], [CLS] or [SEP]; train one with scripts/train_tokenizer.py.")
     # A scratch preset gets random weights sized to the tokenizer; a checkpoint (continued pretraining) keeps its
     # encoder, and its MLM head if it has one.
     model = training.load_model(model_args, AutoModelForMaskedLM, tokenizer, max_seq_length=data_args.max_seq_length)
     examples = preprocess(raw, tokenizer, data_args, training_args)
+    run_guard.make_room(training_args, run_args, resume_from)
     info = training.start_outputs("mlm", model_args, tracking_args, training_args, recipe, model, {
         "train_lines": len(raw["train"]),
         "eval_lines": len(raw["validation"]),

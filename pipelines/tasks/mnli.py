@@ -20,12 +20,13 @@ import datasets
 import numpy as np
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
-from pipelines import hub_push, training
+from pipelines import hub_push, run_guard, training
 from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
 from pipelines.lora import PeftArguments
 from pipelines.data_files import DataError, LocalFile, find_split_file, load_local_file, require_columns
 from pipelines.hub import SHORT_NAMES
 from pipelines.metrics import load_metric
+from pipelines.run_guard import RunArguments
 
 logger = logging.getLogger("pipelines")
 
@@ -85,6 +86,23 @@ class MnliDataArguments:
 # --- Loading ------------------------------------------------------------------------------------------------
 
 
+def label_id(label, label_ids: dict[str, int]) -> int | None:
+    """0, 1, 2, a label name, or an integral float (pandas writes CSV labels as 1.0) -> the id; None if it is none of these."""
+    if isinstance(label, str):
+        text = label.strip().lower()
+        if text in label_ids:
+            return label_ids[text]
+        try:
+            label = float(text)
+        except ValueError:
+            return None
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, float, np.integer, np.floating)):
+        return None
+    if not float(label).is_integer() or not 0 <= label <= 2:  # NaN (an empty CSV cell) fails is_integer
+        return None
+    return int(label)
+
+
 def normalize_split(dataset: datasets.Dataset, source: LocalFile | str) -> datasets.Dataset:
     """Rename official column names, turn label names into ids, check every row, add idx when absent.
 
@@ -98,21 +116,21 @@ def normalize_split(dataset: datasets.Dataset, source: LocalFile | str) -> datas
 
     labels, keep = [], []
     label_ids = {name: i for i, name in enumerate(LABEL_NAMES)}
-    for row, (premise, hypothesis, label) in enumerate(zip(dataset["premise"], dataset["hypothesis"], dataset["label"])):
-        if label == NO_MAJORITY_LABEL:
+    for row, (premise, hypothesis, given) in enumerate(zip(dataset["premise"], dataset["hypothesis"], dataset["label"])):
+        if given == NO_MAJORITY_LABEL:
             continue
-        if isinstance(label, str) and label.strip().lower() in label_ids:
-            label = label_ids[label.strip().lower()]
-        elif isinstance(label, str) and label.strip().lstrip("-").isdigit():
-            label = int(label)
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label <= 2:
+        label = label_id(given, label_ids)
+        if label is None:
+            shown = "empty" if given is None or (isinstance(given, float) and np.isnan(given)) else repr(given)
             raise DataError(
-                f"{where(row)}: field 'label' is {label!r}; expected 0, 1, 2 (GLUE order) or one of {', '.join(LABEL_NAMES)}"
+                f"{where(row)}: field 'label' is {shown}; expected 0, 1, 2 (GLUE order) or one of {', '.join(LABEL_NAMES)}"
             )
         for name, text in (("premise", premise), ("hypothesis", hypothesis)):
-            if not isinstance(text, str) or not text.strip():
+            if text is None or (isinstance(text, str) and not text.strip()):
                 raise DataError(f"{where(row)}: field '{name}' is empty")
-        labels.append(int(label))
+            if not isinstance(text, str):
+                raise DataError(f"{where(row)}: field '{name}' is {text!r} ({type(text).__name__}); expected text")
+        labels.append(label)
         keep.append(row)
     if len(keep) < len(dataset):
         logger.info("%s: dropped %d pairs without a majority label ('-'), as GLUE does", source if isinstance(source, str) else source.path, len(dataset) - len(keep))
@@ -272,12 +290,14 @@ def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.D
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, tracking_args, peft_args, training_args, recipe = parse_recipe(
-        (ModelArguments, MnliDataArguments, TrackingArguments, PeftArguments, TrainingArguments), argv
+    model_args, data_args, tracking_args, peft_args, run_args, training_args, recipe = parse_recipe(
+        (ModelArguments, MnliDataArguments, TrackingArguments, PeftArguments, RunArguments, TrainingArguments), argv
     )
+    run_guard.check_numbers(data_args, peft_args, training_args)
     push_request = hub_push.take_over_trainer_push(training_args)  # we push at the end, with a model card
     training.setup_run(training_args)
     resume_from = training.resolve_resume_checkpoint(training_args)
+    run_guard.check_output_dir(training_args, run_args, resume_from)
 
     raw = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
     tokenizer = training.load_tokenizer(model_args)
@@ -294,6 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = training.apply_peft(model, peft_args, "mnli")
     features = preprocess(raw, tokenizer, data_args, training_args)
     eval_splits = [split for split in [*EVAL_SPLITS, HELDOUT_SPLIT] if split in raw]
+    run_guard.make_room(training_args, run_args, resume_from)
     info = training.start_outputs("mnli", model_args, tracking_args, training_args, recipe, model, {
         "train_examples": len(raw["train"]) if "train" in raw else 0,
         "eval_examples": {split: len(raw[split]) for split in eval_splits},

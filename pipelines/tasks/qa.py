@@ -30,7 +30,7 @@ import datasets
 import numpy as np
 
 from pipelines.arguments import RecipeError
-from pipelines.data_files import DataError
+from pipelines.data_files import DataError, DataFileNotFound
 from pipelines.metrics import load_metric, metric_path  # noqa: F401 (metric_path is part of this module's API)
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def read_squad_file(path: str | Path) -> list[dict[str, Any]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"QA data file not found: {path} (relative paths start from the working directory: {Path.cwd()})")
+        raise DataFileNotFound(f"QA data file not found: {path} (relative paths start from the working directory: {Path.cwd()})")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -357,7 +357,7 @@ def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: QADataArguments,
     logits with windows by row, so predict on these very features, in this order.
     """
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
+        raise RecipeError(
             f"QA preprocessing needs a fast tokenizer (character offsets of tokens); {type(tokenizer).__name__} is not one."
         )
     map_options = dict(
@@ -688,16 +688,18 @@ def evaluate_split(trainer, raw_examples, features, data_args: QADataArguments, 
 def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainingArguments
 
-    from pipelines import hub_push, training
+    from pipelines import hub_push, run_guard, training
     from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
     from pipelines.lora import PeftArguments
 
-    model_args, data_args, tracking_args, peft_args, training_args, recipe = parse_recipe(
-        (ModelArguments, QADataArguments, TrackingArguments, PeftArguments, TrainingArguments), argv
+    model_args, data_args, tracking_args, peft_args, run_args, training_args, recipe = parse_recipe(
+        (ModelArguments, QADataArguments, TrackingArguments, PeftArguments, run_guard.RunArguments, TrainingArguments), argv
     )
+    run_guard.check_numbers(data_args, peft_args, training_args)
     push_request = hub_push.take_over_trainer_push(training_args)  # we push at the end, with a model card
     training.setup_run(training_args)
     resume_from = training.resolve_resume_checkpoint(training_args)
+    run_guard.check_output_dir(training_args, run_args, resume_from)
 
     raw, description = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
     tokenizer = training.load_tokenizer(model_args)
@@ -705,6 +707,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = training.load_model(model_args, AutoModelForQuestionAnswering, tokenizer, max_seq_length=data_args.max_seq_length, num_labels=2)
     model = training.apply_peft(model, peft_args, "qa")
     features = preprocess(raw, tokenizer, data_args, training_args)
+    run_guard.make_room(training_args, run_args, resume_from)
     info = training.start_outputs("qa", model_args, tracking_args, training_args, recipe, model, {
         "data": description,
         "metric": data_args.metric,
