@@ -31,6 +31,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +108,30 @@ class StudyTask:
             print(f"Stopping job (pid {self.process.pid}) with SIGTERM; it resumes from its checkpoint when requeued",
                   flush=True)
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
+            if not wait_for_group(self.process.pid, STOP_WAIT_S):
                 os.killpg(self.process.pid, signal.SIGKILL)
         return submitit.helpers.DelayedSubmission(StudyTask(), *args, **kwargs)
 
     def __getstate__(self) -> dict:
         return {"process": None}  # a process handle does not travel to the requeued task
+
+
+def wait_for_group(pgid: int, timeout: float) -> bool:
+    """Wait until every process of the job's group has exited (the trainer may outlive `accelerate launch` while
+    it saves). Not Popen.wait: this runs in a signal handler that interrupted __call__'s Popen.wait, which holds
+    the Popen's lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pgid, os.WNOHANG)  # reap the group's leader, our child, once it has exited
+        except ChildProcessError:
+            pass
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def ignore_sigusr2() -> None:
