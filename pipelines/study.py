@@ -1,7 +1,12 @@
-"""Studies: a grid of jobs (arms × seeds) run one after another, resumable, ending with the comparison report.
+"""Studies: a grid of jobs (arms × seeds), resumable, ending with the comparison report; optionally a search first.
 
     python scripts/run_study.py configs/studies/mnli_pretrained_vs_scratch_cpu.yaml
     python scripts/run_study.py configs/studies/mnli_pretrained_vs_scratch_cpu.yaml --dry-run   # the plan only
+    python scripts/run_study.py configs/studies/mnli_pretrained_vs_scratch.yaml --backend slurm  # a Slurm job array
+
+Where jobs run (study_backends.py): on this machine, one at a time without a GPU, one per GPU (or per group of
+`resources.gpus` GPUs) with GPUs; on Slurm, as a job array through submitit. A `search:` section (search.py) runs
+an Optuna search on a held-out slice of train before the grid, and the searched arms train with its best values.
 
 A study file (YAML; paths are relative to the directory the study is run from, the repository root, like
 every recipe's paths):
@@ -22,6 +27,8 @@ every recipe's paths):
     baseline: pretrained                     # optional; default the first arm
     output_root: outputs/studies/mnli-pretrained-vs-scratch-cpu   # optional; jobs in <output_root>/<arm>/seed<k>
     report_dir: outputs/studies/mnli-pretrained-vs-scratch-cpu/report   # optional; default <output_root>/report
+    resources: {gpus: 1, cpus: 8, mem_gb: 32, time_min: 240, partition: gpu}   # optional; see study_backends.py
+    search: {n_trials: 6, objective: eval_heldout_accuracy, space: {...}}      # optional; see search.py
 
 An override set to null removes the key from the recipe (to swap model_name_or_path for scratch_preset).
 
