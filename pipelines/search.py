@@ -16,13 +16,16 @@ backend and survive kills; hyperparameter_search trains in-process through model
         warmup_steps: {low: 0.0, high: 0.2}
         num_train_epochs: [1, 2]                                # a list: one of these values
       storage: sqlite:///outputs/studies/x/search.db   # optional; any URL Optuna accepts (e.g. postgresql://...)
+      workers: 4                           # --backend slurm: worker jobs sharing the search (default 1)
 
 The objective is never measured on dev: a searched arm's trials must hold out part of train
 (`heldout_train_samples` for MNLI, `heldout_from_file` for QA). Trials live in <output_root>/search/<arm>/trial-<n>.
 The default storage is SQLite in the study folder, so a killed search resumes where it was: finished trials are
 kept, and a trial that was cut off is run again with the same values, from its last checkpoint (Ctrl-C: at the
 next start; a killed worker: once its heartbeat is `heartbeat_s` x 2 old). Several workers share one search
-through the same storage: `run_study.py <study> --search-only` on each. When an arm's search has `n_trials`
+through the same storage: `run_study.py <study> --search-only` on each; on a machine with GPUs, run_study.py starts
+one worker per GPU slot, and with `--backend slurm`, `workers` Slurm jobs (a killed worker's trial is retried by
+another worker once its heartbeat is stale). When an arm's search has `n_trials`
 finished trials, its best values go to <output_root>/search/<arm>/best.yaml, which that arm's recipe then reads.
 """
 
@@ -45,7 +48,7 @@ import yaml
 logger = logging.getLogger("pipelines")
 
 SEARCH_KEYS = {"arms", "n_trials", "objective", "direction", "seed", "overrides", "space", "storage", "heartbeat_s",
-               "sampler_seed"}
+               "sampler_seed", "workers"}
 HOLDOUT_KEYS = ("heldout_train_samples", "heldout_from_file")
 
 
@@ -61,6 +64,7 @@ class SearchSpec:
     storage: str
     heartbeat_s: int = 60
     sampler_seed: int | None = None
+    workers: int = 1  # --backend slurm: worker jobs sharing the search (on one machine: one per GPU slot)
     folders: dict[str, Path] = field(default_factory=dict)  # arm -> <output_root>/search/<arm>
 
 
@@ -97,6 +101,7 @@ def parse_search(spec: Any, study) -> SearchSpec:
                       direction=spec.get("direction", "maximize"), seed=int(spec.get("seed", 42)), overrides=overrides,
                       space=spec["space"], storage=spec.get("storage") or f"sqlite:///{search_root / 'search.db'}",
                       heartbeat_s=int(spec.get("heartbeat_s", 60)), sampler_seed=spec.get("sampler_seed"),
+                      workers=int(spec.get("workers", 1)),
                       folders={arm: search_root / arm for arm in arms})
 
 
@@ -278,8 +283,8 @@ def run_search_worker(study, keep_going: bool = False) -> int:
     return 0
 
 
-def run_searches(study, backend: str = "local", dry_run: bool = False, keep_going: bool = False,
-                 search_only: bool = False) -> int:
+def run_searches(study, backend: str = "local", gpus: list[int] | None = None, dry_run: bool = False,
+                 keep_going: bool = False, search_only: bool = False) -> int:
     """Run the study's search (this process is one worker), then write each arm's best values and table."""
     spec = study.search
     if dry_run:
@@ -289,12 +294,14 @@ def run_searches(study, backend: str = "local", dry_run: bool = False, keep_goin
         return 0
     if all(best_file(spec, arm).is_file() for arm in spec.arms):
         return 0
-    if backend != "local":
-        from pipelines.study import StudyError
+    from pipelines import study_backends
 
-        raise StudyError(f"{study.path}: searches run as workers (`run_study.py {study.path} --search-only` on each "
-                         "machine or in each Slurm job, sharing search.storage); then run the study itself")
-    status = run_search_worker(study, keep_going)
+    slots = study_backends.gpu_slots(gpus, study.resources.get("gpus") or 1) if backend == "local" else []
+    if backend != "local" or len(slots) > 1:  # workers as submitit jobs: one per GPU slot, or spec.workers on Slurm
+        status = study_backends.run_search_workers(study, cluster=backend, slots=slots, n_workers=spec.workers,
+                                                   keep_going=keep_going)
+    else:  # this process is the (or a) worker
+        status = run_search_worker(study, keep_going)
     if status != 0:
         return status
     for arm in spec.arms:

@@ -394,7 +394,7 @@ def run_study(study: Study, dry_run: bool = False, keep_going: bool = False, rep
     Returns the exit status.
     """
     if study.search is not None and not report_only:
-        status = search.run_searches(study, backend=backend, dry_run=dry_run, keep_going=keep_going,
+        status = search.run_searches(study, backend=backend, gpus=gpus, dry_run=dry_run, keep_going=keep_going,
                                      search_only=search_only)
         if status != 0 or search_only:
             return status

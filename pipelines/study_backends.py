@@ -238,3 +238,47 @@ def run_jobs_with_submitit(study, jobs, cluster: str) -> list:
           "Waiting for them; if you stop waiting, they go on, and `run_study.py <study> --report-only` writes the "
           "report once they are done.", flush=True)
     return collect(study, [(sj, [job]) for sj, job in zip(submitit_jobs, unfinished)])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Search workers as submitit jobs
+# --------------------------------------------------------------------------------------------------------------
+
+
+def search_worker(cwd: str, study_path: str, keep_going: bool) -> int:
+    """One search worker in a submitit job: trials until the search has its budget (see search.py)."""
+    from pipelines.search import run_search_worker
+    from pipelines.study import load_study
+
+    os.chdir(cwd)
+    return run_search_worker(load_study(study_path), keep_going)
+
+
+def run_search_workers(study, cluster: str, slots: list[list[int]], n_workers: int, keep_going: bool) -> int:
+    """Workers sharing the study's search: one per GPU slot on this machine, or n_workers Slurm jobs. A worker
+    that is stopped leaves its trial to the others (retried from its checkpoint once its heartbeat is stale)."""
+    submitit = import_submitit()
+    folder = study.output_root / "submitit"
+    arguments = (str(Path.cwd()), str(study.path), keep_going)
+    if cluster == "local":
+        submitted = []
+        for slot in slots:
+            executor = submitit.LocalExecutor(folder=folder)
+            executor.update_parameters(visible_gpus=slot, gpus_per_node=len(slot), timeout_min=LOCAL_TIME_MIN)
+            submitted.append(executor.submit(search_worker, *arguments))
+        where = f"one per GPU slot ({' '.join(','.join(map(str, s)) for s in slots)})"
+    else:
+        executor = executor_for(study, cluster, folder)
+        with executor.batch():
+            submitted = [executor.submit(search_worker, *arguments) for _ in range(n_workers)]
+        where = f"{cluster} jobs {', '.join(j.job_id for j in submitted)}"
+    print(f"Search workers: {len(submitted)}, {where}; logs in {folder}", flush=True)
+    statuses = []
+    for job in submitted:
+        try:
+            statuses.append(job.result())
+        except Exception as error:  # noqa: BLE001 - report and let the others finish the search
+            print(f"search worker {job.job_id} failed: {str(error).strip().splitlines()[-1:]}; log: {job.paths.stdout}",
+                  file=sys.stderr, flush=True)
+            statuses.append(1)
+    return max(statuses, default=0)

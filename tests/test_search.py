@@ -119,3 +119,20 @@ def test_two_workers_share_one_sqlite_search(tmp_path, data_dir, tiny_bert_dir):
     section = (study.report_dir / "search.md").read_text()
     assert "## Hyperparameter search" in section and f"| {best['trial']} (best) |" in section
     assert (study.report_dir / "search_tiny.png").stat().st_size > 1000
+
+
+def test_a_trial_stopped_by_ctrl_c_is_run_again_in_its_folder(tmp_path):
+    study = load_study(write_search_study(tmp_path, tmp_path, tmp_path))
+    stored = search.open_search(study.search, study, "tiny")
+    distributions = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}
+    stored.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"learning_rate": 3e-3},
+                                               distributions=distributions,
+                                               user_attrs={"folder": "trial-0", "interrupted": True}))
+    stored.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"learning_rate": 1e-3},
+                                               distributions=distributions, user_attrs={"folder": "trial-1"}))
+    search.requeue_interrupted(stored)
+    search.requeue_interrupted(stored)  # once only
+    waiting = stored.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    # The queued trial suggests the same values (fixed_params) and runs in trial-0, resuming its checkpoint.
+    assert [(t.system_attrs["fixed_params"], t.user_attrs) for t in waiting] == [
+        ({"learning_rate": 3e-3}, {"folder": "trial-0", "resumes": 0})]
