@@ -363,8 +363,8 @@ def check_finished_recipe(study: Study, job: Job) -> None:
 
 
 def run_jobs_one_at_a_time(study: Study, jobs: list[Job], keep_going: bool) -> list[Job] | None:
-    """The default on a machine without GPUs: each job in turn, its output on the console. Returns the failed
-    jobs, or None when interrupted."""
+    """Without GPUs (or with GPUs for one job at a time): each job in turn, its output on the console. Returns the
+    failed jobs, or None when interrupted."""
     failed = []
     for number, job in enumerate(jobs, 1):
         label = f"[{number}/{len(jobs)}] {job.run_name}"
@@ -420,9 +420,9 @@ def run_study(study: Study, dry_run: bool = False, keep_going: bool = False, rep
     if unfinished and not report_only:
         if backend == "local":
             slots = study_backends.gpu_slots(gpus, study.resources.get("gpus") or 1)
-            if slots:
+            if len(slots) > 1:
                 failed = study_backends.run_jobs_on_gpus(study, jobs, slots, keep_going)
-            else:  # no GPU: jobs stay one at a time
+            else:  # no GPU, or room for one job: one at a time, here
                 failed = run_jobs_one_at_a_time(study, jobs, keep_going)
         else:
             failed = study_backends.run_jobs_with_submitit(study, jobs, cluster=backend)

@@ -77,7 +77,7 @@ class StudyTask:
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
 
-    def __call__(self, cwd: str, jobs: list[tuple[list[str], dict[str, str], str]]) -> list[int]:
+    def __call__(self, cwd: str, jobs: list[tuple[list[str], dict[str, str], str]], keep_going: bool = True) -> list[int]:
         from pipelines.study import log_header
 
         os.chdir(cwd)
@@ -97,6 +97,8 @@ class StudyTask:
                 status = self.process.wait()
             print(f"{output_dir}: exit status {status}", flush=True)
             statuses.append(status)
+            if status != 0 and not keep_going:
+                break
         return statuses
 
     def checkpoint(self, *args: Any, **kwargs: Any):
@@ -187,7 +189,8 @@ def gpu_slots(gpus: list[int] | None, gpus_per_job: int) -> list[list[int]]:
 
 
 def run_jobs_on_gpus(study, jobs, slots: list[list[int]], keep_going: bool) -> list:
-    """One submitit local job per GPU slot, each running its share of the unfinished jobs in turn."""
+    """One submitit local job per GPU slot, each running its share of the unfinished jobs in turn (a slot stops at
+    a failed job unless keep_going)."""
     submitit = import_submitit()
     unfinished = [j for j in jobs if not j.finished]
     shares = [unfinished[k::len(slots)] for k in range(len(slots))]
@@ -197,7 +200,7 @@ def run_jobs_on_gpus(study, jobs, slots: list[list[int]], keep_going: bool) -> l
             continue
         executor = submitit.LocalExecutor(folder=study.output_root / "submitit")
         executor.update_parameters(visible_gpus=slot, gpus_per_node=len(slot), timeout_min=LOCAL_TIME_MIN)
-        submitit_job = executor.submit(StudyTask(), str(Path.cwd()), task_jobs(study, share))
+        submitit_job = executor.submit(StudyTask(), str(Path.cwd()), task_jobs(study, share), keep_going)
         print(f"GPU {','.join(map(str, slot))}: {', '.join(j.run_name for j in share)} (logs: <job>/study_job.log)",
               flush=True)
         submitted.append((submitit_job, share))
