@@ -67,6 +67,10 @@ class SearchSpec:
     workers: int = 1  # --backend slurm: worker jobs sharing the search (on one machine: one per GPU slot)
     folders: dict[str, Path] = field(default_factory=dict)  # arm -> <output_root>/search/<arm>
 
+    def storage_exists(self) -> bool:
+        """False only for a default SQLite file not created yet (reading must not create an empty search)."""
+        return not self.storage.startswith("sqlite:///") or Path(self.storage.removeprefix("sqlite:///")).is_file()
+
 
 def parse_search(spec: Any, study) -> SearchSpec:
     """Check the study's search section against its arms; the message names the file and the key."""
@@ -376,7 +380,7 @@ def add_search_to_report(study) -> None:
         plot = study.report_dir / f"search_{arm}.png"
         if plot_search(spec, arm, optuna_study, plot):
             sections += [f"![{spec.objective} against the parameters]({plot.name})", ""]
-    text = "\n".join(sections)
+    text = "\n".join(sections) + "\n"
     (study.report_dir / "search.md").write_text(text, encoding="utf-8")
     report = study.report_dir / "report.md"
     if report.is_file():

@@ -433,7 +433,11 @@ def run_study(study: Study, dry_run: bool = False, keep_going: bool = False, rep
         print(f"{len(failed)} job(s) failed: {', '.join(j.run_name for j in failed)}. Fix the cause and run the same "
               "command again: finished jobs are skipped, interrupted ones resume.", file=sys.stderr)
     if not finished:
-        print("No finished jobs yet, so no report.", file=sys.stderr)
+        if study.search is not None and study.search.storage_exists():
+            study.report_dir.mkdir(parents=True, exist_ok=True)
+            search.add_search_to_report(study)
+            print(f"Search report: {study.report_dir / 'search.md'}", flush=True)
+        print("No finished jobs yet, so no study report.", file=sys.stderr)
         return 1
     status = write_report(study, finished, wandb_report)
     return 1 if failed or len(finished) < len(jobs) else status

@@ -136,3 +136,23 @@ def test_a_trial_stopped_by_ctrl_c_is_run_again_in_its_folder(tmp_path):
     # The queued trial suggests the same values (fixed_params) and runs in trial-0, resuming its checkpoint.
     assert [(t.system_attrs["fixed_params"], t.user_attrs) for t in waiting] == [
         ({"learning_rate": 3e-3}, {"folder": "trial-0", "resumes": 0})]
+
+
+def test_report_only_writes_the_search_section_before_any_study_job(tmp_path, capsys):
+    from pipelines.study import main
+
+    study_file = write_search_study(tmp_path, tmp_path, tmp_path)
+    assert main([str(study_file), "--report-only"]) == 1 and not (tmp_path / "study").exists()  # no search yet: nothing
+    study = load_study(study_file)
+    stored = search.open_search(study.search, study, "tiny")
+    distributions = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True),
+                     "warmup_steps": optuna.distributions.CategoricalDistribution([0.0, 0.1])}
+    for number, (lr, warmup, accuracy) in enumerate([(1e-3, 0.0, 0.41), (3e-3, 0.1, 0.45), (1e-4, 0.1, 0.38)]):
+        stored.add_trial(optuna.trial.create_trial(params={"learning_rate": lr, "warmup_steps": warmup}, value=accuracy,
+                                                   distributions=distributions, user_attrs={"folder": f"trial-{number}"}))
+    assert main([str(study_file), "--report-only"]) == 1
+    table = (study.report_dir / "search.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "trial |" not in line]
+    assert rows == ["| 1 (best) | 0.003 | 0.1 | 0.45 | COMPLETE | trial-1 |", "| 0 | 0.001 | 0 | 0.41 | COMPLETE | trial-0 |",
+                    "| 2 | 0.0001 | 0.1 | 0.38 | COMPLETE | trial-2 |"]
+    assert (study.report_dir / "search_tiny.png").is_file() and "Search report:" in capsys.readouterr().out
