@@ -17,13 +17,20 @@ import yaml
 from conftest import REPO, subprocess_env
 from pipelines import study_backends
 from pipelines.study import StudyError, job_command, load_study
-from test_search import write_tiny_mnli
 
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("submitit")
 
 SAVE_STEPS = 10
 ARM_OVERRIDES = {"short": {"max_steps": 4, "save_strategy": "no"}}
+
+
+def write_tiny_mnli(folder: Path, data_dir: Path, n_train: int = 40, n_dev: int = 8) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("validation_matched", n_dev), ("validation_mismatched", n_dev)):
+        lines = (data_dir / "mnli" / f"{split}.jsonl").read_text().splitlines()[:n]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
 
 
 def write_study(tmp_path: Path, model_dir: Path, data: Path, arms: list[str], max_steps: int, report_to: str = "wandb",
