@@ -1,7 +1,12 @@
-"""Studies: a grid of jobs (arms × seeds) run one after another, resumable, ending with the comparison report.
+"""Studies: a grid of jobs (arms × seeds), resumable, ending with the comparison report; optionally a search first.
 
     python scripts/run_study.py configs/studies/mnli_pretrained_vs_scratch_cpu.yaml
     python scripts/run_study.py configs/studies/mnli_pretrained_vs_scratch_cpu.yaml --dry-run   # the plan only
+    python scripts/run_study.py configs/studies/mnli_pretrained_vs_scratch.yaml --backend slurm  # a Slurm job array
+
+Where jobs run (study_backends.py): on this machine, one at a time without a GPU, one per GPU (or per group of
+`resources.gpus` GPUs) with GPUs; on Slurm, as a job array through submitit. A `search:` section (search.py) runs
+an Optuna search on a held-out slice of train before the grid, and the searched arms train with its best values.
 
 A study file (YAML; paths are relative to the directory the study is run from, the repository root, like
 every recipe's paths):
@@ -22,6 +27,8 @@ every recipe's paths):
     baseline: pretrained                     # optional; default the first arm
     output_root: outputs/studies/mnli-pretrained-vs-scratch-cpu   # optional; jobs in <output_root>/<arm>/seed<k>
     report_dir: outputs/studies/mnli-pretrained-vs-scratch-cpu/report   # optional; default <output_root>/report
+    resources: {gpus: 1, cpus: 8, mem_gb: 32, time_min: 240, partition: gpu}   # optional; see study_backends.py
+    search: {n_trials: 6, objective: eval_heldout_accuracy, space: {...}}      # optional; see search.py
 
 An override set to null removes the key from the recipe (to swap model_name_or_path for scratch_preset).
 
@@ -52,13 +59,13 @@ from typing import Any
 
 import yaml
 
-from pipelines import reports
+from pipelines import reports, search, study_backends
 from pipelines.arguments import RecipeError, load_recipe
 
 logger = logging.getLogger("pipelines")
 
 STUDY_KEYS = {"name", "description", "script", "launch_config", "recipe", "overrides", "seeds", "arms", "grid",
-              "baseline", "output_root", "report_dir"}
+              "baseline", "output_root", "report_dir", "resources", "search"}
 ARM_KEYS = {"name", "job_type", "recipe", "overrides"}
 # Set per job on the command line, so they are dropped from the arm's recipe file.
 PER_JOB_KEYS = ("output_dir", "seed", "run_name", "wandb_group", "wandb_job_type", "resume_from_checkpoint")
@@ -106,6 +113,8 @@ class Study:
     output_root: Path
     report_dir: Path
     baseline: str
+    resources: dict[str, Any]  # per job: gpus, cpus, mem_gb, time_min, partition, ... (see study_backends.py)
+    search: Any = None  # a search.SearchSpec when the study file has a `search:` section
 
     def jobs(self) -> list[Job]:
         return [Job(arm, seed, self.output_root / arm.name / f"seed{seed}") for seed in self.seeds for arm in self.arms]
@@ -154,8 +163,14 @@ def load_study(path: str | os.PathLike, check_files: bool = True) -> Study:
     if baseline not in [a.name for a in arms]:
         raise StudyError(f"{path}: baseline '{baseline}' is not an arm; the arms are: {', '.join(a.name for a in arms)}")
     output_root = Path(spec.get("output_root") or f"outputs/studies/{name}")
-    return Study(name=name, path=path, script=script, launch_config=launch_config, arms=arms, seeds=seeds,
-                 output_root=output_root, report_dir=Path(spec.get("report_dir") or output_root / "report"), baseline=baseline)
+    resources = study_backends.check_resources(spec.get("resources") or {}, path)
+    study = Study(name=name, path=path, script=script, launch_config=launch_config, arms=arms, seeds=seeds,
+                  output_root=output_root, report_dir=Path(spec.get("report_dir") or output_root / "report"),
+                  baseline=baseline, resources=resources)
+    if spec.get("search") is not None:
+        study.search = search.parse_search(spec["search"], study)
+        search.apply_best_values(study)  # the searched arms train with the values the search chose
+    return study
 
 
 def check_keys(mapping: dict, known: set[str], where: str) -> None:
@@ -280,11 +295,16 @@ def job_command(study: Study, job: Job) -> list[str]:
     ]
     if study.launch_config is None:
         return [sys.executable, *arguments]
-    return [accelerate_executable(), "launch", "--config_file", str(study.launch_config), *arguments]
+    gpus = int(study.resources.get("gpus") or 0)
+    processes = ["--num_processes", str(gpus)] if gpus > 1 else []  # one process per GPU of the job
+    return [accelerate_executable(), "launch", "--config_file", str(study.launch_config), *processes, *arguments]
 
 
 def prepare_job(study: Study, job: Job) -> dict[str, str]:
-    """Write the job's recipe and record (keeping the W&B run id of an earlier attempt); returns its environment."""
+    """Write the job's recipe and record (keeping the W&B run id of an earlier attempt).
+
+    Returns the environment variables the job adds to its machine's environment (its W&B run id).
+    """
     job.output_dir.mkdir(parents=True, exist_ok=True)
     recipe = dict(job.arm.recipe)
     recipe["wandb_tags"] = list(dict.fromkeys([*recipe.get("wandb_tags", []), study.name, job.arm.name]))
@@ -299,16 +319,22 @@ def prepare_job(study: Study, job: Job) -> dict[str, str]:
     record.update(study=study.name, arm=job.arm.name, seed=job.seed, recipe=recipe, command=job_command(study, job))
     record["attempts"] = record.get("attempts", 0) + 1
     record_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return {**os.environ, "WANDB_RUN_ID": record["wandb_run_id"], "WANDB_RESUME": "allow"}
+    return {"WANDB_RUN_ID": record["wandb_run_id"], "WANDB_RESUME": "allow"}
 
 
-def run_job(command: list[str], env: dict[str, str], log_path: Path) -> int:
+def log_header(command: list[str]) -> str:
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = f" [CUDA_VISIBLE_DEVICES={devices}]" if devices is not None else ""
+    return f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')}{where} {shlex.join(command)}\n"
+
+
+def run_job(command: list[str], job_env: dict[str, str], log_path: Path) -> int:
     """Run one job, its output both on the console and appended to the job's study_job.log."""
     with log_path.open("a", encoding="utf-8") as log:
-        log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')} {shlex.join(command)}\n")
+        log.write(log_header(command))
         log.flush()
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   errors="replace", bufsize=1)
+        process = subprocess.Popen(command, env={**os.environ, **job_env}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
         try:
             for line in process.stdout:
                 sys.stdout.write(line)
@@ -336,47 +362,82 @@ def check_finished_recipe(study: Study, job: Job) -> None:
                        job.run_name, ", ".join(changed), job.output_dir)
 
 
-def run_study(study: Study, dry_run: bool = False, keep_going: bool = False, report_only: bool = False,
-              wandb_report: bool = False) -> int:
-    """Run the unfinished jobs one after another, then write the report. Returns the exit status."""
-    jobs = study.jobs()
-    done = [j for j in jobs if j.finished]
-    print(f"Study {study.name}: {len(study.arms)} arms × {len(study.seeds)} seeds = {len(jobs)} jobs, "
-          f"{len(done)} finished, in {study.output_root}", flush=True)
+def run_jobs_one_at_a_time(study: Study, jobs: list[Job], keep_going: bool) -> list[Job] | None:
+    """Without GPUs (or with GPUs for one job at a time): each job in turn, its output on the console. Returns the
+    failed jobs, or None when interrupted."""
     failed = []
     for number, job in enumerate(jobs, 1):
         label = f"[{number}/{len(jobs)}] {job.run_name}"
         if job.finished:
-            check_finished_recipe(study, job)
-            print(f"{label}: finished, skipping ({job.output_dir / 'all_results.json'})", flush=True)
-            continue
-        if report_only:
-            print(f"{label}: not finished", flush=True)
-            continue
-        if dry_run:
-            print(f"{label}: would run\n    {shlex.join(job_command(study, job))}", flush=True)
             continue
         resuming = f", resuming from {job.checkpoints[-1].parent.name}" if job.checkpoints else ""
         print(f"{label}: running{resuming} (log: {job.output_dir / 'study_job.log'})", flush=True)
-        env = prepare_job(study, job)
+        job_env = prepare_job(study, job)
         try:
-            status = run_job(job_command(study, job), env, job.output_dir / "study_job.log")
+            status = run_job(job_command(study, job), job_env, job.output_dir / "study_job.log")
         except KeyboardInterrupt:
             print(f"\nInterrupted during {job.run_name}. Run the same command again to resume.", file=sys.stderr)
-            return 130
+            return None
         if status != 0 or not job.finished:
             failed.append(job)
             print(f"{label}: FAILED (exit status {status}); log: {job.output_dir / 'study_job.log'}", file=sys.stderr, flush=True)
             if not keep_going:
                 break
+    return failed
+
+
+def run_study(study: Study, dry_run: bool = False, keep_going: bool = False, report_only: bool = False,
+              wandb_report: bool = False, backend: str = "local", gpus: list[int] | None = None,
+              search_only: bool = False) -> int:
+    """Run the search (if the study has one), then the unfinished jobs on the chosen backend, then write the report.
+
+    Returns the exit status.
+    """
+    if study.search is not None and not report_only:
+        status = search.run_searches(study, backend=backend, gpus=gpus, dry_run=dry_run, keep_going=keep_going,
+                                     search_only=search_only)
+        if status != 0 or search_only:
+            return status
+        if not dry_run:
+            study = load_study(study.path)  # the searched arms now read the chosen values
+    jobs = study.jobs()
+    done = [j for j in jobs if j.finished]
+    print(f"Study {study.name}: {len(study.arms)} arms × {len(study.seeds)} seeds = {len(jobs)} jobs, "
+          f"{len(done)} finished, in {study.output_root}", flush=True)
+    for number, job in enumerate(jobs, 1):
+        label = f"[{number}/{len(jobs)}] {job.run_name}"
+        if job.finished:
+            check_finished_recipe(study, job)
+            print(f"{label}: finished, skipping ({job.output_dir / 'all_results.json'})", flush=True)
+        elif report_only:
+            print(f"{label}: not finished", flush=True)
+        elif dry_run:
+            print(f"{label}: would run\n    {shlex.join(job_command(study, job))}", flush=True)
     if dry_run:
         return 0
+    unfinished = [j for j in jobs if not j.finished]
+    failed: list[Job] | None = []
+    if unfinished and not report_only:
+        if backend == "local":
+            slots = study_backends.gpu_slots(gpus, study.resources.get("gpus") or 1)
+            if len(slots) > 1:
+                failed = study_backends.run_jobs_on_gpus(study, jobs, slots, keep_going)
+            else:  # no GPU, or room for one job: one at a time, here
+                failed = run_jobs_one_at_a_time(study, jobs, keep_going)
+        else:
+            failed = study_backends.run_jobs_with_submitit(study, jobs, cluster=backend)
+        if failed is None:
+            return 130
     finished = [j for j in jobs if j.finished]
     if failed:
         print(f"{len(failed)} job(s) failed: {', '.join(j.run_name for j in failed)}. Fix the cause and run the same "
               "command again: finished jobs are skipped, interrupted ones resume.", file=sys.stderr)
     if not finished:
-        print("No finished jobs yet, so no report.", file=sys.stderr)
+        if study.search is not None and study.search.storage_exists():
+            study.report_dir.mkdir(parents=True, exist_ok=True)
+            search.add_search_to_report(study)
+            print(f"Search report: {study.report_dir / 'search.md'}", flush=True)
+        print("No finished jobs yet, so no study report.", file=sys.stderr)
         return 1
     status = write_report(study, finished, wandb_report)
     return 1 if failed or len(finished) < len(jobs) else status
@@ -387,17 +448,36 @@ def write_report(study: Study, finished: list[Job], wandb_report: bool) -> int:
     baseline = study.baseline if study.baseline in finished_arms else None
     sources = [(j.arm.name, str(j.output_dir)) for j in finished]
     summary = reports.build_report(sources, study.report_dir, title=f"Study {study.name}", baseline=baseline)
+    if study.search is not None:
+        search.add_search_to_report(study)
     print(f"Report: {study.report_dir / 'report.html'} (and report.md, summary.json)", flush=True)
     if wandb_report:
         return reports.publish_wandb_report(summary, study.report_dir, sources)
     return 0
 
 
+def parse_gpus(text: str) -> list[int]:
+    try:
+        return [int(g) for g in text.split(",") if g.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpus takes GPU numbers separated by commas, e.g. 0,1,2,3; got {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(levelname)s %(message)s", level=logging.INFO)
     logger.setLevel(logging.INFO)
-    parser = argparse.ArgumentParser(prog="run_study.py", description="Run a study: every arm × seed as one job, resumable, then the report.")
+    parser = argparse.ArgumentParser(prog="run_study.py", description="Run a study: its search (if any), then every "
+                                     "arm × seed as one job, resumable, then the report.")
     parser.add_argument("study", help="Study file, e.g. configs/studies/mnli_pretrained_vs_scratch_cpu.yaml")
+    parser.add_argument("--backend", choices=["local", "slurm", "submitit-local"], default="local",
+                        help="local: this machine, one job per GPU (or per `resources.gpus` GPUs), one at a time "
+                        "without a GPU. slurm: a Slurm job array through submitit (pip install '.[cluster]'). "
+                        "submitit-local: the Slurm path run by submitit's local executor (no cluster; for testing).")
+    parser.add_argument("--gpus", type=parse_gpus, default=None,
+                        help="Local backend: the GPUs to use, e.g. 0,1,2,3 (default: every visible GPU).")
+    parser.add_argument("--search-only", action="store_true",
+                        help="Only run search trials (a search worker: start several, on any machines that reach "
+                        "the search's storage), not the grid.")
     parser.add_argument("--dry-run", action="store_true", help="Print the jobs and their commands; run nothing.")
     parser.add_argument("--keep-going", action="store_true", help="After a failed job, go on with the others.")
     parser.add_argument("--report-only", action="store_true", help="Only (re)write the report from the finished jobs.")
@@ -405,5 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     # A StudyError or ReportError reaches scripts/run_study.py's cli.run: `error: <message>`, exit status 2.
     study = load_study(args.study)
+    if args.search_only and study.search is None:
+        raise StudyError(f"{study.path}: --search-only, but the study has no 'search' section")
     return run_study(study, dry_run=args.dry_run, keep_going=args.keep_going, report_only=args.report_only,
-                     wandb_report=args.wandb_report)
+                     wandb_report=args.wandb_report, backend=args.backend, gpus=args.gpus, search_only=args.search_only)
