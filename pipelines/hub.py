@@ -30,6 +30,31 @@ SHORT_NAMES = {
 }
 
 
+# What a comparison must say about a pretrained model's own training data. all-MiniLM-L6-v2's sentence-embedding
+# training mix (its model card) included AllNLI (SNLI + MultiNLI) and SQuAD pairs: on MNLI and SQuAD it has seen the
+# tasks' training text, so it is not a clean "pretrained" arm.
+MODEL_CAVEATS = {
+    name: "all-MiniLM-L6-v2 is not a clean pretrained model for MNLI or SQuAD: its sentence-embedding training "
+    "(see its model card) included SNLI+MultiNLI (AllNLI) and SQuAD pairs, so it has seen these tasks' training text."
+    for name in ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+}
+
+
+def model_caveat(name_or_path: str | None) -> str | None:
+    """The caveat of a known model (by short name, Hub id or the folder a short name resolves to), else None."""
+    if not name_or_path:
+        return None
+    if name_or_path.lower() in MODEL_CAVEATS:
+        return MODEL_CAVEATS[name_or_path.lower()]
+    for short_name, resolver in SHORT_NAMES.items():
+        try:
+            if short_name in MODEL_CAVEATS and Path(name_or_path).resolve() == Path(resolver()).resolve():
+                return MODEL_CAVEATS[short_name]
+        except (OSError, ModelLoadError):
+            continue
+    return None
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """Short name -> local folder; anything else is returned unchanged (a local path or a Hub id)."""
     if name_or_path is None:

@@ -26,6 +26,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from pipelines import tracking
+from pipelines.hub import model_caveat
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md.jinja"
 CURVE_IMAGE = "training_curve.png"
@@ -428,6 +429,9 @@ def data_text(run: Run, task_card: TaskCard) -> str:
 
 def limitations(run: Run, task_card: TaskCard) -> list[str]:
     items = []
+    caveat = model_caveat(run.info.get("model")) if run.info.get("pretrained") else None
+    if caveat:
+        items.append(caveat)
     if not run.info.get("pretrained", True):
         items.append("Trained from scratch on one task's data, with no pretraining: expect far lower accuracy than a "
                      "pretrained encoder of the same size; it is a point of comparison, not a model to deploy.")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import stats, tracking
+from pipelines.hub import model_caveat
 
 logger = logging.getLogger("pipelines")
 
@@ -658,6 +659,10 @@ def render(summary: dict, arms: dict[str, list[Run]], metrics: dict, plots: list
     doc.table(["arm", "seed", "run", "model", "job type", "parameters", "source"],
               [[r.arm, fmt(r.seed), r.name, r.info.get("model", "—"), r.info.get("job_type") or "—", fmt_parameters(r), r.source]
                for members in arms.values() for r in members])
+    for arm, members in arms.items():
+        caveat = model_caveat(members[0].info.get("model")) if members[0].info.get("pretrained") else None
+        if caveat:
+            doc.paragraph(f"Caveat ({arm}): {caveat}")
 
     doc.heading("Final metrics (mean ± std over seeds)")
     keys = [k for k in dict.fromkeys(k for m in metrics.values() for k in m) if TABLE_KEY.match(k)]

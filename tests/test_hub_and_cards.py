@@ -166,6 +166,9 @@ def test_card_of_pretrained_run_with_baseline(scratch_run, tmp_path):
     assert "fine-tuned" in card.data.tags
     assert "## Comparison with the study's baseline" in card.text
     assert "| Matched accuracy | 75.00% | 50.00% | +25.00 pt |" in card.text
+    # all-MiniLM-L6-v2 was trained on AllNLI and SQuAD pairs: its card says so under Limitations.
+    limitations = card.text.split("## Limitations", 1)[1]
+    assert "included SNLI+MultiNLI (AllNLI) and SQuAD pairs" in limitations
     assert (tmp_path / "training_curve.png").is_file()
 
 

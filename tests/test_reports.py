@@ -4,6 +4,7 @@ and whole reports built from real tiny MNLI runs (their output folders and their
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import subprocess
 import sys
@@ -286,6 +287,28 @@ def test_compare_command_groups_runs_by_job_type(tiny_runs, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_report_names_the_minilm_caveat(tiny_runs, tmp_path):
+    """An arm whose model is all-MiniLM-L6-v2 (by short name or its package folder) carries the contamination caveat."""
+    from pipelines.hub import model_caveat, resolve_model_path
+
+    assert model_caveat("minilm") and model_caveat(resolve_model_path("minilm")) == model_caveat("minilm")
+    assert model_caveat("distilbert-base-uncased") is None and model_caveat(None) is None
+    runs = {}
+    for arm, folders in tiny_runs.items():
+        runs[arm] = [tmp_path / arm / f.name for f in folders]
+        for src, dst in zip(folders, runs[arm]):
+            shutil.copytree(src, dst)
+    for folder in runs["fast"]:
+        info = json.loads((folder / "run_info.json").read_text())
+        info.update(model="minilm", pretrained=True)
+        (folder / "run_info.json").write_text(json.dumps(info))
+    sources = [(arm, str(f)) for arm, folders in runs.items() for f in folders]
+    reports.build_report(sources, tmp_path / "report", title="Caveat", n_resamples=100)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Caveat (fast): all-MiniLM-L6-v2 is not a clean pretrained model" in text
+    assert "Caveat (slow)" not in text
+
+
 def test_report_from_offline_wandb_runs(tiny_runs, tmp_path):
     from pipelines.tracking import find_offline_runs
 

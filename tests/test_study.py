@@ -92,7 +92,9 @@ def test_finished_job_with_a_changed_recipe_is_skipped_with_a_warning(tmp_path, 
     studies.prepare_job(study, job)
     (job.output_dir / "all_results.json").write_text("{}")
     studies.check_finished_recipe(study, job)
-    assert not caplog.records  # unchanged: silent
+    # Unchanged: silent. Only our own records count: a W&B service left over from an earlier in-process run of the
+    # suite can log its own shutdown here.
+    assert not [r for r in caplog.records if r.name.startswith("pipelines")]
     job.arm.recipe["learning_rate"] = 3e-4
     studies.check_finished_recipe(study, job)
     assert "pretrained-seed1 finished with another recipe (changed: learning_rate)" in caplog.text
