@@ -190,6 +190,33 @@ def nli_pipeline(model, tokenizer=None, device=None, trust_remote_code: bool = F
     return pipeline(NLI_TASK, model=_str(model), tokenizer=_str(tokenizer), device=device, trust_remote_code=trust_remote_code, **kwargs)
 
 
+def classification_pipeline(model, fields: tuple[str, ...], regression: bool = False, tokenizer=None, device=None,
+                            trust_remote_code: bool = False, **kwargs):
+    """transformers' `text-classification` pipeline (text pairs as text/text_pair), fed examples with the task's own
+    field names; yields {label, score, scores} per example like the NLI pipeline, or {score} for regression."""
+    classifier = pipeline("text-classification", model=_str(model), tokenizer=_str(tokenizer), device=device,
+                          trust_remote_code=trust_remote_code, top_k=None, function_to_apply="none" if regression else "softmax", **kwargs)
+
+    def as_text(example):
+        check_fields(example, fields)
+        return {"text": example[fields[0]], "text_pair": example[fields[1]]} if len(fields) == 2 else example[fields[0]]
+
+    def classify(examples, **options):
+        single = isinstance(examples, dict)
+        texts = as_text(examples) if single else (as_text(example) for example in examples)
+        outputs = classifier(texts, truncation=True, **options)
+        results = (_label_scores(scores, regression) for scores in ([outputs] if single else outputs))
+        return next(results) if single else results
+
+    return classify
+
+
+def _label_scores(scores: list[dict], regression: bool) -> dict:
+    if regression:
+        return {"score": float(scores[0]["score"])}
+    return {"label": scores[0]["label"], "score": float(scores[0]["score"]), "scores": {s["label"]: float(s["score"]) for s in scores}}
+
+
 def question_answering_pipeline(model, tokenizer=None, device=None, trust_remote_code: bool = False, **kwargs) -> ExtractiveQAPipeline:
     """The extractive QA pipeline for a run folder or a loaded model and tokenizer.
 

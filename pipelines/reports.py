@@ -277,6 +277,7 @@ def compare_arms(baseline: str, baseline_runs: list[Run], other: str, other_runs
                  n_resamples: int, max_examples: int, texts: dict) -> dict | None:
     """Paired statistics of one arm against the baseline on one split; None when the runs lack per-example files."""
     base_scored = [scored_examples(r, split) for r in baseline_runs]
+    task = run_task(baseline_runs[0])
     other_scored = [scored_examples(r, split) for r in other_runs]
     if not all(base_scored) or not all(other_scored):
         return None
@@ -324,9 +325,9 @@ def compare_arms(baseline: str, baseline_runs: list[Run], other: str, other_runs
         "mcnemar": mcnemar_tests,
         "examples": {
             "baseline_right_arm_wrong": {"count": len(only_baseline),
-                                         "shown": [describe_example(k, base_scored, other_scored, texts) for k in only_baseline[:max_examples]]},
+                                         "shown": [describe_example(k, base_scored, other_scored, texts, task) for k in only_baseline[:max_examples]]},
             "arm_right_baseline_wrong": {"count": len(only_other),
-                                         "shown": [describe_example(k, base_scored, other_scored, texts) for k in only_other[:max_examples]]},
+                                         "shown": [describe_example(k, base_scored, other_scored, texts, task) for k in only_other[:max_examples]]},
         },
     }
 
@@ -336,13 +337,22 @@ def compare_arms(baseline: str, baseline_runs: list[Run], other: str, other_runs
 # --------------------------------------------------------------------------------------------------------------
 
 
-def mnli_texts(run: Run, split: str) -> dict[Any, dict]:
-    """idx -> premise and hypothesis, from the local data files named in the run's recipe.
+def run_task(run: Run):
+    """The run's Task (pipelines.tasks.base), or None for runs no task module describes (pretraining)."""
+    from pipelines.tasks.base import UnknownTaskError, task_of_run
+
+    try:
+        return task_of_run(run.info, run.info.get("recipe", {}))
+    except UnknownTaskError:
+        return None
+
+
+def local_texts(run: Run, split: str, task) -> dict[Any, dict]:
+    """idx -> the example's text fields, from the local data files named in the run's recipe.
 
     Hub data is not downloaded for a report; without local files the examples are listed by idx only.
     """
     from pipelines.data_files import find_split_file, load_local_file
-    from pipelines.tasks.mnli import normalize_split
 
     recipe = run.info.get("recipe", {})
     path = recipe.get(f"{split}_file")
@@ -354,28 +364,23 @@ def mnli_texts(run: Run, split: str) -> dict[Any, dict]:
     if path is None:
         return {}
     path = Path(path) if Path(path).exists() else REPO / path
-    dataset, source = load_local_file(path, split=split)
-    dataset = normalize_split(dataset, source)
-    return {idx: {"premise": p, "hypothesis": h} for idx, p, h in zip(dataset["idx"], dataset["premise"], dataset["hypothesis"])}
+    dataset = task.normalize(*load_local_file(path, split=split))
+    columns = [dataset[name] for name in task.input_fields]
+    return {idx: dict(zip(task.input_fields, texts)) for idx, *texts in zip(dataset["idx"], *columns)}
 
 
 def load_texts(run: Run, split: str) -> dict[Any, dict]:
-    if run.info.get("task") != "mnli":
+    task = run_task(run)
+    if task is None or task.normalize is None:
         return {}  # QA prediction rows carry their question and gold answers already
     try:
-        return mnli_texts(run, split)
+        return local_texts(run, split, task)
     except Exception as error:  # a moved data file should not cost the report: list examples by idx
         logger.warning("Example texts for %s (%s) not loaded: %s", run.name, split, error)
         return {}
 
 
-def label_name(value) -> str:
-    from pipelines.tasks.mnli import LABEL_NAMES
-
-    return LABEL_NAMES[value] if isinstance(value, int) and 0 <= value < len(LABEL_NAMES) else str(value)
-
-
-def describe_example(key, base_scored, other_scored, texts: dict) -> dict:
+def describe_example(key, base_scored, other_scored, texts: dict, task=None) -> dict:
     """One example for the report: its text, the gold answer, and each arm's predictions (one per seed)."""
     row = base_scored[0][key][2]
     example = {"key": key}
@@ -384,8 +389,8 @@ def describe_example(key, base_scored, other_scored, texts: dict) -> dict:
         show = str
     else:
         text = texts.get(key)
-        example.update(text=f"{text['premise']} ⟶ {text['hypothesis']}" if text else "", gold=label_name(row["gold"]))
-        show = label_name
+        show = task.label_name if task is not None else str
+        example.update(text=" ⟶ ".join(text.values()) if text else "", gold=show(row["gold"]))
     example["baseline_predicted"] = [show(s[key][2]["predicted"]) for s in base_scored]
     example["arm_predicted"] = [show(s[key][2]["predicted"]) for s in other_scored]
     return example

@@ -398,13 +398,14 @@ def make_trainer(info: dict, **trainer_kwargs) -> PipelineTrainer:
     return trainer
 
 
-def apply_peft(model, peft_args, task: str):
-    """Wrap the model in LoRA adapters when the recipe says use_lora (see pipelines/lora.py)."""
+def apply_peft(model, peft_args, task):
+    """Wrap the model in LoRA adapters when the recipe says use_lora (see pipelines/lora.py); `task` is a
+    pipelines.tasks.base.Task, which names PEFT's head type."""
     if peft_args is None or not peft_args.use_lora:
         return model
     from pipelines import lora
 
-    return lora.apply_lora(model, peft_args, lora.TASK_TYPES[task])
+    return lora.apply_lora(model, peft_args, task.peft_task_type)
 
 
 def save_trained_model(trainer, peft_args, tokenizer) -> None:

@@ -27,10 +27,38 @@ from pipelines.data_files import DataError, LocalFile, find_split_file, load_loc
 from pipelines.hub import SHORT_NAMES
 from pipelines.metrics import load_metric
 from pipelines.run_guard import RunArguments
+from pipelines.tasks.base import CLASSIFICATION, Metric, Task
 
 logger = logging.getLogger("pipelines")
 
 LABEL_NAMES = ["entailment", "neutral", "contradiction"]  # GLUE order
+
+TASK = Task(
+    name="mnli", kind=CLASSIFICATION, title="MNLI", description="Natural Language Inference",
+    input_fields=("premise", "hypothesis"), label_names=tuple(LABEL_NAMES),
+    dataset_id="nyu-mll/glue", dataset_config="mnli", dataset_name="GLUE MNLI", language="en",
+    metrics=(
+        Metric("eval_matched_accuracy", "accuracy", "Matched accuracy", "validation_matched", False),
+        Metric("eval_mismatched_accuracy", "accuracy", "Mismatched accuracy", "validation_mismatched", False),
+    ),
+    full_eval_sizes={"validation_matched": 9815, "validation_mismatched": 9832},
+    tags=("natural-language-inference", "mnli", "glue"),
+    example=("A man is playing a guitar.", "A man is making music."),
+    data_note="Matched = the genres of the training data, mismatched = genres not seen in training. GLUE's test "
+              "labels are hidden, so the validation splits serve as test sets, as is usual.",
+    intended_use="Classifying whether a hypothesis follows from a premise (entailment), contradicts it, or neither "
+                 "(neutral), for English text like MNLI's genres; a building block for zero-shot classification and "
+                 "fact-checking research.",
+    limitations=(
+        "MNLI models learn annotation artefacts: negation words in the hypothesis predict contradiction, "
+        "lexical overlap predicts entailment. Accuracy drops on data built to break these shortcuts (HANS).",
+        "English only; three labels, so it cannot say 'unrelated' or 'partly true'.",
+    ),
+    normalize=lambda dataset, source: normalize_split(dataset, source),
+    licence_note="MNLI's texts come from the Open American National Corpus and other sources under their own terms "
+                 "(see the GLUE and MultiNLI pages).",
+)
+TASKS = {"mnli": TASK}
 EVAL_SPLITS = ["validation_matched", "validation_mismatched"]
 SPLITS = ["train", *EVAL_SPLITS]
 # Pairs held out of train for choosing hyperparameters (heldout_train_samples); dev is never used for that.
@@ -311,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
         label2id={name: i for i, name in enumerate(LABEL_NAMES)},
         finetuning_task="mnli",
     )
-    model = training.apply_peft(model, peft_args, "mnli")
+    model = training.apply_peft(model, peft_args, TASK)
     features = preprocess(raw, tokenizer, data_args, training_args)
     eval_splits = [split for split in [*EVAL_SPLITS, HELDOUT_SPLIT] if split in raw]
     run_guard.make_room(training_args, run_args, resume_from)
