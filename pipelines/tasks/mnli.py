@@ -5,7 +5,7 @@ The task module's functions, in the order a run uses them:
     preprocess(raw, tokenizer, data_args, training_args) -> tokenized DatasetDict
     compute_metrics(eval_prediction)         -> accuracy, macro-F1 (the Trainer calls it)
     evaluate_split(trainer, ...)             -> metrics + per-example predictions file for one split
-    main(argv)                               -> the whole run (scripts/run_mnli.py calls it)
+    MnliRun / main(argv)                     -> the whole run, through pipelines/run.py (scripts/run_mnli.py calls it)
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
 
-from pipelines import hub_push, run_guard, training
-from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
-from pipelines.lora import PeftArguments
+from pipelines import training
 from pipelines.data_files import DataError, LocalFile, find_split_file, load_local_file, require_columns
 from pipelines.hub import SHORT_NAMES
 from pipelines.metrics import load_metric
-from pipelines.run_guard import RunArguments
+from pipelines.run import TaskRun
 from pipelines.tasks.base import CLASSIFICATION, Metric, Task
 
 logger = logging.getLogger("pipelines")
@@ -317,66 +315,47 @@ def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.D
 # --- The run ------------------------------------------------------------------------------------------------
 
 
+class MnliRun(TaskRun):
+    name, task, data_arguments = "mnli", TASK, MnliDataArguments
+
+    def load_data(self):
+        return load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
+
+    def load_model(self, tokenizer):
+        return training.load_model(
+            self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
+            num_labels=3, id2label=dict(enumerate(LABEL_NAMES)), label2id={name: i for i, name in enumerate(LABEL_NAMES)},
+            finetuning_task="mnli",
+        )
+
+    def preprocess(self, raw, tokenizer):
+        return preprocess(raw, tokenizer, self.data_args, self.training_args)
+
+    def eval_splits(self, raw) -> list[str]:
+        return [split for split in [*EVAL_SPLITS, HELDOUT_SPLIT] if split in raw]
+
+    def describe(self, raw, features):
+        return {"train_examples": len(raw["train"]) if "train" in raw else 0,
+                "eval_examples": {split: len(raw[split]) for split in self.eval_splits(raw)}}
+
+    def trainer_options(self, features, tokenizer):
+        return {
+            "train_dataset": features.get("train"),
+            "eval_dataset": {split.replace("validation_", ""): features[split] for split in self.eval_splits(features)},
+            # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
+            "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8),
+            "compute_metrics": compute_metrics,
+        }
+
+    def evaluate(self, trainer, raw, features):
+        all_metrics, tables = {}, {}
+        for split in self.eval_splits(raw):
+            metrics, split_tables = evaluate_split(trainer, features[split], raw[split], split, self.training_args.output_dir)
+            all_metrics.update(metrics)
+            tables.update(split_tables)
+            trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+        return all_metrics, tables
+
+
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, tracking_args, peft_args, run_args, training_args, recipe = parse_recipe(
-        (ModelArguments, MnliDataArguments, TrackingArguments, PeftArguments, RunArguments, TrainingArguments), argv
-    )
-    run_guard.check_numbers(data_args, peft_args, training_args)
-    push_request = hub_push.take_over_trainer_push(training_args)  # we push at the end, with a model card
-    training.setup_run(training_args)
-    resume_from = training.resolve_resume_checkpoint(training_args)
-    run_guard.check_output_dir(training_args, run_args, resume_from)
-
-    raw = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
-    tokenizer = training.load_tokenizer(model_args)
-    model = training.load_model(
-        model_args,
-        AutoModelForSequenceClassification,
-        tokenizer,
-        max_seq_length=data_args.max_seq_length,
-        num_labels=3,
-        id2label=dict(enumerate(LABEL_NAMES)),
-        label2id={name: i for i, name in enumerate(LABEL_NAMES)},
-        finetuning_task="mnli",
-    )
-    model = training.apply_peft(model, peft_args, TASK)
-    features = preprocess(raw, tokenizer, data_args, training_args)
-    eval_splits = [split for split in [*EVAL_SPLITS, HELDOUT_SPLIT] if split in raw]
-    run_guard.make_room(training_args, run_args, resume_from)
-    info = training.start_outputs("mnli", model_args, tracking_args, training_args, recipe, model, {
-        "train_examples": len(raw["train"]) if "train" in raw else 0,
-        "eval_examples": {split: len(raw[split]) for split in eval_splits},
-    })
-
-    trainer = training.make_trainer(
-        info,
-        model=model,
-        args=training_args,
-        train_dataset=features.get("train"),
-        eval_dataset={split.replace("validation_", ""): features[split] for split in eval_splits},
-        processing_class=tokenizer,
-        # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if training_args.use_cpu else 8),
-        compute_metrics=compute_metrics,
-    )
-
-    all_results = {}
-    if "train" in features:
-        train_result = trainer.train(resume_from_checkpoint=resume_from)
-        if not peft_args.use_lora:
-            training.save_trained_model(trainer, peft_args, tokenizer)
-        trainer.save_state()
-        all_results.update(train_result.metrics)
-        trainer.log_metrics("train", train_result.metrics)
-    tables = {}
-    for split in eval_splits:
-        metrics, split_tables = evaluate_split(trainer, features[split], raw[split], split, training_args.output_dir)
-        all_results.update(metrics)
-        tables.update(split_tables)
-        trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
-    if peft_args.use_lora and "train" in features:
-        training.save_trained_model(trainer, peft_args, tokenizer)
-    training.finish_run(trainer, all_results, tables)
-    if trainer.is_world_process_zero():
-        hub_push.push_after_run(training_args.output_dir, push_request)
-    return all_results
+    return MnliRun.main(argv)

@@ -29,9 +29,11 @@ from typing import Any
 import datasets
 import numpy as np
 
+from pipelines import training
 from pipelines.arguments import RecipeError
 from pipelines.data_files import DataError, DataFileNotFound
 from pipelines.metrics import load_metric, metric_path  # noqa: F401 (metric_path is part of this module's API)
+from pipelines.run import TaskRun
 from pipelines.tasks.base import EXTRACTIVE_QA, Metric, Task
 
 logger = logging.getLogger(__name__)
@@ -733,62 +735,50 @@ def evaluate_split(trainer, raw_examples, features, data_args: QADataArguments, 
     return metrics, tables
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainingArguments
+class QARun(TaskRun):
+    name, task, data_arguments = "qa", SQUAD, QADataArguments  # SQuAD and KorQuAD share the head (LoRA's type)
 
-    from pipelines import hub_push, run_guard, training
-    from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
-    from pipelines.lora import PeftArguments
+    def load_data(self):
+        raw, self.description = load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
+        return raw
 
-    model_args, data_args, tracking_args, peft_args, run_args, training_args, recipe = parse_recipe(
-        (ModelArguments, QADataArguments, TrackingArguments, PeftArguments, run_guard.RunArguments, TrainingArguments), argv
-    )
-    run_guard.check_numbers(data_args, peft_args, training_args)
-    push_request = hub_push.take_over_trainer_push(training_args)  # we push at the end, with a model card
-    training.setup_run(training_args)
-    resume_from = training.resolve_resume_checkpoint(training_args)
-    run_guard.check_output_dir(training_args, run_args, resume_from)
+    def load_model(self, tokenizer):
+        from transformers import AutoModelForQuestionAnswering
 
-    raw, description = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
-    tokenizer = training.load_tokenizer(model_args)
-    # num_labels=2: the QA head's two outputs (start, end), whatever head the checkpoint was saved with.
-    model = training.load_model(model_args, AutoModelForQuestionAnswering, tokenizer, max_seq_length=data_args.max_seq_length, num_labels=2)
-    model = training.apply_peft(model, peft_args, SQUAD)
-    features = preprocess(raw, tokenizer, data_args, training_args)
-    run_guard.make_room(training_args, run_args, resume_from)
-    info = training.start_outputs("qa", model_args, tracking_args, training_args, recipe, model, {
-        "data": description,
-        "metric": data_args.metric,
-        "train_windows": len(features["train"]) if "train" in features else 0,
-        "eval_windows": len(features["validation"]) if "validation" in features else 0,
-    })
-    if training_args.process_index == 0:
-        training.write_json(Path(training_args.output_dir) / "data_splits.json", description)
+        # num_labels=2: the QA head's two outputs (start, end), whatever head the checkpoint was saved with.
+        return training.load_model(self.model_args, AutoModelForQuestionAnswering, tokenizer,
+                                   max_seq_length=self.data_args.max_seq_length, num_labels=2)
 
-    trainer = training.make_trainer(
-        info,
-        model=model,
-        args=training_args,
-        train_dataset=features.get("train"),
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if training_args.use_cpu else 8),
-    )
-    all_results: dict[str, Any] = {}
-    if "train" in features:
-        train_result = trainer.train(resume_from_checkpoint=resume_from)
-        if not peft_args.use_lora:
-            training.save_trained_model(trainer, peft_args, tokenizer)
-        trainer.save_state()
-        all_results.update(train_result.metrics)
-        trainer.log_metrics("train", train_result.metrics)
-    tables = {}
-    if "validation" in features:
-        metrics, tables = evaluate_split(trainer, raw["validation"], features["validation"], data_args, training_args.output_dir)
-        all_results.update(metrics)
+    def preprocess(self, raw, tokenizer):
+        return preprocess(raw, tokenizer, self.data_args, self.training_args)
+
+    def describe(self, raw, features):
+        return {
+            "data": self.description,
+            "metric": self.data_args.metric,
+            "train_windows": len(features["train"]) if "train" in features else 0,
+            "eval_windows": len(features["validation"]) if "validation" in features else 0,
+        }
+
+    def start_outputs(self, model, raw, features):
+        info = super().start_outputs(model, raw, features)
+        if self.training_args.process_index == 0:
+            training.write_json(Path(self.training_args.output_dir) / "data_splits.json", self.description)
+        return info
+
+    def trainer_options(self, features, tokenizer):
+        from transformers import DataCollatorWithPadding
+
+        return {"train_dataset": features.get("train"),
+                "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8)}
+
+    def evaluate(self, trainer, raw, features):
+        if "validation" not in features:
+            return {}, {}
+        metrics, tables = evaluate_split(trainer, raw["validation"], features["validation"], self.data_args, self.training_args.output_dir)
         trainer.log_metrics("eval", metrics)
-    if peft_args.use_lora and "train" in features:
-        training.save_trained_model(trainer, peft_args, tokenizer)
-    training.finish_run(trainer, all_results, tables)
-    if trainer.is_world_process_zero():
-        hub_push.push_after_run(training_args.output_dir, push_request)
-    return all_results
+        return metrics, tables
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return QARun.main(argv)
