@@ -29,16 +29,17 @@ class TaskRun:
 
     name: str  # recorded in run_info.json as "task"
     data_arguments: type  # the task's data dataclass
-    task = None  # its pipelines.tasks.base.Task; None (pretraining): no LoRA arguments
+    task = None  # its pipelines.tasks.base.Task (a subclass may set it once the arguments are parsed)
+    uses_lora = True  # parse PeftArguments and apply LoRA when the recipe asks (pretraining: no)
     push_at_end = True  # take over push_to_hub and push at the end, with a model card
 
     def __init__(self, argv: list[str] | None = None):
         classes = [ModelArguments, self.data_arguments, TrackingArguments, RunArguments, TrainingArguments]
-        if self.task is not None:
+        if self.uses_lora:
             classes.insert(3, PeftArguments)
         parsed = list(parse_recipe(tuple(classes), argv))
         self.model_args, self.data_args, self.tracking_args = parsed[:3]
-        self.peft_args = parsed.pop(3) if self.task is not None else None
+        self.peft_args = parsed.pop(3) if self.uses_lora else None
         self.run_args, self.training_args, self.recipe = parsed[3:]
 
     @classmethod
@@ -59,7 +60,7 @@ class TaskRun:
         raw = self.load_data()
         tokenizer = training.load_tokenizer(self.model_args)
         model = self.load_model(tokenizer)
-        if self.task is not None:
+        if self.uses_lora:
             model = training.apply_peft(model, self.peft_args, self.task)
         features = self.preprocess(raw, tokenizer)
         run_guard.make_room(args, self.run_args, resume_from)

@@ -15,7 +15,7 @@ from typing import Callable
 
 # The modules that define tasks (a `TASKS` dict, and optionally `task_of_run(info, recipe)` for runs whose recorded
 # name covers several tasks). The first module that knows a name wins: MNLI's own module before GLUE's.
-TASK_MODULES = ("pipelines.tasks.mnli", "pipelines.tasks.qa")
+TASK_MODULES = ("pipelines.tasks.mnli", "pipelines.tasks.qa", "pipelines.tasks.glue")
 
 CLASSIFICATION, REGRESSION, EXTRACTIVE_QA = "classification", "regression", "extractive-qa"
 

@@ -253,7 +253,7 @@ def evaluate_perplexity(trainer: Trainer, seed: int) -> dict[str, float]:
 class PretrainingRun(TaskRun):
     """Masked-language-model pretraining: no task head, so no LoRA, no Hub push at the end and no model card."""
 
-    name, data_arguments, push_at_end = "mlm", PretrainingDataArguments, False
+    name, data_arguments, uses_lora, push_at_end = "mlm", PretrainingDataArguments, False, False
 
     def adjust_arguments(self):
         args = self.training_args

@@ -21,10 +21,11 @@ import numpy as np
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
 
 from pipelines import training
-from pipelines.data_files import DataError, LocalFile, find_split_file, load_local_file, require_columns
+from pipelines.data_files import DataError, LocalFile, find_split_file, label_id, load_local_file, require_columns
 from pipelines.hub import SHORT_NAMES
 from pipelines.metrics import load_metric
 from pipelines.run import TaskRun
+from pipelines.tasks.glue import tokenize_splits
 from pipelines.tasks.base import CLASSIFICATION, Metric, Task
 
 logger = logging.getLogger("pipelines")
@@ -110,23 +111,6 @@ class MnliDataArguments:
 
 
 # --- Loading ------------------------------------------------------------------------------------------------
-
-
-def label_id(label, label_ids: dict[str, int]) -> int | None:
-    """0, 1, 2, a label name, or an integral float (pandas writes CSV labels as 1.0) -> the id; None if it is none of these."""
-    if isinstance(label, str):
-        text = label.strip().lower()
-        if text in label_ids:
-            return label_ids[text]
-        try:
-            label = float(text)
-        except ValueError:
-            return None
-    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, float, np.integer, np.floating)):
-        return None
-    if not float(label).is_integer() or not 0 <= label <= 2:  # NaN (an empty CSV cell) fails is_integer
-        return None
-    return int(label)
 
 
 def normalize_split(dataset: datasets.Dataset, source: LocalFile | str) -> datasets.Dataset:
@@ -221,30 +205,8 @@ def hold_out_of_train(raw: datasets.DatasetDict, n: int, seed: int) -> datasets.
 
 
 def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: MnliDataArguments, training_args) -> datasets.DatasetDict:
-    """Tokenize pairs (cached by datasets; once per process group) and add a length column for grouping."""
-    padding = "max_length" if data_args.pad_to_max_length else False
-
-    def tokenize(batch):
-        encoded = tokenizer(batch["premise"], batch["hypothesis"], truncation=True, max_length=data_args.max_seq_length, padding=padding)
-        encoded["length"] = [sum(mask) for mask in encoded["attention_mask"]]  # real tokens, padding excluded
-        return encoded
-
-    processed = {}
-    with training_args.main_process_first(desc="tokenizing MNLI"):
-        for split, dataset in raw.items():
-            processed[split] = dataset.map(
-                tokenize,
-                batched=True,
-                num_proc=data_args.preprocessing_num_workers,
-                remove_columns=[c for c in dataset.column_names if c not in ("label", "idx")],
-                load_from_cache_file=not data_args.overwrite_cache,
-                desc=f"tokenizing {split}",
-            )
-    if data_args.sort_eval_by_length:
-        for split in [*EVAL_SPLITS, HELDOUT_SPLIT]:
-            if split in processed:
-                processed[split] = processed[split].sort("length", reverse=True)
-    return datasets.DatasetDict(processed)
+    """Tokenize pairs (cached by datasets; once per process group), add a length column, sort eval splits by length."""
+    return tokenize_splits(raw, tokenizer, TASK.input_fields, data_args, training_args, [*EVAL_SPLITS, HELDOUT_SPLIT])
 
 
 # --- Metrics and predictions --------------------------------------------------------------------------------
