@@ -239,16 +239,23 @@ def arm_metrics(runs: list[Run]) -> dict[str, dict]:
     return metrics
 
 
+REGRESSION_TOLERANCE = 0.5  # STS-B scores run 0-5; half a point counts as right for the paired tests
+
+
 def example_score(row: dict) -> tuple[Any, dict[str, float], bool] | None:
     """One line of a predictions file -> (example key, scores, correct).
 
-    Classification rows (idx, gold, predicted) score accuracy 0/1. QA rows (id, exact_match, f1) keep the metric's
-    0-100 scale, as in all_results.json; "correct" means an exact match. None for a row without scores.
+    Classification rows (idx, gold, predicted) score accuracy 0/1; regression rows (absolute_error) keep the error.
+    QA rows (id, exact_match, f1) keep the metric's 0-100 scale, as in all_results.json; "correct" means an exact
+    match. None for a row without scores.
     """
     if "exact_match" in row:
         if row["exact_match"] is None or row.get("f1") is None:
             return None
         return row["id"], {"exact_match": float(row["exact_match"]), "f1": float(row["f1"])}, row["exact_match"] >= 100
+    if "absolute_error" in row:  # regression (STS-B): "correct" = within REGRESSION_TOLERANCE of the gold score
+        error = float(row["absolute_error"])
+        return row.get("idx", row.get("id")), {"absolute_error": error}, error <= REGRESSION_TOLERANCE
     if "gold" in row and "predicted" in row:
         correct = row["gold"] == row["predicted"]
         return row.get("idx", row.get("id")), {"accuracy": float(correct)}, correct

@@ -253,8 +253,9 @@ def evaluate_split(trainer, features: datasets.Dataset, split: str, task: Task, 
     for i in np.argsort(idx, kind="stable"):  # back to file order after length-sorted evaluation
         if task.kind == REGRESSION:
             predicted = float(logits[i, 0])
-            rows.append({"idx": int(idx[i]), "gold": round(float(gold[i]), 6), "predicted": round(predicted, 6),
-                         "absolute_error": round(abs(predicted - float(gold[i])), 6)})
+            # Not rounded: an undertrained model's scores can differ in the 6th decimal only.
+            rows.append({"idx": int(idx[i]), "gold": round(float(gold[i]), 6), "predicted": predicted,
+                         "absolute_error": abs(predicted - float(gold[i]))})
         else:
             probabilities = softmax(logits[i])
             rows.append({"idx": int(idx[i]), "gold": int(gold[i]), "predicted": int(probabilities.argmax()),
