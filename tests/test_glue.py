@@ -144,3 +144,17 @@ def test_glue_task_end_to_end(tmp_path, tiny_bert_dir, name):
     assert all(e["text"] for e in shown)  # the example texts come from the run's local files
     if task.kind == "classification":
         assert all(e["gold"] in task.label_names for e in shown)  # SST-2's and CoLA's label names, not MNLI's
+
+
+def test_shipped_recipe_parses_for_every_task():
+    from transformers import TrainingArguments
+
+    from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
+    from pipelines.lora import PeftArguments
+
+    recipe = REPO / "configs" / "glue" / "minilm.yaml"
+    assert str(recipe.relative_to(REPO)) in recipe.read_text().splitlines()[0]
+    types = (ModelArguments, glue.GlueDataArguments, TrackingArguments, PeftArguments, TrainingArguments)
+    for name in glue.GLUE_TASK_NAMES:
+        _, data, *_ = parse_recipe(types, [str(recipe), "--task_name", name, "--output_dir", f"outputs/glue/{name}"])
+        assert data.task_name == name

@@ -168,21 +168,30 @@ def load_raw_datasets(data_args: GlueDataArguments, task: Task, cache_dir: str |
                 dataset, source = load_local_file(path, split=split, cache_dir=cache_dir)
                 raw[split] = normalize_split(dataset, source, task)
     else:
-        try:
-            hub = datasets.load_dataset(data_args.dataset_name, task.name, cache_dir=cache_dir)
-        except Exception as error:
-            raise DataError(
-                f"Could not load the data set '{data_args.dataset_name}' ({task.name}) from the Hugging Face Hub: "
-                f"{type(error).__name__}: {error}\nOffline, point the recipe at local files: train_file / validation_file "
-                f"with the columns {', '.join(task.input_fields)}, label."
-            ) from error
+        hint = f"train_file / validation_file with the columns {', '.join(task.input_fields)}, label."
+        hub = load_from_hub(data_args.dataset_name, task.name, cache_dir, hint)
         raw = {split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]", task) for split in splits if split in hub}
-    raw = datasets.DatasetDict(raw)
-    if "train" in raw and data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
-    for split in eval_splits(task):
-        if split in raw and data_args.max_eval_samples is not None:
-            raw[split] = raw[split].select(range(min(data_args.max_eval_samples, len(raw[split]))))
+    return keep_first(datasets.DatasetDict(raw), data_args.max_train_samples, data_args.max_eval_samples, eval_splits(task))
+
+
+def load_from_hub(name: str, config: str, cache_dir: str | None, offline_hint: str) -> datasets.DatasetDict:
+    """The Hub data set, or a DataError that says how to point the recipe at local files instead."""
+    try:
+        return datasets.load_dataset(name, config, cache_dir=cache_dir)
+    except Exception as error:
+        raise DataError(
+            f"Could not load the data set '{name}' ({config}) from the Hugging Face Hub: "
+            f"{type(error).__name__}: {error}\nOffline, point the recipe at local files: {offline_hint}"
+        ) from error
+
+
+def keep_first(raw: datasets.DatasetDict, train_samples: int | None, eval_samples: int | None, eval_split_names) -> datasets.DatasetDict:
+    """max_train_samples / max_eval_samples: the first examples of train and of each eval split."""
+    if "train" in raw and train_samples is not None:
+        raw["train"] = raw["train"].select(range(min(train_samples, len(raw["train"]))))
+    for split in eval_split_names:
+        if split in raw and eval_samples is not None:
+            raw[split] = raw[split].select(range(min(eval_samples, len(raw[split]))))
     return raw
 
 

@@ -25,7 +25,7 @@ from pipelines.data_files import DataError, LocalFile, find_split_file, label_id
 from pipelines.hub import SHORT_NAMES
 from pipelines.metrics import load_metric
 from pipelines.run import TaskRun
-from pipelines.tasks.glue import tokenize_splits
+from pipelines.tasks.glue import keep_first, load_from_hub, tokenize_splits
 from pipelines.tasks.base import CLASSIFICATION, Metric, Task
 
 logger = logging.getLogger("pipelines")
@@ -161,25 +161,14 @@ def load_raw_datasets(data_args: MnliDataArguments, cache_dir: str | None = None
             dataset, source = load_local_file(path, split=split, cache_dir=cache_dir)
             raw[split] = normalize_split(dataset, source)
     else:
-        try:
-            hub = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
-        except Exception as error:
-            raise DataError(
-                f"Could not load the data set '{data_args.dataset_name}' ({data_args.dataset_config_name}) from the Hugging Face Hub: "
-                f"{type(error).__name__}: {error}\nOffline, point the recipe at local files: data_dir: <folder with "
-                "train.jsonl, validation_matched.jsonl, validation_mismatched.jsonl> (e.g. ../shared/data/mnli), "
-                "or train_file / validation_matched_file / validation_mismatched_file."
-            ) from error
+        hint = ("data_dir: <folder with train.jsonl, validation_matched.jsonl, validation_mismatched.jsonl> "
+                "(e.g. ../shared/data/mnli), or train_file / validation_matched_file / validation_mismatched_file.")
+        hub = load_from_hub(data_args.dataset_name, data_args.dataset_config_name, cache_dir, hint)
         raw = {split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]") for split in SPLITS if split in hub}
     raw = datasets.DatasetDict(raw)
     if data_args.heldout_train_samples is not None:
         raw = hold_out_of_train(raw, data_args.heldout_train_samples, data_args.heldout_seed)
-    if "train" in raw and data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
-    for split in EVAL_SPLITS:
-        if split in raw and data_args.max_eval_samples is not None:
-            raw[split] = raw[split].select(range(min(data_args.max_eval_samples, len(raw[split]))))
-    return raw
+    return keep_first(raw, data_args.max_train_samples, data_args.max_eval_samples, EVAL_SPLITS)
 
 
 def hold_out_of_train(raw: datasets.DatasetDict, n: int, seed: int) -> datasets.DatasetDict:
