@@ -14,7 +14,7 @@
 Why our own QA pipeline: transformers 5.3 removed the extractive "question-answering" pipeline (and
 `pipeline("question-answering")` now raises). `ExtractiveQAPipeline` puts it back for any
 `AutoModelForQuestionAnswering` model, ours included, using the same windowing and span selection as our QA
-evaluation (`pipelines.tasks.qa`), so a prediction here is the answer evaluation would have scored.
+evaluation (`pipelines.tasks.qa_windows`), so a prediction here is the answer evaluation would have scored.
 
 Both take one input (a dict) or a list of them, and `batch_size=` for batched inference.
 """
@@ -146,7 +146,7 @@ class ExtractiveQAPipeline(ChunkPipeline):
         return preprocess, {}, postprocess
 
     def preprocess(self, example, window: WindowSettings | None = None):
-        from pipelines.tasks.qa import prepare_eval_features
+        from pipelines.tasks.qa_windows import prepare_eval_features
 
         check_fields(example, ("question", "context"))
         window = window or WindowSettings.for_model(self.model, self.tokenizer)
@@ -164,7 +164,7 @@ class ExtractiveQAPipeline(ChunkPipeline):
         return {"start_logits": outputs.start_logits, "end_logits": outputs.end_logits, **passthrough}
 
     def postprocess(self, window_outputs, max_answer_length: int = 30, n_best_size: int = 20):
-        from pipelines.tasks.qa import postprocess_qa_predictions
+        from pipelines.tasks.qa_windows import postprocess_qa_predictions
 
         windows = {"example_id": ["0"] * len(window_outputs), "offset_mapping": [w["offset_mapping"] for w in window_outputs]}
         context = window_outputs[0]["context"]
