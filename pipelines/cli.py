@@ -28,7 +28,8 @@ USER_INPUT_ERRORS = {
     "pipelines.hub.ModelLoadError",
     "pipelines.study.StudyError",
     "pipelines.reports.ReportError",
-    "pipelines.model_card.ModelCardError",
+    "pipelines.tasks.base.UnknownTaskError",
+    "pipelines.run_folder.RunFolderError",  # also model_card.ModelCardError
     "pipelines.hub_push.UploadCheckError",
 }
 RUN_ERRORS = {

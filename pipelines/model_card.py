@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from pipelines import tracking
-from pipelines.tasks.base import Metric, Task, task_of_run
+from pipelines.run_folder import RunFolder, RunFolderError
+from pipelines.tasks.base import Metric, Task
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md.jinja"
 CURVE_IMAGE = "training_curve.png"
@@ -47,84 +47,11 @@ HYPERPARAMETERS = (
 )
 
 
-class ModelCardError(ValueError):
+class ModelCardError(RunFolderError):
     """A run folder that cannot be described (a file missing or unreadable), or a card whose metadata does not parse."""
 
 
-# --- Reading a run folder -------------------------------------------------------------------------------------
-
-
-def read_json(path: Path, required: bool = True):
-    if not path.is_file():
-        if required:
-            raise ModelCardError(f"{path} not found: is {path.parent} the output folder of a finished run?")
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ModelCardError(f"{path}: not valid JSON ({error})") from error
-
-
-@dataclass
-class Run:
-    folder: Path
-    info: dict
-    results: dict
-    recipe: dict
-    training_args: dict
-    history: list
-    config: dict
-
-    @classmethod
-    def read(cls, folder: str | Path) -> "Run":
-        folder = Path(folder)
-        info = read_json(folder / "run_info.json")
-        recipe_path = folder / "recipe.yaml"
-        recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) if recipe_path.is_file() else info.get("recipe", {})
-        return cls(
-            folder=folder,
-            info=info,
-            results=read_json(folder / "all_results.json"),
-            recipe=recipe or {},
-            training_args=read_json(folder / "training_args.json", required=False) or {},
-            history=read_json(folder / "log_history.json", required=False) or [],
-            config=read_json(folder / "config.json"),
-        )
-
-    @property
-    def task(self) -> Task:
-        return task_of_run(self.info, self.recipe, self.config)
-
-    @property
-    def train_count(self) -> int | None:
-        """Training examples: MNLI pairs (run_info train_examples) or QA questions (run_info data.splits.train)."""
-        splits = (self.info.get("data") or {}).get("splits") or {}
-        return self.info.get("train_examples") or (splits.get("train") or {}).get("questions")
-
-    @property
-    def eval_counts(self) -> dict[str, int]:
-        """Evaluation examples per split, as the run recorded them."""
-        splits = (self.info.get("data") or {}).get("splits") or {}
-        qa_counts = {name: split["questions"] for name, split in splits.items() if name != "train" and "questions" in split}
-        return self.info.get("eval_examples") or qa_counts
-
-    @property
-    def heldout(self) -> bool:
-        """True when the evaluation questions were split off one file by article (KorQuAD here), not an official split."""
-        return bool((self.info.get("data") or {}).get("heldout"))
-
-    def setting(self, name: str, default=None):
-        """A hyperparameter as the run used it: the recipe's value, else the saved training arguments' value."""
-        if name in self.recipe:
-            return self.recipe[name]
-        return self.training_args.get(name, default)
-
-    @property
-    def custom_code(self) -> list[str]:
-        """The .py files the config's auto_map points to (our own model classes), sorted."""
-        auto_map = self.config.get("auto_map") or {}
-        references = [r for value in auto_map.values() for r in (value if isinstance(value, list) else [value]) if r]
-        return sorted({r.split("--")[-1].rsplit(".", 1)[0] + ".py" for r in references})
+# --- The base model --------------------------------------------------------------------------------------------
 
 
 def base_model_hub_id(name: str | None) -> str | None:
@@ -144,7 +71,7 @@ def format_metric(value: float, metric: Metric) -> str:
     return f"{value:.2f}" if metric.percent_scale else f"{100 * value:.2f}%"
 
 
-def eval_results(run: Run, task: Task) -> list[EvalResult]:
+def eval_results(run: RunFolder, task: Task) -> list[EvalResult]:
     dataset_name = task.dataset_name + (" (articles held out of training)" if run.heldout else "")
     results = []
     for metric in task.metrics:
@@ -159,7 +86,7 @@ def eval_results(run: Run, task: Task) -> list[EvalResult]:
     return results
 
 
-def eval_subset_note(run: Run, task: Task) -> str | None:
+def eval_subset_note(run: RunFolder, task: Task) -> str | None:
     """Says so when the run evaluated on fewer examples than the full split (max_eval_samples)."""
     if run.heldout:
         return "on articles held out of training, see below"
@@ -168,7 +95,7 @@ def eval_subset_note(run: Run, task: Task) -> str | None:
     return f"on a subset: {', '.join(partial)} examples" if partial else None
 
 
-def architecture_rows(run: Run) -> list[tuple[str, str]]:
+def architecture_rows(run: RunFolder) -> list[tuple[str, str]]:
     config, parameters = run.config, run.info.get("parameters", {})
 
     def first(*names):
@@ -188,7 +115,7 @@ def architecture_rows(run: Run) -> list[tuple[str, str]]:
     return [(name, f"{value:,}" if isinstance(value, int) else str(value)) for name, value in rows if value is not None]
 
 
-def lora_description(run: Run) -> dict | None:
+def lora_description(run: RunFolder) -> dict | None:
     if not run.setting("use_lora"):
         return None
     # The adapter's own config says what training used, defaults included; the recipe is the fallback.
@@ -213,7 +140,7 @@ def lora_description(run: Run) -> dict | None:
             "targets": listed(targets), "modules_to_save": listed(to_save) if to_save else "the task head"}
 
 
-def hyperparameter_rows(run: Run) -> list[tuple[str, str]]:
+def hyperparameter_rows(run: RunFolder) -> list[tuple[str, str]]:
     rows = [(name, run.setting(name)) for name in HYPERPARAMETERS]
     uses_max_steps = (run.setting("max_steps") or -1) > 0  # then the Trainer ignores num_train_epochs
     skipped = {"num_train_epochs"} if uses_max_steps else {"max_steps"}
@@ -260,7 +187,7 @@ def wall_time_text(results: dict) -> str:
     return text
 
 
-def wandb_text(run: Run) -> str:
+def wandb_text(run: RunFolder) -> str:
     """A link to the W&B run when it was online; for an offline run, where it is and how to upload it."""
     recorded = run.info.get("wandb") or {}
     url = recorded.get("url") or run.info.get("wandb_url")
@@ -306,7 +233,7 @@ def draw_training_curve(history: list[dict], path: Path) -> bool:
     return True
 
 
-def baseline_comparison(run: Run, baseline: Run, task: Task) -> dict:
+def baseline_comparison(run: RunFolder, baseline: RunFolder, task: Task) -> dict:
     if baseline.task != run.task:
         raise ModelCardError(f"The baseline {baseline.folder} is a {baseline.task.name} run, this one is {run.task.name}: compare like with like.")
     rows = []
@@ -337,7 +264,7 @@ def baseline_comparison(run: Run, baseline: Run, task: Task) -> dict:
     }
 
 
-def data_text(run: Run, task: Task) -> str:
+def data_text(run: RunFolder, task: Task) -> str:
     source = run.recipe.get("data_dir") or run.recipe.get("heldout_from_file") or run.recipe.get("train_file")
     where = f"local copies of {task.dataset_name}" if source else f"[{task.dataset_id}](https://huggingface.co/datasets/{task.dataset_id})"
     text = f"Trained and evaluated on {where}."
@@ -361,7 +288,7 @@ def data_text(run: Run, task: Task) -> str:
     return text
 
 
-def limitations(run: Run, task: Task) -> list[str]:
+def limitations(run: RunFolder, task: Task) -> list[str]:
     items = []
     if not run.info.get("pretrained", True):
         items.append("Trained from scratch on one task's data, with no pretraining: expect far lower accuracy than a "
@@ -385,8 +312,8 @@ def build_model_card(
     license: str = DEFAULT_LICENSE,
 ) -> ModelCard:
     """The model card of the run in `output_dir`; the training-curve image is drawn into `image_dir` (default:
-    output_dir). Nothing else is written. Raises ModelCardError when a file is missing or the card does not parse."""
-    run = Run.read(output_dir)
+    output_dir). Nothing else is written. Raises RunFolderError when a file is missing, ModelCardError when the card does not parse."""
+    run = RunFolder.read(output_dir)
     task = run.task
     image_dir = Path(image_dir) if image_dir is not None else run.folder
     model_name = (repo_id or run.folder.name).split("/")[-1]
@@ -429,7 +356,7 @@ def build_model_card(
         "summary": summary,
         "results": results,
         "eval_subset_note": eval_subset_note(run, task),
-        "baseline": baseline_comparison(run, Run.read(baseline_run), task) if baseline_run else None,
+        "baseline": baseline_comparison(run, RunFolder.read(baseline_run), task) if baseline_run else None,
         "origin": origin,
         "architecture": architecture_rows(run),
         "lora": lora,
@@ -470,7 +397,7 @@ def pipeline_output(task: Task) -> str:
     return f"`{{label, score, scores}}` for {inputs}" if task.pipeline_task == "nli" else f"`[{{label, score}}]` for {inputs}"
 
 
-def intended_use(run: Run, task: Task) -> str:
+def intended_use(run: RunFolder, task: Task) -> str:
     return task.intended_use + (" Above all it is a research artefact of a study comparing pretrained and from-scratch encoders "
                   "under the same budget; it is not meant for decisions about people.")
 

@@ -36,22 +36,17 @@ class InputError(DataError):
 
 def detect_task(run_dir: Path):
     """The run's Task (pipelines.tasks.base), from run_info.json's task, else from config.json."""
-    from pipelines.tasks.base import UnknownTaskError, task_of_run
+    from pipelines.run_folder import RunFolder
+    from pipelines.tasks.base import UnknownTaskError
 
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
+    if not (run_dir / "config.json").is_file():
         raise InputError(f"{run_dir} is not a run folder: no config.json")
-    info, recipe = read_json(run_dir / "run_info.json"), read_yaml(run_dir / "recipe.yaml")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    run = RunFolder.read(run_dir, finished=False)
     try:
-        return task_of_run(info, recipe, config)
+        return run.task
     except UnknownTaskError as error:
-        architecture = (config.get("architectures") or ["model of unknown class"])[0]
+        architecture = (run.config.get("architectures") or ["model of unknown class"])[0]
         raise InputError(f"{run_dir}: cannot tell the task ({error}; the model is a {architecture})") from error
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def read_yaml(path: Path) -> dict:
