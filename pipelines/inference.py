@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
@@ -41,11 +42,6 @@ def longest_input(model, tokenizer, wanted: int | None = None) -> int:
     limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length, wanted]
     # Tokenizers without a limit report a huge sentinel number (int(1e30)).
     return min(limit for limit in limits if limit is not None and limit < 1_000_000)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def check_fields(example, fields: tuple[str, ...]) -> None:
@@ -96,7 +92,7 @@ class NliPipeline(Pipeline):
         return {"logits": self.model(**model_inputs).logits}
 
     def postprocess(self, model_outputs):
-        probabilities = softmax(model_outputs["logits"][0].float().numpy().astype(np.float64))
+        probabilities = softmax(model_outputs["logits"][0].float().numpy().astype(np.float64), axis=-1)
         labels = [self.model.config.id2label[i] for i in range(len(probabilities))]
         best = int(probabilities.argmax())
         return {"label": labels[best], "score": float(probabilities[best]),

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -238,15 +237,6 @@ def record_wandb_run(output_dir: Path) -> None:
     if not info["wandb"]["offline"]:
         info["wandb"]["url"] = run.url
     write_json(path, info)
-
-
-class Timer:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
 
 
 class NonFiniteLossError(RuntimeError):

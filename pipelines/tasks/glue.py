@@ -30,6 +30,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from scipy.special import softmax
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
 from pipelines import training
@@ -252,8 +253,6 @@ def evaluate_split(trainer, features: datasets.Dataset, split: str, task: Task, 
 
     Rows: idx, gold, predicted and (classification) every label's probability, or (regression) the absolute error.
     """
-    from scipy.special import softmax
-
     prefix = "eval" if split == "validation" else f"eval_{split.replace('validation_', '')}"
     output = trainer.predict(features, metric_key_prefix=prefix)
     logits = (output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions).astype(np.float64)

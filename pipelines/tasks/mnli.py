@@ -10,6 +10,7 @@ The task module's functions, in the order a run uses them:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import defaultdict
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from scipy.special import softmax
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
 
 from pipelines import training
@@ -200,14 +202,9 @@ def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: MnliDataArgument
 
 # --- Metrics and predictions --------------------------------------------------------------------------------
 
-_metric = None
-
-
+@functools.cache
 def nli_metric():
-    global _metric
-    if _metric is None:
-        _metric = load_metric("nli")
-    return _metric
+    return load_metric("nli")
 
 
 def compute_metrics(eval_prediction) -> dict[str, float]:
@@ -216,17 +213,12 @@ def compute_metrics(eval_prediction) -> dict[str, float]:
     return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.Dataset, split: str, output_dir: str) -> tuple[dict, dict]:
     """Predict one eval split; write predictions_<split>.jsonl in the original order; return (metrics, tables)."""
     prefix = f"eval_{split.replace('validation_', '')}"  # eval_matched / eval_mismatched
     output = trainer.predict(features, metric_key_prefix=prefix)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    probabilities = softmax(logits.astype(np.float64))
+    probabilities = softmax(logits.astype(np.float64), axis=-1)
     predicted = probabilities.argmax(axis=-1)
     gold = np.asarray(features["label"])
     idx = np.asarray(features["idx"])
