@@ -321,31 +321,8 @@ def build_model_card(
     custom_code = run.custom_code
     lora = lora_description(run)
 
-    tags = [*task.tags, task.hub_task_type, run.config.get("model_type", "")]
-    tags += ["trained-from-scratch"] if not run.info.get("pretrained") else ["fine-tuned"]
-    tags += ["custom_code"] if custom_code else []
-    tags += ["lora", "peft"] if lora else []
-    card_data = ModelCardData(
-        model_name=model_name,
-        license=license,
-        base_model=base_model,
-        datasets=[task.dataset_id],
-        language=[task.language],
-        tags=[t for t in tags if t],
-        library_name="transformers",
-        pipeline_tag=task.hub_task_type,
-        metrics=sorted({m.metric_type for m in task.metrics}),
-        eval_results=eval_results(run, task),
-    )
-
-    if run.info.get("pretrained"):
-        start = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"the local checkpoint `{Path(str(run.info.get('model'))).name}`"
-        origin = f"Fine-tuned from {start}."
-        summary = f"{start[0].upper() + start[1:]} fine-tuned on {task.title} ({task.description.lower()})."
-    else:
-        origin = ("Trained **from scratch**: the weights started random (preset "
-                  f"`{str(run.info.get('model', '')).removeprefix('scratch:')}`), with no pretraining of any kind.")
-        summary = f"A `{run.config.get('model_type')}` encoder trained from scratch on {task.title} ({task.description.lower()})."
+    card_data = card_metadata(run, task, model_name, license, base_model, custom_code, lora)
+    origin, summary = origin_and_summary(run, task, base_model)
 
     results = [{"split": m.split, "metric_name": m.name, "display": format_metric(run.results[m.key], m)} for m in task.metrics]
     environment = run.info.get("environment", {})
@@ -383,11 +360,46 @@ def build_model_card(
         "licence_text": f"The model is released under {license}. {task.licence_note}"
                         + (f" The base model [{base_model}](https://huggingface.co/{base_model}) has its own licence." if base_model else ""),
     }
-    environment_ = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    content = environment_.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context)
-    card = ModelCard(content)
+    card = ModelCard(render_template(context))
     check_card(card, expected_results=len(task.metrics))
     return card
+
+
+def render_template(context: dict) -> str:
+    """model_cards/model_card.md.jinja with the card's values (a missing value is an error, not an empty string)."""
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return environment.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context)
+
+
+def card_metadata(run: RunFolder, task: Task, model_name: str, license: str, base_model: str | None,
+                  custom_code: list[str], lora) -> ModelCardData:
+    """The card's YAML block: licence, base model, data set, language, tags, pipeline tag, model-index results."""
+    tags = [*task.tags, task.hub_task_type, run.config.get("model_type", "")]
+    tags += ["trained-from-scratch"] if not run.info.get("pretrained") else ["fine-tuned"]
+    tags += ["custom_code"] if custom_code else []
+    tags += ["lora", "peft"] if lora else []
+    return ModelCardData(
+        model_name=model_name,
+        license=license,
+        base_model=base_model,
+        datasets=[task.dataset_id],
+        language=[task.language],
+        tags=[t for t in tags if t],
+        library_name="transformers",
+        pipeline_tag=task.hub_task_type,
+        metrics=sorted({m.metric_type for m in task.metrics}),
+        eval_results=eval_results(run, task),
+    )
+
+
+def origin_and_summary(run: RunFolder, task: Task, base_model: str | None) -> tuple[str, str]:
+    """Where the weights came from, and the card's one-line summary."""
+    if run.info.get("pretrained"):
+        start = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"the local checkpoint `{Path(str(run.info.get('model'))).name}`"
+        return f"Fine-tuned from {start}.", f"{start[0].upper() + start[1:]} fine-tuned on {task.title} ({task.description.lower()})."
+    origin = ("Trained **from scratch**: the weights started random (preset "
+              f"`{str(run.info.get('model', '')).removeprefix('scratch:')}`), with no pretraining of any kind.")
+    return origin, f"A `{run.config.get('model_type')}` encoder trained from scratch on {task.title} ({task.description.lower()})."
 
 
 def pipeline_output(task: Task) -> str:
