@@ -9,9 +9,24 @@ import re
 import textwrap
 from pathlib import Path
 
-from pipelines.report_runs import QUALITY_KEY, Run
+from pipelines.report_runs import EVAL_LOSS_KEY, QUALITY_KEY, Run
 
 LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def draw_plots(arms: dict[str, list[Run]], metrics: dict[str, dict], output_dir: Path, notes: list[str]) -> list[tuple[str, str]]:
+    """The report's PNGs in output_dir: (file name, caption) of each one drawn; what could not be drawn goes to notes."""
+    plots = []
+    loss_keys = ["loss", *history_keys(arms, EVAL_LOSS_KEY)]
+    if plot_curves(arms, loss_keys, output_dir / "loss_curves.png", "Training and evaluation loss"):
+        plots.append(("loss_curves.png", "Training loss and evaluation loss over steps (one colour per arm, one line style per seed)"))
+    if plot_curves(arms, history_keys(arms, QUALITY_KEY), output_dir / "eval_metrics.png", "Evaluation during training"):
+        plots.append(("eval_metrics.png", "Evaluation metrics over steps"))
+    else:
+        notes.append("No evaluation during training in these runs (eval_strategy: no), so no metric curves over steps.")
+    if plot_final_metrics(arms, metrics, output_dir / "final_metrics.png"):
+        plots.append(("final_metrics.png", "Final metrics: mean over seeds, error bars ± std, dots are seeds"))
+    return plots
 
 
 def history_keys(arms: dict[str, list[Run]], pattern: re.Pattern) -> list[str]:

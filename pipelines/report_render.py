@@ -150,15 +150,19 @@ def render(summary: dict, arms: dict[str, list[Run]], metrics: dict, plots: list
             doc.image(filename, caption)
 
     if summary["comparisons"]:
-        doc.heading("Examples one arm gets right and the other wrong")
-        doc.paragraph("Right (or wrong) in every seed of the arm. Predictions are listed per seed, separated by ' / '.")
-        for c in summary["comparisons"]:
-            for direction, (right, wrong) in (("baseline_right_arm_wrong", (c["baseline"], c["arm"])),
-                                              ("arm_right_baseline_wrong", (c["arm"], c["baseline"]))):
-                examples = c["examples"][direction]
-                doc.heading(f"{c['split']}: {right} right, {wrong} wrong ({examples['count']} examples)", 3)
-                if examples["shown"]:
-                    doc.table(["example", "text", "gold", f"{c['baseline']} predicted", f"{c['arm']} predicted"],
-                              [[e["key"], e["text"] or "—", e["gold"], " / ".join(e["baseline_predicted"]), " / ".join(e["arm_predicted"])]
-                               for e in examples["shown"]])
+        render_examples(doc, summary["comparisons"])
     return doc
+
+
+def render_examples(doc: Document, comparisons: list[dict]) -> None:
+    doc.heading("Examples one arm gets right and the other wrong")
+    doc.paragraph("Right (or wrong) in every seed of the arm. Predictions are listed per seed, separated by ' / '.")
+    for c in comparisons:
+        for direction, (right, wrong) in (("baseline_right_arm_wrong", (c["baseline"], c["arm"])),
+                                          ("arm_right_baseline_wrong", (c["arm"], c["baseline"]))):
+            examples = c["examples"][direction]
+            doc.heading(f"{c['split']}: {right} right, {wrong} wrong ({examples['count']} examples)", 3)
+            if examples["shown"]:
+                doc.table(["example", "text", "gold", f"{c['baseline']} predicted", f"{c['arm']} predicted"],
+                          [[e["key"], e["text"] or "—", e["gold"], " / ".join(e["baseline_predicted"]), " / ".join(e["arm_predicted"])]
+                           for e in examples["shown"]])

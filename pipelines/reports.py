@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import stats
-from pipelines.report_plots import history_keys, plot_curves, plot_final_metrics
+from pipelines.report_plots import draw_plots
 from pipelines.report_render import render
 from pipelines.report_runs import (  # noqa: F401 (reading runs is part of this module's API)
     EVAL_LOSS_KEY,
@@ -282,18 +282,24 @@ def describe_example(key, base_scored, other_scored, texts: dict, task=None) -> 
 # --------------------------------------------------------------------------------------------------------------
 
 
-def build_report(sources, output_dir, title: str | None = None, baseline: str | None = None, max_examples: int = 10,
-                 n_resamples: int = 2000) -> dict:
-    """Read the runs, compute everything, write report.md, report.html, summary.json and the PNGs. Returns the summary.
-
-    sources: run locations (see read_run), each optionally as (arm, location) to name its arm.
-    """
+def read_sources(sources) -> list[Run]:
+    """Each source is a location (see read_run) or (arm, location); the arm, when given, names the run's arm."""
     runs = []
     for source in sources:
         arm, location = source if isinstance(source, tuple) else parse_source(str(source))
         run = read_run(str(location))
         run.arm = arm
         runs.append(run)
+    return runs
+
+
+def build_report(sources, output_dir, title: str | None = None, baseline: str | None = None, max_examples: int = 10,
+                 n_resamples: int = 2000) -> dict:
+    """Read the runs, compute everything, write report.md, report.html, summary.json and the PNGs. Returns the summary.
+
+    sources: run locations (see read_run), each optionally as (arm, location) to name its arm.
+    """
+    runs = read_sources(sources)
     if not runs:
         raise ReportError("No runs to compare")
     name_arms(runs)
@@ -323,16 +329,7 @@ def build_report(sources, output_dir, title: str | None = None, baseline: str | 
             if comparison is not None:
                 comparisons.append(comparison)
 
-    plots = []
-    loss_keys = ["loss", *history_keys(arms, EVAL_LOSS_KEY)]
-    if plot_curves(arms, loss_keys, output_dir / "loss_curves.png", "Training and evaluation loss"):
-        plots.append(("loss_curves.png", "Training loss and evaluation loss over steps (one colour per arm, one line style per seed)"))
-    if plot_curves(arms, history_keys(arms, QUALITY_KEY), output_dir / "eval_metrics.png", "Evaluation during training"):
-        plots.append(("eval_metrics.png", "Evaluation metrics over steps"))
-    else:
-        notes.append("No evaluation during training in these runs (eval_strategy: no), so no metric curves over steps.")
-    if plot_final_metrics(arms, metrics, output_dir / "final_metrics.png"):
-        plots.append(("final_metrics.png", "Final metrics: mean over seeds, error bars ± std, dots are seeds"))
+    plots = draw_plots(arms, metrics, output_dir, notes)
 
     summary = {
         "title": title,
