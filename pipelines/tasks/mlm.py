@@ -146,6 +146,44 @@ def pack_into_blocks(batch: dict[str, list[list]], block_size: int, cls_id: int,
     return blocks
 
 
+def line_tokenizer(tokenizer: PreTrainedTokenizerBase, data_args: PretrainingDataArguments):
+    """line_by_line: each line one example, truncated to max_seq_length."""
+    keep_offsets = data_args.whole_word_mask
+
+    def tokenize_lines(batch):
+        return tokenizer(
+            batch["text"],
+            truncation=True,
+            max_length=data_args.max_seq_length,
+            # Offsets do not get padded by the collator, so whole-word masking needs equal lengths already here.
+            padding="max_length" if keep_offsets else False,
+            return_special_tokens_mask=True,
+            return_offsets_mapping=keep_offsets,
+        )
+
+    return tokenize_lines
+
+
+def packing_tokenizer(tokenizer: PreTrainedTokenizerBase, keep_offsets: bool):
+    """Packing: each line's tokens followed by [SEP] as a separator; pack_into_blocks then frames each block."""
+
+    def tokenize_for_packing(batch):
+        encoded = tokenizer(
+            batch["text"],
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            return_offsets_mapping=keep_offsets,
+            verbose=False,  # lines longer than model_max_length are fine here: packing cuts them into blocks
+        )
+        result = {"input_ids": [ids + [tokenizer.sep_token_id] for ids in encoded["input_ids"]]}
+        if keep_offsets:
+            result["offset_mapping"] = [list(offsets) + [(0, 0)] for offsets in encoded["offset_mapping"]]
+        return result
+
+    return tokenize_for_packing
+
+
 def preprocess(
     raw: datasets.DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
@@ -171,30 +209,7 @@ def preprocess(
     def non_empty(example) -> bool:
         return bool(example["text"].strip())
 
-    def tokenize_lines(batch):
-        return tokenizer(
-            batch["text"],
-            truncation=True,
-            max_length=data_args.max_seq_length,
-            # Offsets do not get padded by the collator, so whole-word masking needs equal lengths already here.
-            padding="max_length" if keep_offsets else False,
-            return_special_tokens_mask=True,
-            return_offsets_mapping=keep_offsets,
-        )
-
-    def tokenize_for_packing(batch):
-        encoded = tokenizer(
-            batch["text"],
-            add_special_tokens=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            return_offsets_mapping=keep_offsets,
-            verbose=False,  # lines longer than model_max_length are fine here: packing cuts them into blocks
-        )
-        result = {"input_ids": [ids + [tokenizer.sep_token_id] for ids in encoded["input_ids"]]}
-        if keep_offsets:
-            result["offset_mapping"] = [list(offsets) + [(0, 0)] for offsets in encoded["offset_mapping"]]
-        return result
+    tokenize_lines, tokenize_for_packing = line_tokenizer(tokenizer, data_args), packing_tokenizer(tokenizer, keep_offsets)
 
     def pack(batch):
         return pack_into_blocks(batch, data_args.max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id)

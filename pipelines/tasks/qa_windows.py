@@ -12,6 +12,7 @@ import collections
 
 import datasets
 import numpy as np
+from scipy.special import softmax
 
 from pipelines.arguments import RecipeError
 
@@ -215,12 +216,9 @@ def postprocess_qa_predictions(
                 candidate["score"] = candidate["start_logit"] + candidate["end_logit"]
                 if span not in best_by_span or candidate["score"] > best_by_span[span]["score"]:
                     best_by_span[span] = candidate | {"offsets": list(span)}
-        ranked = sorted(best_by_span.values(), key=lambda c: c["score"], reverse=True)[:n_best_size]
-        if not ranked:
-            ranked = [{"start_logit": 0.0, "end_logit": 0.0, "score": 0.0, "offsets": [0, 0]}]
-        scores = np.array([c.pop("score") for c in ranked])
-        probabilities = np.exp(scores - scores.max())
-        probabilities /= probabilities.sum()
+        ranked = sorted(best_by_span.values(), key=lambda c: c["score"], reverse=True)[:n_best_size] or [
+            {"start_logit": 0.0, "end_logit": 0.0, "score": 0.0, "offsets": [0, 0]}]  # no valid span: the empty answer
+        probabilities = softmax(np.array([c.pop("score") for c in ranked]))
         nbest[example_id] = [
             {"text": context[c["offsets"][0] : c["offsets"][1]], **c, "probability": float(p)}
             for c, p in zip(ranked, probabilities)
