@@ -19,17 +19,16 @@ W&B runs give metrics and curves but no per-example predictions (only a sample t
 the metrics table and plots but not in the paired statistics.
 
 This module groups runs into arms and computes the numbers; reading runs is in report_runs.py, the plots in
-report_plots.py, the Markdown/HTML document in report_render.py, the optional W&B Report in report_wandb.py.
+report_plots.py, the Markdown/HTML document in report_render.py, the optional W&B Report in report_wandb.py; the
+command line is scripts/compare.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from pipelines.report_runs import (  # noqa: F401 (reading runs is part of this 
     parse_source,
     read_run,
 )
-from pipelines.report_wandb import publish_wandb_report
+from pipelines.report_wandb import publish_wandb_report  # noqa: F401 (scripts/compare.py calls it through here)
 
 logger = logging.getLogger("pipelines")
 
@@ -353,52 +352,3 @@ def build_report(sources, output_dir, title: str | None = None, baseline: str | 
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     logger.info("Report written to %s (report.md, report.html, summary.json)", output_dir)
     return summary
-
-
-# --------------------------------------------------------------------------------------------------------------
-# 5. Command line (scripts/compare.py)
-# --------------------------------------------------------------------------------------------------------------
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="compare.py",
-        description="Compare finished runs: metrics over seeds, paired statistics, plots, examples. "
-        "Writes report.md, report.html, summary.json and PNGs to --output-dir.",
-    )
-    parser.add_argument("runs", nargs="*", metavar="RUN",
-                        help="A run output folder, an offline W&B run folder (<output_dir>/wandb/offline-run-*), "
-                        "or ARM=PATH to put the run in the arm ARM. Runs without ARM= are grouped by job type, model "
-                        "and the recipe keys that differ between them.")
-    parser.add_argument("--wandb-run", action="append", default=[], metavar="[ARM=]ENTITY/PROJECT/RUN_ID",
-                        help="An online W&B run (needs credentials); repeatable.")
-    parser.add_argument("--output-dir", default="outputs/reports/comparison", help="Report folder (default: %(default)s).")
-    parser.add_argument("--title", help="Report title (default: from the runs' W&B group).")
-    parser.add_argument("--baseline", help="Arm the others are compared with (default: the first arm).")
-    parser.add_argument("--examples", type=int, default=10, help="Examples listed per direction (default: %(default)s).")
-    parser.add_argument("--bootstrap-resamples", type=int, default=2000, help="Bootstrap resamples (default: %(default)s).")
-    parser.add_argument("--wandb-report", action="store_true",
-                        help="Also create a W&B Report (needs credentials and `pip install wandb-workspaces`).")
-    parser.add_argument("--wandb-project", help="Project of the W&B Report (default: the runs' wandb_project).")
-    parser.add_argument("--wandb-entity", help="Entity of the W&B Report (default: WANDB_ENTITY or your default entity).")
-    args = parser.parse_args(argv)
-    if not args.runs and not args.wandb_run:
-        parser.error("give at least one RUN folder or --wandb-run")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(levelname)s %(message)s", level=logging.INFO)
-    logger.setLevel(logging.INFO)
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    sources = [parse_source(s) for s in args.runs]
-    for text in args.wandb_run:
-        arm, path = parse_source(text)
-        sources.append((arm, "wandb:" + path))
-    # A ReportError reaches scripts/compare.py's cli.run: `error: <message>`, exit status 2.
-    summary = build_report(sources, args.output_dir, title=args.title, baseline=args.baseline,
-                           max_examples=args.examples, n_resamples=args.bootstrap_resamples)
-    print(f"Report: {Path(args.output_dir) / 'report.html'} (and report.md, summary.json)")
-    if args.wandb_report:
-        return publish_wandb_report(summary, args.output_dir, sources, args.wandb_project, args.wandb_entity)
-    return 0
