@@ -25,7 +25,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from pipelines import tracking
-from pipelines.run_folder import RunFolder, RunFolderError
+from pipelines.run_folder import RunFolder, RunFolderError, read_json
 from pipelines.tasks.base import Metric, Task
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md.jinja"

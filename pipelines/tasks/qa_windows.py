@@ -9,12 +9,16 @@ the inference pipeline (pipelines/inference.py) share these functions, so they c
 from __future__ import annotations
 
 import collections
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import numpy as np
 from scipy.special import softmax
 
 from pipelines.arguments import RecipeError
+
+if TYPE_CHECKING:  # annotations only: qa.py imports this module
+    from pipelines.tasks.qa import QADataArguments
 
 # Columns of the eval features that post-processing (or sorting) needs but the model must not receive.
 EVAL_ONLY_COLUMNS = ["example_id", "offset_mapping", "length"]
