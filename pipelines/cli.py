@@ -27,8 +27,9 @@ USER_INPUT_ERRORS = {
     "pipelines.data_files.DataError",
     "pipelines.hub.ModelLoadError",
     "pipelines.study.StudyError",
-    "pipelines.reports.ReportError",
-    "pipelines.model_card.ModelCardError",
+    "pipelines.report_runs.ReportError",
+    "pipelines.tasks.base.UnknownTaskError",
+    "pipelines.run_folder.RunFolderError",  # also model_card.ModelCardError
     "pipelines.hub_push.UploadCheckError",
 }
 RUN_ERRORS = {

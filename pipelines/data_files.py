@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 # File suffix -> `datasets` builder name and its options.
 FORMATS = {
@@ -106,3 +107,21 @@ def require_columns(dataset: datasets.Dataset, columns, source: LocalFile | str)
     if missing:
         where = source.path if isinstance(source, LocalFile) else source
         raise DataError(f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(dataset.column_names)}")
+
+
+def label_id(label, label_ids: dict[str, int]) -> int | None:
+    """An id (0 .. len(label_ids) - 1), a label name, or an integral float (pandas writes CSV labels as 1.0) -> the id;
+    None if it is none of these."""
+    if isinstance(label, str):
+        text = label.strip().lower()
+        if text in label_ids:
+            return label_ids[text]
+        try:
+            label = float(text)
+        except ValueError:
+            return None
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, float, np.integer, np.floating)):
+        return None
+    if not float(label).is_integer() or not 0 <= label < len(label_ids):  # NaN (an empty CSV cell) fails is_integer
+        return None
+    return int(label)

@@ -32,7 +32,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.model_card import CURVE_IMAGE, DEFAULT_LICENSE, ModelCardError, build_model_card
+from pipelines.model_card import CURVE_IMAGE, DEFAULT_LICENSE, build_model_card
+from pipelines.run_folder import RunFolderError
 
 logger = logging.getLogger("pipelines")
 
@@ -318,6 +319,6 @@ def push_after_run(output_dir: str | Path, request: PushRequest | None) -> str |
         return None
     try:
         return push_run(output_dir, request.repo_id, private=request.private, token=request.token)
-    except (PushError, UploadCheckError, ModelCardError) as error:
+    except (PushError, UploadCheckError, RunFolderError) as error:  # RunFolderError includes ModelCardError
         logger.error("%s", error)
         return None

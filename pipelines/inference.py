@@ -14,7 +14,7 @@
 Why our own QA pipeline: transformers 5.3 removed the extractive "question-answering" pipeline (and
 `pipeline("question-answering")` now raises). `ExtractiveQAPipeline` puts it back for any
 `AutoModelForQuestionAnswering` model, ours included, using the same windowing and span selection as our QA
-evaluation (`pipelines.tasks.qa`), so a prediction here is the answer evaluation would have scored.
+evaluation (`pipelines.tasks.qa_windows`), so a prediction here is the answer evaluation would have scored.
 
 Both take one input (a dict) or a list of them, and `batch_size=` for batched inference.
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
@@ -41,11 +42,6 @@ def longest_input(model, tokenizer, wanted: int | None = None) -> int:
     limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length, wanted]
     # Tokenizers without a limit report a huge sentinel number (int(1e30)).
     return min(limit for limit in limits if limit is not None and limit < 1_000_000)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def check_fields(example, fields: tuple[str, ...]) -> None:
@@ -96,7 +92,7 @@ class NliPipeline(Pipeline):
         return {"logits": self.model(**model_inputs).logits}
 
     def postprocess(self, model_outputs):
-        probabilities = softmax(model_outputs["logits"][0].float().numpy().astype(np.float64))
+        probabilities = softmax(model_outputs["logits"][0].float().numpy().astype(np.float64), axis=-1)
         labels = [self.model.config.id2label[i] for i in range(len(probabilities))]
         best = int(probabilities.argmax())
         return {"label": labels[best], "score": float(probabilities[best]),
@@ -146,7 +142,7 @@ class ExtractiveQAPipeline(ChunkPipeline):
         return preprocess, {}, postprocess
 
     def preprocess(self, example, window: WindowSettings | None = None):
-        from pipelines.tasks.qa import prepare_eval_features
+        from pipelines.tasks.qa_windows import prepare_eval_features
 
         check_fields(example, ("question", "context"))
         window = window or WindowSettings.for_model(self.model, self.tokenizer)
@@ -164,7 +160,7 @@ class ExtractiveQAPipeline(ChunkPipeline):
         return {"start_logits": outputs.start_logits, "end_logits": outputs.end_logits, **passthrough}
 
     def postprocess(self, window_outputs, max_answer_length: int = 30, n_best_size: int = 20):
-        from pipelines.tasks.qa import postprocess_qa_predictions
+        from pipelines.tasks.qa_windows import postprocess_qa_predictions
 
         windows = {"example_id": ["0"] * len(window_outputs), "offset_mapping": [w["offset_mapping"] for w in window_outputs]}
         context = window_outputs[0]["context"]
@@ -188,6 +184,33 @@ PIPELINE_REGISTRY.register_pipeline(QA_TASK, pipeline_class=ExtractiveQAPipeline
 def nli_pipeline(model, tokenizer=None, device=None, trust_remote_code: bool = False, **kwargs) -> NliPipeline:
     """`pipeline("nli", ...)` for a run folder (its tokenizer is loaded from it too) or a loaded model and tokenizer."""
     return pipeline(NLI_TASK, model=_str(model), tokenizer=_str(tokenizer), device=device, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def classification_pipeline(model, fields: tuple[str, ...], regression: bool = False, tokenizer=None, device=None,
+                            trust_remote_code: bool = False, **kwargs):
+    """transformers' `text-classification` pipeline (text pairs as text/text_pair), fed examples with the task's own
+    field names; yields {label, score, scores} per example like the NLI pipeline, or {score} for regression."""
+    classifier = pipeline("text-classification", model=_str(model), tokenizer=_str(tokenizer), device=device,
+                          trust_remote_code=trust_remote_code, top_k=None, function_to_apply="none" if regression else "softmax", **kwargs)
+
+    def as_text(example):
+        check_fields(example, fields)
+        return {"text": example[fields[0]], "text_pair": example[fields[1]]} if len(fields) == 2 else example[fields[0]]
+
+    def classify(examples, **options):
+        single = isinstance(examples, dict)
+        texts = as_text(examples) if single else (as_text(example) for example in examples)
+        outputs = classifier(texts, truncation=True, **options)
+        results = (_label_scores(scores, regression) for scores in ([outputs] if single else outputs))
+        return next(results) if single else results
+
+    return classify
+
+
+def _label_scores(scores: list[dict], regression: bool) -> dict:
+    if regression:
+        return {"score": float(scores[0]["score"])}
+    return {"label": scores[0]["label"], "score": float(scores[0]["score"]), "scores": {s["label"]: float(s["score"]) for s in scores}}
 
 
 def question_answering_pipeline(model, tokenizer=None, device=None, trust_remote_code: bool = False, **kwargs) -> ExtractiveQAPipeline:

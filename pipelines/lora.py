@@ -39,8 +39,6 @@ from pipelines.arguments import RecipeError
 
 logger = logging.getLogger("pipelines")
 
-# PEFT's names for the two heads our tasks use.
-TASK_TYPES = {"mnli": "SEQ_CLS", "qa": "QUESTION_ANS"}
 ADAPTER_FOLDER = "adapter"  # inside a run's output folder
 
 
@@ -117,7 +115,7 @@ def find_attention_projections(model: nn.Module) -> list[str]:
 def apply_lora(model, peft_args: PeftArguments, task_type: str):
     """Wrap a pretrained task model in a PEFT model: base weights frozen, adapters and task head trainable.
 
-    `task_type` is PEFT's: "SEQ_CLS" (MNLI) or "QUESTION_ANS" (QA); `TASK_TYPES` maps our task names to it.
+    `task_type` is PEFT's: "SEQ_CLS" (classification) or "QUESTION_ANS" (QA), as `Task.peft_task_type` gives it.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -128,7 +126,7 @@ def apply_lora(model, peft_args: PeftArguments, task_type: str):
             "to a checkpoint instead, e.g. an MLM-pretrained scratch_transformer folder from scripts/run_pretraining.py."
         )
     config = LoraConfig(
-        task_type=TASK_TYPES.get(task_type, task_type),
+        task_type=task_type,
         r=peft_args.lora_r,
         lora_alpha=peft_args.lora_alpha,
         lora_dropout=peft_args.lora_dropout,

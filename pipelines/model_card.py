@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from pipelines import tracking
 from pipelines.hub import model_caveat
+from pipelines.run_folder import RunFolder, RunFolderError, read_json
+from pipelines.tasks.base import Metric, Task
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md.jinja"
 CURVE_IMAGE = "training_curve.png"
@@ -40,64 +41,6 @@ HUB_IDS_OF_SHORT_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class Metric:
-    key: str  # in all_results.json
-    metric_type: str  # model-index metric type
-    name: str  # shown on the Hub and in the card
-    split: str
-    percent_scale: bool  # accuracy is stored as a fraction (0-1), SQuAD EM/F1 already as percentages (0-100)
-
-
-@dataclass(frozen=True)
-class TaskCard:
-    """What the card says about one task: Hub data set, language, pipeline tag and the metrics it reports."""
-
-    title: str
-    task_type: str  # model-index task type = pipeline tag
-    task_name: str
-    dataset_id: str
-    dataset_config: str | None
-    dataset_name: str
-    language: str
-    metrics: tuple[Metric, ...]
-    full_eval_sizes: dict[str, int]
-    tags: tuple[str, ...]
-
-
-TASK_CARDS = {
-    "mnli": TaskCard(
-        title="MNLI", task_type="text-classification", task_name="Natural Language Inference",
-        dataset_id="nyu-mll/glue", dataset_config="mnli", dataset_name="GLUE MNLI", language="en",
-        metrics=(
-            Metric("eval_matched_accuracy", "accuracy", "Matched accuracy", "validation_matched", False),
-            Metric("eval_mismatched_accuracy", "accuracy", "Mismatched accuracy", "validation_mismatched", False),
-        ),
-        full_eval_sizes={"validation_matched": 9815, "validation_mismatched": 9832},
-        tags=("natural-language-inference", "mnli", "glue"),
-    ),
-    "squad": TaskCard(
-        title="SQuAD v1.1", task_type="question-answering", task_name="Extractive Question Answering",
-        dataset_id="rajpurkar/squad", dataset_config=None, dataset_name="SQuAD v1.1", language="en",
-        metrics=(
-            Metric("eval_exact_match", "exact_match", "Exact match", "validation", True),
-            Metric("eval_f1", "f1", "F1", "validation", True),
-        ),
-        full_eval_sizes={"validation": 10570},
-        tags=("extractive-qa", "squad"),
-    ),
-    "korquad": TaskCard(
-        title="KorQuAD 1.0", task_type="question-answering", task_name="Extractive Question Answering",
-        dataset_id="KorQuAD/squad_kor_v1", dataset_config=None, dataset_name="KorQuAD 1.0", language="ko",
-        metrics=(
-            Metric("eval_exact_match", "exact_match", "Exact match", "validation", True),
-            Metric("eval_f1", "f1", "F1 (character-level)", "validation", True),
-        ),
-        full_eval_sizes={"validation": 5774},
-        tags=("extractive-qa", "korquad"),
-    ),
-}
-
 HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
     "warmup_steps", "warmup_ratio", "lr_scheduler_type", "weight_decay", "optim", "max_seq_length", "doc_stride",
@@ -105,91 +48,11 @@ HYPERPARAMETERS = (
 )
 
 
-class ModelCardError(ValueError):
+class ModelCardError(RunFolderError):
     """A run folder that cannot be described (a file missing or unreadable), or a card whose metadata does not parse."""
 
 
-# --- Reading a run folder -------------------------------------------------------------------------------------
-
-
-def read_json(path: Path, required: bool = True):
-    if not path.is_file():
-        if required:
-            raise ModelCardError(f"{path} not found: is {path.parent} the output folder of a finished run?")
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ModelCardError(f"{path}: not valid JSON ({error})") from error
-
-
-@dataclass
-class Run:
-    folder: Path
-    info: dict
-    results: dict
-    recipe: dict
-    training_args: dict
-    history: list
-    config: dict
-
-    @classmethod
-    def read(cls, folder: str | Path) -> "Run":
-        folder = Path(folder)
-        info = read_json(folder / "run_info.json")
-        recipe_path = folder / "recipe.yaml"
-        recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) if recipe_path.is_file() else info.get("recipe", {})
-        return cls(
-            folder=folder,
-            info=info,
-            results=read_json(folder / "all_results.json"),
-            recipe=recipe or {},
-            training_args=read_json(folder / "training_args.json", required=False) or {},
-            history=read_json(folder / "log_history.json", required=False) or [],
-            config=read_json(folder / "config.json"),
-        )
-
-    @property
-    def task(self) -> str:
-        """mnli, squad or korquad."""
-        task = str(self.info.get("task", "")).lower()
-        if task == "mnli":
-            return "mnli"
-        # QA runs: the data decides which benchmark it was (and so which F1).
-        where = [task, self.info.get("metric"), json.dumps(self.info.get("data", ""))]
-        where += [self.recipe.get(key) for key in ("metric", "dataset_name", "heldout_from_file", "train_file", "validation_file")]
-        return "korquad" if "korquad" in " ".join(str(w) for w in where).lower() else "squad"
-
-    @property
-    def train_count(self) -> int | None:
-        """Training examples: MNLI pairs (run_info train_examples) or QA questions (run_info data.splits.train)."""
-        splits = (self.info.get("data") or {}).get("splits") or {}
-        return self.info.get("train_examples") or (splits.get("train") or {}).get("questions")
-
-    @property
-    def eval_counts(self) -> dict[str, int]:
-        """Evaluation examples per split, as the run recorded them."""
-        splits = (self.info.get("data") or {}).get("splits") or {}
-        qa_counts = {name: split["questions"] for name, split in splits.items() if name != "train" and "questions" in split}
-        return self.info.get("eval_examples") or qa_counts
-
-    @property
-    def heldout(self) -> bool:
-        """True when the evaluation questions were split off one file by article (KorQuAD here), not an official split."""
-        return bool((self.info.get("data") or {}).get("heldout"))
-
-    def setting(self, name: str, default=None):
-        """A hyperparameter as the run used it: the recipe's value, else the saved training arguments' value."""
-        if name in self.recipe:
-            return self.recipe[name]
-        return self.training_args.get(name, default)
-
-    @property
-    def custom_code(self) -> list[str]:
-        """The .py files the config's auto_map points to (our own model classes), sorted."""
-        auto_map = self.config.get("auto_map") or {}
-        references = [r for value in auto_map.values() for r in (value if isinstance(value, list) else [value]) if r]
-        return sorted({r.split("--")[-1].rsplit(".", 1)[0] + ".py" for r in references})
+# --- The base model --------------------------------------------------------------------------------------------
 
 
 def base_model_hub_id(name: str | None) -> str | None:
@@ -209,31 +72,31 @@ def format_metric(value: float, metric: Metric) -> str:
     return f"{value:.2f}" if metric.percent_scale else f"{100 * value:.2f}%"
 
 
-def eval_results(run: Run, task_card: TaskCard) -> list[EvalResult]:
-    dataset_name = task_card.dataset_name + (" (articles held out of training)" if run.heldout else "")
+def eval_results(run: RunFolder, task: Task) -> list[EvalResult]:
+    dataset_name = task.dataset_name + (" (articles held out of training)" if run.heldout else "")
     results = []
-    for metric in task_card.metrics:
+    for metric in task.metrics:
         if metric.key not in run.results:
             raise ModelCardError(f"{run.folder / 'all_results.json'} has no '{metric.key}': was the run evaluated?")
         results.append(EvalResult(
-            task_type=task_card.task_type, task_name=task_card.task_name,
-            dataset_type=task_card.dataset_id, dataset_name=dataset_name, dataset_config=task_card.dataset_config,
+            task_type=task.hub_task_type, task_name=task.description,
+            dataset_type=task.dataset_id, dataset_name=dataset_name, dataset_config=task.dataset_config,
             dataset_split=metric.split, metric_type=metric.metric_type, metric_name=metric.name,
             metric_value=run.results[metric.key],
         ))
     return results
 
 
-def eval_subset_note(run: Run, task_card: TaskCard) -> str | None:
+def eval_subset_note(run: RunFolder, task: Task) -> str | None:
     """Says so when the run evaluated on fewer examples than the full split (max_eval_samples)."""
     if run.heldout:
         return "on articles held out of training, see below"
     counts = run.eval_counts
-    partial = [f"{counts[s]:,} of {full:,} {s}" for s, full in task_card.full_eval_sizes.items() if s in counts and counts[s] < full]
+    partial = [f"{counts[s]:,} of {full:,} {s}" for s, full in task.full_eval_sizes.items() if s in counts and counts[s] < full]
     return f"on a subset: {', '.join(partial)} examples" if partial else None
 
 
-def architecture_rows(run: Run) -> list[tuple[str, str]]:
+def architecture_rows(run: RunFolder) -> list[tuple[str, str]]:
     config, parameters = run.config, run.info.get("parameters", {})
 
     def first(*names):
@@ -253,7 +116,7 @@ def architecture_rows(run: Run) -> list[tuple[str, str]]:
     return [(name, f"{value:,}" if isinstance(value, int) else str(value)) for name, value in rows if value is not None]
 
 
-def lora_description(run: Run) -> dict | None:
+def lora_description(run: RunFolder) -> dict | None:
     if not run.setting("use_lora"):
         return None
     # The adapter's own config says what training used, defaults included; the recipe is the fallback.
@@ -278,7 +141,7 @@ def lora_description(run: Run) -> dict | None:
             "targets": listed(targets), "modules_to_save": listed(to_save) if to_save else "the task head"}
 
 
-def hyperparameter_rows(run: Run) -> list[tuple[str, str]]:
+def hyperparameter_rows(run: RunFolder) -> list[tuple[str, str]]:
     rows = [(name, run.setting(name)) for name in HYPERPARAMETERS]
     uses_max_steps = (run.setting("max_steps") or -1) > 0  # then the Trainer ignores num_train_epochs
     skipped = {"num_train_epochs"} if uses_max_steps else {"max_steps"}
@@ -325,7 +188,7 @@ def wall_time_text(results: dict) -> str:
     return text
 
 
-def wandb_text(run: Run) -> str:
+def wandb_text(run: RunFolder) -> str:
     """A link to the W&B run when it was online; for an offline run, where it is and how to upload it."""
     recorded = run.info.get("wandb") or {}
     url = recorded.get("url") or run.info.get("wandb_url")
@@ -371,11 +234,11 @@ def draw_training_curve(history: list[dict], path: Path) -> bool:
     return True
 
 
-def baseline_comparison(run: Run, baseline: Run, task_card: TaskCard) -> dict:
+def baseline_comparison(run: RunFolder, baseline: RunFolder, task: Task) -> dict:
     if baseline.task != run.task:
-        raise ModelCardError(f"The baseline {baseline.folder} is a {baseline.task} run, this one is {run.task}: compare like with like.")
+        raise ModelCardError(f"The baseline {baseline.folder} is a {baseline.task.name} run, this one is {run.task.name}: compare like with like.")
     rows = []
-    for metric in task_card.metrics:
+    for metric in task.metrics:
         this, other = run.results.get(metric.key), baseline.results.get(metric.key)
         if this is None or other is None:
             continue
@@ -402,9 +265,9 @@ def baseline_comparison(run: Run, baseline: Run, task_card: TaskCard) -> dict:
     }
 
 
-def data_text(run: Run, task_card: TaskCard) -> str:
+def data_text(run: RunFolder, task: Task) -> str:
     source = run.recipe.get("data_dir") or run.recipe.get("heldout_from_file") or run.recipe.get("train_file")
-    where = f"local copies of {task_card.dataset_name}" if source else f"[{task_card.dataset_id}](https://huggingface.co/datasets/{task_card.dataset_id})"
+    where = f"local copies of {task.dataset_name}" if source else f"[{task.dataset_id}](https://huggingface.co/datasets/{task.dataset_id})"
     text = f"Trained and evaluated on {where}."
     train_count = run.train_count
     if train_count:
@@ -415,10 +278,9 @@ def data_text(run: Run, task_card: TaskCard) -> str:
     counts = run.eval_counts
     if counts:
         text += " Evaluation: " + ", ".join(f"{split} ({n:,} examples)" for split, n in counts.items()) + "."
-    if task_card is TASK_CARDS["mnli"]:
-        text += (" Matched = the genres of the training data, mismatched = genres not seen in training. GLUE's test "
-                 "labels are hidden, so the validation splits serve as test sets, as is usual.")
-    elif run.heldout:
+    if task.data_note:
+        text += " " + task.data_note
+    if run.heldout:
         fraction = run.setting("heldout_fraction")
         held_out = f"{fraction:.0%} of its articles" if isinstance(fraction, (int, float)) else "some of its articles"
         text += (f" There is no separate training file here: `{Path(str(run.setting('heldout_from_file'))).name}` was split "
@@ -427,7 +289,7 @@ def data_text(run: Run, task_card: TaskCard) -> str:
     return text
 
 
-def limitations(run: Run, task_card: TaskCard) -> list[str]:
+def limitations(run: RunFolder, task: Task) -> list[str]:
     items = []
     caveat = model_caveat(run.info.get("model")) if run.info.get("pretrained") else None
     if caveat:
@@ -438,25 +300,9 @@ def limitations(run: Run, task_card: TaskCard) -> list[str]:
     if run.setting("max_train_samples") or (run.train_count or 10**9) < 100_000:
         items.append("Trained on a subset of the training data within a small compute budget (CPU recipe); the "
                      "numbers are those of this budget, not of a full training run.")
-    if task_card is TASK_CARDS["mnli"]:
-        items.append("MNLI models learn annotation artefacts: negation words in the hypothesis predict contradiction, "
-                     "lexical overlap predicts entailment. Accuracy drops on data built to break these shortcuts (HANS).")
-        items.append("English only; three labels, so it cannot say 'unrelated' or 'partly true'.")
-    else:
-        items.append("Extractive: the answer is always a span of the given context, even when the context has no answer "
-                     "(SQuAD v1.1 / KorQuAD 1.0 have no unanswerable questions).")
-        items.append(f"{'Korean' if task_card.language == 'ko' else 'English'} only; contexts longer than one window are "
-                     "read in overlapping windows, and answers longer than 30 tokens are never predicted.")
+    items.extend(task.limitations)
     items.append("Inherits the biases of its training data (crowd-sourced text) and, when pretrained, of its base model.")
     return items
-
-
-LICENCE_NOTES = {
-    "mnli": "MNLI's texts come from the Open American National Corpus and other sources under their own terms "
-            "(see the GLUE and MultiNLI pages).",
-    "squad": "SQuAD v1.1 is released under CC BY-SA 4.0.",
-    "korquad": "KorQuAD 1.0 is released under CC BY-ND 2.0 KR: check its terms before redistributing derived work.",
-}
 
 
 # --- The card -------------------------------------------------------------------------------------------------
@@ -470,55 +316,32 @@ def build_model_card(
     license: str = DEFAULT_LICENSE,
 ) -> ModelCard:
     """The model card of the run in `output_dir`; the training-curve image is drawn into `image_dir` (default:
-    output_dir). Nothing else is written. Raises ModelCardError when a file is missing or the card does not parse."""
-    run = Run.read(output_dir)
-    task_card = TASK_CARDS[run.task]
+    output_dir). Nothing else is written. Raises RunFolderError when a file is missing, ModelCardError when the card does not parse."""
+    run = RunFolder.read(output_dir)
+    task = run.task
     image_dir = Path(image_dir) if image_dir is not None else run.folder
     model_name = (repo_id or run.folder.name).split("/")[-1]
     base_model = base_model_hub_id(run.info.get("model")) if run.info.get("pretrained") else None
     custom_code = run.custom_code
     lora = lora_description(run)
 
-    tags = [*task_card.tags, task_card.task_type, run.config.get("model_type", "")]
-    tags += ["trained-from-scratch"] if not run.info.get("pretrained") else ["fine-tuned"]
-    tags += ["custom_code"] if custom_code else []
-    tags += ["lora", "peft"] if lora else []
-    card_data = ModelCardData(
-        model_name=model_name,
-        license=license,
-        base_model=base_model,
-        datasets=[task_card.dataset_id],
-        language=[task_card.language],
-        tags=[t for t in tags if t],
-        library_name="transformers",
-        pipeline_tag=task_card.task_type,
-        metrics=sorted({m.metric_type for m in task_card.metrics}),
-        eval_results=eval_results(run, task_card),
-    )
+    card_data = card_metadata(run, task, model_name, license, base_model, custom_code, lora)
+    origin, summary = origin_and_summary(run, task, base_model)
 
-    if run.info.get("pretrained"):
-        start = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"the local checkpoint `{Path(str(run.info.get('model'))).name}`"
-        origin = f"Fine-tuned from {start}."
-        summary = f"{start[0].upper() + start[1:]} fine-tuned on {task_card.title} ({task_card.task_name.lower()})."
-    else:
-        origin = ("Trained **from scratch**: the weights started random (preset "
-                  f"`{str(run.info.get('model', '')).removeprefix('scratch:')}`), with no pretraining of any kind.")
-        summary = f"A `{run.config.get('model_type')}` encoder trained from scratch on {task_card.title} ({task_card.task_name.lower()})."
-
-    results = [{"split": m.split, "metric_name": m.name, "display": format_metric(run.results[m.key], m)} for m in task_card.metrics]
+    results = [{"split": m.split, "metric_name": m.name, "display": format_metric(run.results[m.key], m)} for m in task.metrics]
     environment = run.info.get("environment", {})
     context = {
         "card_data": card_data.to_yaml(),
-        "task": run.task,
+        "task": task,
         "model_name": model_name,
         "summary": summary,
         "results": results,
-        "eval_subset_note": eval_subset_note(run, task_card),
-        "baseline": baseline_comparison(run, Run.read(baseline_run), task_card) if baseline_run else None,
+        "eval_subset_note": eval_subset_note(run, task),
+        "baseline": baseline_comparison(run, RunFolder.read(baseline_run), task) if baseline_run else None,
         "origin": origin,
         "architecture": architecture_rows(run),
         "lora": lora,
-        "data_description": data_text(run, task_card),
+        "data_description": data_text(run, task),
         "hyperparameters": hyperparameter_rows(run),
         "hardware": hardware_text(run.info),
         "wall_time": wall_time_text(run.results),
@@ -527,36 +350,71 @@ def build_model_card(
         "software": ", ".join(f"{k} {environment[k]}" for k in ("transformers", "torch", "datasets", "accelerate") if environment.get(k)),
         "git_commit": environment.get("git_commit"),
         "repo_id": repo_id or "path/to/this/folder",
-        "auto_class": "AutoModelForSequenceClassification" if run.task == "mnli" else "AutoModelForQuestionAnswering",
+        "auto_class": task.auto_class,
         "custom_code": bool(custom_code),
         "code_files": "`, `".join(custom_code),
         "model_type": run.config.get("model_type"),
         "architecture_class": (run.config.get("architectures") or ["?"])[0],
-        "qa_example": '"어디에 있나요?", "에펠탑은 파리에 있다."' if run.task == "korquad" else '"Where is the tower?", "The Eiffel Tower is in Paris."',
+        "example": ", ".join(json.dumps(text, ensure_ascii=False) for text in task.example),
         "max_length": min(run.config.get("max_position_embeddings", 512), 384),
-        "pipeline_task": "nli" if run.task == "mnli" else "extractive-question-answering",
-        "pipeline_output": "`{label, score, scores}` for a premise and hypothesis" if run.task == "mnli" else "`{answer, score, start, end}` for a question and context",
-        "intended_use": intended_use(run, task_card),
-        "limitations": limitations(run, task_card),
-        "licence_text": f"The model is released under {license}. {LICENCE_NOTES[run.task]}"
+        "pipeline_task": task.pipeline_task,
+        "pipeline_output": pipeline_output(task),
+        "intended_use": intended_use(run, task),
+        "limitations": limitations(run, task),
+        "licence_text": f"The model is released under {license}. {task.licence_note}"
                         + (f" The base model [{base_model}](https://huggingface.co/{base_model}) has its own licence." if base_model else ""),
     }
-    environment_ = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    content = environment_.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context)
-    card = ModelCard(content)
-    check_card(card, expected_results=len(task_card.metrics))
+    card = ModelCard(render_template(context))
+    check_card(card, expected_results=len(task.metrics))
     return card
 
 
-def intended_use(run: Run, task_card: TaskCard) -> str:
-    if run.task == "mnli":
-        use = ("Classifying whether a hypothesis follows from a premise (entailment), contradicts it, or neither "
-               "(neutral), for English text like MNLI's genres; a building block for zero-shot classification and "
-               "fact-checking research.")
-    else:
-        use = (f"Finding the answer span to a question in a given {'Korean' if task_card.language == 'ko' else 'English'} "
-               "paragraph (reading comprehension), as in Wikipedia-style QA.")
-    return use + (" Above all it is a research artefact of a study comparing pretrained and from-scratch encoders "
+def render_template(context: dict) -> str:
+    """model_cards/model_card.md.jinja with the card's values (a missing value is an error, not an empty string)."""
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return environment.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context)
+
+
+def card_metadata(run: RunFolder, task: Task, model_name: str, license: str, base_model: str | None,
+                  custom_code: list[str], lora) -> ModelCardData:
+    """The card's YAML block: licence, base model, data set, language, tags, pipeline tag, model-index results."""
+    tags = [*task.tags, task.hub_task_type, run.config.get("model_type", "")]
+    tags += ["trained-from-scratch"] if not run.info.get("pretrained") else ["fine-tuned"]
+    tags += ["custom_code"] if custom_code else []
+    tags += ["lora", "peft"] if lora else []
+    return ModelCardData(
+        model_name=model_name,
+        license=license,
+        base_model=base_model,
+        datasets=[task.dataset_id],
+        language=[task.language],
+        tags=[t for t in tags if t],
+        library_name="transformers",
+        pipeline_tag=task.hub_task_type,
+        metrics=sorted({m.metric_type for m in task.metrics}),
+        eval_results=eval_results(run, task),
+    )
+
+
+def origin_and_summary(run: RunFolder, task: Task, base_model: str | None) -> tuple[str, str]:
+    """Where the weights came from, and the card's one-line summary."""
+    if run.info.get("pretrained"):
+        start = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"the local checkpoint `{Path(str(run.info.get('model'))).name}`"
+        return f"Fine-tuned from {start}.", f"{start[0].upper() + start[1:]} fine-tuned on {task.title} ({task.description.lower()})."
+    origin = ("Trained **from scratch**: the weights started random (preset "
+              f"`{str(run.info.get('model', '')).removeprefix('scratch:')}`), with no pretraining of any kind.")
+    return origin, f"A `{run.config.get('model_type')}` encoder trained from scratch on {task.title} ({task.description.lower()})."
+
+
+def pipeline_output(task: Task) -> str:
+    inputs = " and ".join(f"a {name}" for name in task.input_fields)
+    if task.is_qa:
+        return f"`{{answer, score, start, end}}` for {inputs}"
+    return f"`{{label, score, scores}}` for {inputs}" if task.pipeline_task == "nli" else f"`[{{label, score}}]` for {inputs}"
+
+
+def intended_use(run: RunFolder, task: Task) -> str:
+    return task.intended_use + (" Above all it is a research artefact of a study comparing pretrained and from-scratch encoders "
                   "under the same budget; it is not meant for decisions about people.")
 
 

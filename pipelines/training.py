@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -240,15 +239,6 @@ def record_wandb_run(output_dir: Path) -> None:
     write_json(path, info)
 
 
-class Timer:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
-
-
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stops instead of training on garbage."""
 
@@ -398,13 +388,14 @@ def make_trainer(info: dict, **trainer_kwargs) -> PipelineTrainer:
     return trainer
 
 
-def apply_peft(model, peft_args, task: str):
-    """Wrap the model in LoRA adapters when the recipe says use_lora (see pipelines/lora.py)."""
+def apply_peft(model, peft_args, task):
+    """Wrap the model in LoRA adapters when the recipe says use_lora (see pipelines/lora.py); `task` is a
+    pipelines.tasks.base.Task, which names PEFT's head type."""
     if peft_args is None or not peft_args.use_lora:
         return model
     from pipelines import lora
 
-    return lora.apply_lora(model, peft_args, lora.TASK_TYPES[task])
+    return lora.apply_lora(model, peft_args, task.peft_task_type)
 
 
 def save_trained_model(trainer, peft_args, tokenizer) -> None:

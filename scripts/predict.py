@@ -3,9 +3,11 @@
     python scripts/predict.py outputs/mnli/minilm_cpu --input pairs.jsonl --output predictions.jsonl
     python scripts/predict.py outputs/qa/minilm_squad --input questions.jsonl --output answers.jsonl --batch-size 64
 
-The task comes from the run folder (run_info.json, else the model class in config.json):
+The task comes from the run folder (run_info.json, else config.json), and says which fields a line needs:
 - MNLI: each line has "premise" and "hypothesis"; the output line adds "predicted_label", "score" (its
   probability) and "scores" (every label's probability).
+- Other GLUE tasks: the task's GLUE fields ("sentence", or "sentence1"/"sentence2", "question1"/"question2", ...);
+  classifiers add the same three fields as MNLI, STS-B (regression) adds "predicted_score".
 - QA: each line has "question" and "context"; the output line adds "predicted_answer", "score", and "start"/"end"
   (character offsets of the answer in the context). Windows follow the run's recipe (max_seq_length, doc_stride).
 Every other field of an input line (an id, a gold label) is copied to its output line unchanged.
@@ -26,31 +28,29 @@ from tqdm.auto import tqdm
 from pipelines import cli
 from pipelines.data_files import DataError
 
-TASK_FIELDS = {"mnli": ("premise", "hypothesis"), "qa": ("question", "context")}
 
 
 class InputError(DataError):
     """A line of the input file that cannot be predicted; the message names the file, line and field."""
 
 
-def detect_task(run_dir: Path) -> str:
-    """mnli or qa, from run_info.json's task, else from the model class the config names."""
-    info_path = run_dir / "run_info.json"
-    if info_path.is_file():
-        task = str(json.loads(info_path.read_text(encoding="utf-8")).get("task", "")).lower()
-        if task == "mnli":
-            return "mnli"
-        if task in ("qa", "squad", "korquad") or "qa" in task:
-            return "qa"
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
+def detect_task(run_dir: Path):
+    """The run's Task (pipelines.tasks.base), from run_info.json's task, else from config.json."""
+    from pipelines.run_folder import RunFolder
+    from pipelines.tasks.base import UnknownTaskError
+
+    if not (run_dir / "config.json").is_file():
         raise InputError(f"{run_dir} is not a run folder: no config.json")
-    architecture = (json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or [""])[0]
-    if architecture.endswith("ForSequenceClassification"):
-        return "mnli"
-    if architecture.endswith("ForQuestionAnswering"):
-        return "qa"
-    raise InputError(f"{run_dir}: cannot tell the task (run_info.json has none, and the model is a {architecture or 'model of unknown class'})")
+    run = RunFolder.read(run_dir, finished=False)
+    try:
+        return run.task
+    except UnknownTaskError as error:
+        architecture = (run.config.get("architectures") or ["model of unknown class"])[0]
+        raise InputError(f"{run_dir}: cannot tell the task ({error}; the model is a {architecture})") from error
+
+
+def read_yaml(path: Path) -> dict:
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
 
 
 def read_inputs(path: Path, fields: tuple[str, ...]) -> list[dict]:
@@ -80,41 +80,45 @@ def read_inputs(path: Path, fields: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def build_pipeline(run_dir: Path, task: str, device: str | None, trust_remote_code: bool):
+def build_pipeline(run_dir: Path, task, device: str | None, trust_remote_code: bool):
     """The pipeline for the task, and the options to call it with (QA: windows and answer length from the recipe)."""
-    from pipelines.inference import WindowSettings, nli_pipeline, question_answering_pipeline
+    from pipelines.inference import WindowSettings, classification_pipeline, nli_pipeline, question_answering_pipeline
 
-    if task == "mnli":
+    if task.pipeline_task == "nli":
         return nli_pipeline(run_dir, device=device, trust_remote_code=trust_remote_code), {}
+    if not task.is_qa:
+        return classification_pipeline(run_dir, task.input_fields, regression=task.kind == "regression", device=device,
+                                       trust_remote_code=trust_remote_code), {}
     qa = question_answering_pipeline(run_dir, device=device, trust_remote_code=trust_remote_code)
-    recipe_path = run_dir / "recipe.yaml"
-    recipe = (yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}) if recipe_path.is_file() else {}
+    recipe = read_yaml(run_dir / "recipe.yaml")
     options = {"window": WindowSettings.for_model(qa.model, qa.tokenizer, **recipe)}
     options.update({k: recipe[k] for k in ("max_answer_length", "n_best_size") if recipe.get(k)})
     return qa, options
 
 
-def output_row(task: str, row: dict, prediction: dict) -> dict:
-    if task == "mnli":
-        return {**row, "predicted_label": prediction["label"], "score": prediction["score"], "scores": prediction["scores"]}
-    return {**row, "predicted_answer": prediction["answer"], "score": prediction["score"],
-            "start": prediction["start"], "end": prediction["end"]}
+def output_row(task, row: dict, prediction: dict) -> dict:
+    if task.is_qa:
+        return {**row, "predicted_answer": prediction["answer"], "score": prediction["score"],
+                "start": prediction["start"], "end": prediction["end"]}
+    if task.kind == "regression":
+        return {**row, "predicted_score": prediction["score"]}
+    return {**row, "predicted_label": prediction["label"], "score": prediction["score"], "scores": prediction["scores"]}
 
 
 def predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32, device: str | None = None,
             trust_remote_code: bool = False) -> int:
     """Write one output line per input line; returns the number of lines written."""
     task = detect_task(run_dir)
-    rows = read_inputs(input_path, TASK_FIELDS[task])
+    rows = read_inputs(input_path, task.input_fields)
     predictor, options = build_pipeline(run_dir, task, device, trust_remote_code)
     # A generator makes the pipeline stream its results, so the progress bar moves batch by batch.
-    examples = ({name: row[name] for name in TASK_FIELDS[task]} for row in rows)
+    examples = ({name: row[name] for name in task.input_fields} for row in rows)
     predictions = predictor(examples, batch_size=batch_size, **options)
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(output_path.name + ".partial")  # renamed when complete: no half-written output
     with partial.open("w", encoding="utf-8") as out:
-        for row, prediction in tqdm(zip(rows, predictions), total=len(rows), desc=f"predicting ({task})", unit="example"):
+        for row, prediction in tqdm(zip(rows, predictions), total=len(rows), desc=f"predicting ({'qa' if task.is_qa else task.name})", unit="example"):
             out.write(json.dumps(output_row(task, row, prediction), ensure_ascii=False) + "\n")
     os.replace(partial, output_path)
     return len(rows)
@@ -123,7 +127,7 @@ def predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="Output folder of a finished run (config.json, weights, tokenizer).")
-    parser.add_argument("--input", type=Path, required=True, help="JSON-lines file: premise/hypothesis or question/context per line.")
+    parser.add_argument("--input", type=Path, required=True, help="JSON-lines file: the task's text fields (premise/hypothesis, sentence, question/context, ...) per line.")
     parser.add_argument("--output", type=Path, required=True, help="JSON-lines file to write.")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else CPU).")

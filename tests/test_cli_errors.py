@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import REPO, subprocess_env
-from pipelines.arguments import RecipeError, TrackingArguments, parse_recipe
+from pipelines.arguments import ModelArguments, RecipeError, TrackingArguments, parse_recipe
 from pipelines.data_files import DataError
 from pipelines.run_guard import OutputDirError, RunArguments, check_numbers, check_output_dir
 from pipelines.tasks import mnli
@@ -204,7 +204,7 @@ def test_integral_float_labels_are_read_as_ints(data):
 def test_recipe_after_the_flags(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"model_name_or_path": "minilm", "max_seq_length": 64, "wandb_project": "p"}))
-    types = (mnli.ModelArguments, MnliDataArguments, TrackingArguments)
+    types = (ModelArguments, MnliDataArguments, TrackingArguments)
     model_args, data_args, _, resolved = parse_recipe(types, ["--max_seq_length", "32", str(recipe)])
     assert model_args.model_name_or_path == "minilm" and data_args.max_seq_length == 32
     _, data_args, _, _ = parse_recipe(types, ["--pad_to_max_length", str(recipe), "--max_seq_length", "16"])

@@ -3,6 +3,7 @@ and whole reports built from real tiny MNLI runs (their output folders and their
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import math
@@ -213,6 +214,14 @@ def tiny_runs(tmp_path_factory, data_dir, tiny_bert_dir) -> dict[str, list[Path]
     return folders
 
 
+def compare_main(argv: list[str]) -> int:
+    """scripts/compare.py's main, imported from the script (the command line lives there)."""
+    spec = importlib.util.spec_from_file_location("compare_script", REPO / "scripts" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
 def read_results(folder: Path) -> dict:
     return json.loads((folder / "all_results.json").read_text())
 
@@ -278,7 +287,7 @@ def test_report_from_run_folders(tiny_runs, tmp_path):
 def test_compare_command_groups_runs_by_job_type(tiny_runs, tmp_path, capsys):
     out = tmp_path / "report"
     folders = [str(f) for folders in tiny_runs.values() for f in folders]
-    assert reports.main([*folders, "--output-dir", str(out), "--bootstrap-resamples", "200", "--examples", "3"]) == 0
+    assert compare_main([*folders, "--output-dir", str(out), "--bootstrap-resamples", "200", "--examples", "3"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["arms"]) == ["fast tiny-bert0 learning_rate=0.003", "slow tiny-bert0 learning_rate=1e-05"]
     assert all(len(arm["seeds"]) == 2 for arm in summary["arms"].values())
@@ -335,7 +344,7 @@ def test_wandb_report_without_credentials_keeps_the_local_report(tiny_runs, tmp_
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a W&B key
     out = tmp_path / "report"
     folders = [f"{arm}={f}" for arm, folders in tiny_runs.items() for f in folders]
-    assert reports.main([*folders, "--output-dir", str(out), "--bootstrap-resamples", "100", "--wandb-report"]) == 1
+    assert compare_main([*folders, "--output-dir", str(out), "--bootstrap-resamples", "100", "--wandb-report"]) == 1
     assert "needs W&B credentials" in capsys.readouterr().err
     assert (out / "report.html").is_file() and (out / "summary.json").is_file()
 

@@ -13,7 +13,7 @@ def metric_path(name: str) -> str:
     return str(path)
 
 
-def load_metric(name: str):
+def load_metric(name: str, config_name: str | None = None):
     import evaluate
 
-    return evaluate.load(metric_path(name))
+    return evaluate.load(metric_path(name), config_name)

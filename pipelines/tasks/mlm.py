@@ -41,9 +41,10 @@ from transformers import (
     set_seed,
 )
 
-from pipelines import run_guard, training
-from pipelines.arguments import ModelArguments, RecipeError, TrackingArguments, parse_recipe
+from pipelines import training
+from pipelines.arguments import RecipeError
 from pipelines.data_files import DataError, DataFileNotFound
+from pipelines.run import TaskRun
 
 logger = logging.getLogger("pipelines")
 
@@ -145,6 +146,44 @@ def pack_into_blocks(batch: dict[str, list[list]], block_size: int, cls_id: int,
     return blocks
 
 
+def line_tokenizer(tokenizer: PreTrainedTokenizerBase, data_args: PretrainingDataArguments):
+    """line_by_line: each line one example, truncated to max_seq_length."""
+    keep_offsets = data_args.whole_word_mask
+
+    def tokenize_lines(batch):
+        return tokenizer(
+            batch["text"],
+            truncation=True,
+            max_length=data_args.max_seq_length,
+            # Offsets do not get padded by the collator, so whole-word masking needs equal lengths already here.
+            padding="max_length" if keep_offsets else False,
+            return_special_tokens_mask=True,
+            return_offsets_mapping=keep_offsets,
+        )
+
+    return tokenize_lines
+
+
+def packing_tokenizer(tokenizer: PreTrainedTokenizerBase, keep_offsets: bool):
+    """Packing: each line's tokens followed by [SEP] as a separator; pack_into_blocks then frames each block."""
+
+    def tokenize_for_packing(batch):
+        encoded = tokenizer(
+            batch["text"],
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            return_offsets_mapping=keep_offsets,
+            verbose=False,  # lines longer than model_max_length are fine here: packing cuts them into blocks
+        )
+        result = {"input_ids": [ids + [tokenizer.sep_token_id] for ids in encoded["input_ids"]]}
+        if keep_offsets:
+            result["offset_mapping"] = [list(offsets) + [(0, 0)] for offsets in encoded["offset_mapping"]]
+        return result
+
+    return tokenize_for_packing
+
+
 def preprocess(
     raw: datasets.DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
@@ -170,30 +209,7 @@ def preprocess(
     def non_empty(example) -> bool:
         return bool(example["text"].strip())
 
-    def tokenize_lines(batch):
-        return tokenizer(
-            batch["text"],
-            truncation=True,
-            max_length=data_args.max_seq_length,
-            # Offsets do not get padded by the collator, so whole-word masking needs equal lengths already here.
-            padding="max_length" if keep_offsets else False,
-            return_special_tokens_mask=True,
-            return_offsets_mapping=keep_offsets,
-        )
-
-    def tokenize_for_packing(batch):
-        encoded = tokenizer(
-            batch["text"],
-            add_special_tokens=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            return_offsets_mapping=keep_offsets,
-            verbose=False,  # lines longer than model_max_length are fine here: packing cuts them into blocks
-        )
-        result = {"input_ids": [ids + [tokenizer.sep_token_id] for ids in encoded["input_ids"]]}
-        if keep_offsets:
-            result["offset_mapping"] = [list(offsets) + [(0, 0)] for offsets in encoded["offset_mapping"]]
-        return result
+    tokenize_lines, tokenize_for_packing = line_tokenizer(tokenizer, data_args), packing_tokenizer(tokenizer, keep_offsets)
 
     def pack(batch):
         return pack_into_blocks(batch, data_args.max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id)
@@ -249,67 +265,58 @@ def evaluate_perplexity(trainer: Trainer, seed: int) -> dict[str, float]:
     return {"eval_loss": metrics["eval_loss"], "eval_perplexity": perplexity(metrics["eval_loss"])}
 
 
+class PretrainingRun(TaskRun):
+    """Masked-language-model pretraining: no task head, so no LoRA, no Hub push at the end and no model card."""
+
+    name, data_arguments, uses_lora, push_at_end = "mlm", PretrainingDataArguments, False, False
+
+    def adjust_arguments(self):
+        args = self.training_args
+        # The collator reads special_tokens_mask (and offset_mapping), which the model's forward does not take, so the
+        # Trainer must not drop them; `preprocess` leaves only columns that the collator or the model use.
+        args.remove_unused_columns = False
+        # Evaluation needs only the loss; gathering (blocks x 128 x vocab) logits would take gigabytes.
+        args.prediction_loss_only = True
+        if not self.data_args.line_by_line and args.train_sampling_strategy == "group_by_length":
+            # Packed blocks all have the same length: grouping by length has nothing to group and would only scan the data.
+            logger.info("Packed blocks have equal lengths: train_sampling_strategy group_by_length -> random")
+            args.train_sampling_strategy = "random"
+
+    def load_data(self):
+        return load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
+
+    def load_model(self, tokenizer):
+        if tokenizer.mask_token is None or tokenizer.cls_token is None or tokenizer.sep_token is None:
+            raise RecipeError("The tokenizer lacks [MASK], [CLS] or [SEP]; train one with scripts/train_tokenizer.py.")
+        # A scratch preset gets random weights sized to the tokenizer; a checkpoint (continued pretraining) keeps its
+        # encoder, and its MLM head if it has one.
+        return training.load_model(self.model_args, AutoModelForMaskedLM, tokenizer, max_seq_length=self.data_args.max_seq_length)
+
+    def preprocess(self, raw, tokenizer):
+        return preprocess(raw, tokenizer, self.data_args, self.training_args)
+
+    def describe(self, raw, examples):
+        logger.info("%d training and %d held-out examples of up to %d tokens", len(examples["train"]), len(examples["validation"]), self.data_args.max_seq_length)
+        return {"train_lines": len(raw["train"]), "eval_lines": len(raw["validation"]),
+                "train_blocks": len(examples["train"]), "eval_blocks": len(examples["validation"])}
+
+    def trainer_options(self, examples, tokenizer):
+        # The tokenizer (processing_class) is saved beside the model, so the output folder is complete for fine-tuning.
+        return {"train_dataset": examples["train"], "eval_dataset": examples["validation"],
+                "data_collator": make_collator(tokenizer, self.data_args)}
+
+    def before_training(self, trainer):
+        self.before = evaluate_perplexity(trainer, self.training_args.seed)
+        logger.info("Before training: eval_loss %.4f, perplexity %.1f", self.before["eval_loss"], self.before["eval_perplexity"])
+
+    def evaluate(self, trainer, raw, examples):
+        after = evaluate_perplexity(trainer, self.training_args.seed)
+        results = {"train_samples": len(examples["train"]), "eval_samples": len(examples["validation"]),
+                   "eval_loss_before": self.before["eval_loss"], "eval_perplexity_before": self.before["eval_perplexity"], **after}
+        trainer.log_metrics("eval", results)
+        return results, {}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Parse a pretraining recipe, pretrain, save, and write `all_results.json`; returns what it wrote there."""
-    model_args, data_args, tracking_args, run_args, training_args, recipe = parse_recipe(
-        (ModelArguments, PretrainingDataArguments, TrackingArguments, run_guard.RunArguments, TrainingArguments), argv
-    )
-    run_guard.check_numbers(data_args, training_args)
-    training.setup_run(training_args)
-    resume_from = training.resolve_resume_checkpoint(training_args)
-    run_guard.check_output_dir(training_args, run_args, resume_from)
-    # The collator reads special_tokens_mask (and offset_mapping), which the model's forward does not take, so the
-    # Trainer must not drop them; `preprocess` leaves only columns that the collator or the model use.
-    training_args.remove_unused_columns = False
-    # Evaluation needs only the loss; gathering (blocks x 128 x vocab) logits would take gigabytes.
-    training_args.prediction_loss_only = True
-    if not data_args.line_by_line and training_args.train_sampling_strategy == "group_by_length":
-        # Packed blocks all have the same length: grouping by length has nothing to group and would only scan the data.
-        logger.info("Packed blocks have equal lengths: train_sampling_strategy group_by_length -> random")
-        training_args.train_sampling_strategy = "random"
-
-    raw = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
-    tokenizer = training.load_tokenizer(model_args)
-    if tokenizer.mask_token is None or tokenizer.cls_token is None or tokenizer.sep_token is None:
-        raise RecipeError("The tokenizer lacks [MASK], [CLS] or [SEP]; train one with scripts/train_tokenizer.py.")
-    # A scratch preset gets random weights sized to the tokenizer; a checkpoint (continued pretraining) keeps its
-    # encoder, and its MLM head if it has one.
-    model = training.load_model(model_args, AutoModelForMaskedLM, tokenizer, max_seq_length=data_args.max_seq_length)
-    examples = preprocess(raw, tokenizer, data_args, training_args)
-    run_guard.make_room(training_args, run_args, resume_from)
-    info = training.start_outputs("mlm", model_args, tracking_args, training_args, recipe, model, {
-        "train_lines": len(raw["train"]),
-        "eval_lines": len(raw["validation"]),
-        "train_blocks": len(examples["train"]),
-        "eval_blocks": len(examples["validation"]),
-    })
-    logger.info("%d training and %d held-out examples of up to %d tokens", len(examples["train"]), len(examples["validation"]), data_args.max_seq_length)
-
-    trainer = training.make_trainer(
-        info,
-        model=model,
-        args=training_args,
-        train_dataset=examples["train"],
-        eval_dataset=examples["validation"],
-        data_collator=make_collator(tokenizer, data_args),
-        processing_class=tokenizer,  # saved beside the model, so the output folder is complete for fine-tuning
-    )
-
-    before = evaluate_perplexity(trainer, training_args.seed)
-    logger.info("Before training: eval_loss %.4f, perplexity %.1f", before["eval_loss"], before["eval_perplexity"])
-    train_result = trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model()  # model.safetensors, config.json and the tokenizer, in output_dir
-    trainer.save_state()
-    after = evaluate_perplexity(trainer, training_args.seed)
-
-    all_results = {
-        **train_result.metrics,
-        "train_samples": len(examples["train"]),
-        "eval_samples": len(examples["validation"]),
-        "eval_loss_before": before["eval_loss"],
-        "eval_perplexity_before": before["eval_perplexity"],
-        **after,
-    }
-    trainer.log_metrics("all", all_results)
-    training.finish_run(trainer, all_results)  # all_results.json + log_history.json; W&B summary when enabled
-    return all_results
+    return PretrainingRun.main(argv)

@@ -5,11 +5,12 @@ The task module's functions, in the order a run uses them:
     preprocess(raw, tokenizer, data_args, training_args) -> tokenized DatasetDict
     compute_metrics(eval_prediction)         -> accuracy, macro-F1 (the Trainer calls it)
     evaluate_split(trainer, ...)             -> metrics + per-example predictions file for one split
-    main(argv)                               -> the whole run (scripts/run_mnli.py calls it)
+    MnliRun / main(argv)                     -> the whole run, through pipelines/run.py (scripts/run_mnli.py calls it)
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import defaultdict
@@ -18,19 +19,47 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+from scipy.special import softmax
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
 
-from pipelines import hub_push, run_guard, training
-from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
-from pipelines.lora import PeftArguments
-from pipelines.data_files import DataError, LocalFile, find_split_file, load_local_file, require_columns
+from pipelines import training
+from pipelines.data_files import DataError, LocalFile, find_split_file, label_id, load_local_file, require_columns
 from pipelines.hub import SHORT_NAMES
 from pipelines.metrics import load_metric
-from pipelines.run_guard import RunArguments
+from pipelines.run import TaskRun
+from pipelines.tasks.glue import keep_first, load_from_hub, tokenize_splits
+from pipelines.tasks.base import CLASSIFICATION, Metric, Task
 
 logger = logging.getLogger("pipelines")
 
 LABEL_NAMES = ["entailment", "neutral", "contradiction"]  # GLUE order
+
+TASK = Task(
+    name="mnli", kind=CLASSIFICATION, title="MNLI", description="Natural Language Inference",
+    input_fields=("premise", "hypothesis"), label_names=tuple(LABEL_NAMES),
+    dataset_id="nyu-mll/glue", dataset_config="mnli", dataset_name="GLUE MNLI", language="en",
+    metrics=(
+        Metric("eval_matched_accuracy", "accuracy", "Matched accuracy", "validation_matched", False),
+        Metric("eval_mismatched_accuracy", "accuracy", "Mismatched accuracy", "validation_mismatched", False),
+    ),
+    full_eval_sizes={"validation_matched": 9815, "validation_mismatched": 9832},
+    tags=("natural-language-inference", "mnli", "glue"),
+    example=("A man is playing a guitar.", "A man is making music."),
+    data_note="Matched = the genres of the training data, mismatched = genres not seen in training. GLUE's test "
+              "labels are hidden, so the validation splits serve as test sets, as is usual.",
+    intended_use="Classifying whether a hypothesis follows from a premise (entailment), contradicts it, or neither "
+                 "(neutral), for English text like MNLI's genres; a building block for zero-shot classification and "
+                 "fact-checking research.",
+    limitations=(
+        "MNLI models learn annotation artefacts: negation words in the hypothesis predict contradiction, "
+        "lexical overlap predicts entailment. Accuracy drops on data built to break these shortcuts (HANS).",
+        "English only; three labels, so it cannot say 'unrelated' or 'partly true'.",
+    ),
+    normalize=lambda dataset, source: normalize_split(dataset, source),
+    licence_note="MNLI's texts come from the Open American National Corpus and other sources under their own terms "
+                 "(see the GLUE and MultiNLI pages).",
+)
+TASKS = {"mnli": TASK}
 EVAL_SPLITS = ["validation_matched", "validation_mismatched"]
 SPLITS = ["train", *EVAL_SPLITS]
 # Pairs held out of train for choosing hyperparameters (heldout_train_samples); dev is never used for that.
@@ -86,23 +115,6 @@ class MnliDataArguments:
 # --- Loading ------------------------------------------------------------------------------------------------
 
 
-def label_id(label, label_ids: dict[str, int]) -> int | None:
-    """0, 1, 2, a label name, or an integral float (pandas writes CSV labels as 1.0) -> the id; None if it is none of these."""
-    if isinstance(label, str):
-        text = label.strip().lower()
-        if text in label_ids:
-            return label_ids[text]
-        try:
-            label = float(text)
-        except ValueError:
-            return None
-    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, float, np.integer, np.floating)):
-        return None
-    if not float(label).is_integer() or not 0 <= label <= 2:  # NaN (an empty CSV cell) fails is_integer
-        return None
-    return int(label)
-
-
 def normalize_split(dataset: datasets.Dataset, source: LocalFile | str) -> datasets.Dataset:
     """Rename official column names, turn label names into ids, check every row, add idx when absent.
 
@@ -151,25 +163,14 @@ def load_raw_datasets(data_args: MnliDataArguments, cache_dir: str | None = None
             dataset, source = load_local_file(path, split=split, cache_dir=cache_dir)
             raw[split] = normalize_split(dataset, source)
     else:
-        try:
-            hub = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
-        except Exception as error:
-            raise DataError(
-                f"Could not load the data set '{data_args.dataset_name}' ({data_args.dataset_config_name}) from the Hugging Face Hub: "
-                f"{type(error).__name__}: {error}\nOffline, point the recipe at local files: data_dir: <folder with "
-                "train.jsonl, validation_matched.jsonl, validation_mismatched.jsonl> (e.g. ../shared/data/mnli), "
-                "or train_file / validation_matched_file / validation_mismatched_file."
-            ) from error
+        hint = ("data_dir: <folder with train.jsonl, validation_matched.jsonl, validation_mismatched.jsonl> "
+                "(e.g. ../shared/data/mnli), or train_file / validation_matched_file / validation_mismatched_file.")
+        hub = load_from_hub(data_args.dataset_name, data_args.dataset_config_name, cache_dir, hint)
         raw = {split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]") for split in SPLITS if split in hub}
     raw = datasets.DatasetDict(raw)
     if data_args.heldout_train_samples is not None:
         raw = hold_out_of_train(raw, data_args.heldout_train_samples, data_args.heldout_seed)
-    if "train" in raw and data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
-    for split in EVAL_SPLITS:
-        if split in raw and data_args.max_eval_samples is not None:
-            raw[split] = raw[split].select(range(min(data_args.max_eval_samples, len(raw[split]))))
-    return raw
+    return keep_first(raw, data_args.max_train_samples, data_args.max_eval_samples, EVAL_SPLITS)
 
 
 def hold_out_of_train(raw: datasets.DatasetDict, n: int, seed: int) -> datasets.DatasetDict:
@@ -195,42 +196,15 @@ def hold_out_of_train(raw: datasets.DatasetDict, n: int, seed: int) -> datasets.
 
 
 def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: MnliDataArguments, training_args) -> datasets.DatasetDict:
-    """Tokenize pairs (cached by datasets; once per process group) and add a length column for grouping."""
-    padding = "max_length" if data_args.pad_to_max_length else False
-
-    def tokenize(batch):
-        encoded = tokenizer(batch["premise"], batch["hypothesis"], truncation=True, max_length=data_args.max_seq_length, padding=padding)
-        encoded["length"] = [sum(mask) for mask in encoded["attention_mask"]]  # real tokens, padding excluded
-        return encoded
-
-    processed = {}
-    with training_args.main_process_first(desc="tokenizing MNLI"):
-        for split, dataset in raw.items():
-            processed[split] = dataset.map(
-                tokenize,
-                batched=True,
-                num_proc=data_args.preprocessing_num_workers,
-                remove_columns=[c for c in dataset.column_names if c not in ("label", "idx")],
-                load_from_cache_file=not data_args.overwrite_cache,
-                desc=f"tokenizing {split}",
-            )
-    if data_args.sort_eval_by_length:
-        for split in [*EVAL_SPLITS, HELDOUT_SPLIT]:
-            if split in processed:
-                processed[split] = processed[split].sort("length", reverse=True)
-    return datasets.DatasetDict(processed)
+    """Tokenize pairs (cached by datasets; once per process group), add a length column, sort eval splits by length."""
+    return tokenize_splits(raw, tokenizer, TASK.input_fields, data_args, training_args, [*EVAL_SPLITS, HELDOUT_SPLIT])
 
 
 # --- Metrics and predictions --------------------------------------------------------------------------------
 
-_metric = None
-
-
+@functools.cache
 def nli_metric():
-    global _metric
-    if _metric is None:
-        _metric = load_metric("nli")
-    return _metric
+    return load_metric("nli")
 
 
 def compute_metrics(eval_prediction) -> dict[str, float]:
@@ -239,17 +213,12 @@ def compute_metrics(eval_prediction) -> dict[str, float]:
     return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.Dataset, split: str, output_dir: str) -> tuple[dict, dict]:
     """Predict one eval split; write predictions_<split>.jsonl in the original order; return (metrics, tables)."""
     prefix = f"eval_{split.replace('validation_', '')}"  # eval_matched / eval_mismatched
     output = trainer.predict(features, metric_key_prefix=prefix)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    probabilities = softmax(logits.astype(np.float64))
+    probabilities = softmax(logits.astype(np.float64), axis=-1)
     predicted = probabilities.argmax(axis=-1)
     gold = np.asarray(features["label"])
     idx = np.asarray(features["idx"])
@@ -289,66 +258,47 @@ def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.D
 # --- The run ------------------------------------------------------------------------------------------------
 
 
+class MnliRun(TaskRun):
+    name, task, data_arguments = "mnli", TASK, MnliDataArguments
+
+    def load_data(self):
+        return load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
+
+    def load_model(self, tokenizer):
+        return training.load_model(
+            self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
+            num_labels=3, id2label=dict(enumerate(LABEL_NAMES)), label2id={name: i for i, name in enumerate(LABEL_NAMES)},
+            finetuning_task="mnli",
+        )
+
+    def preprocess(self, raw, tokenizer):
+        return preprocess(raw, tokenizer, self.data_args, self.training_args)
+
+    def eval_splits(self, raw) -> list[str]:
+        return [split for split in [*EVAL_SPLITS, HELDOUT_SPLIT] if split in raw]
+
+    def describe(self, raw, features):
+        return {"train_examples": len(raw["train"]) if "train" in raw else 0,
+                "eval_examples": {split: len(raw[split]) for split in self.eval_splits(raw)}}
+
+    def trainer_options(self, features, tokenizer):
+        return {
+            "train_dataset": features.get("train"),
+            "eval_dataset": {split.replace("validation_", ""): features[split] for split in self.eval_splits(features)},
+            # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
+            "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8),
+            "compute_metrics": compute_metrics,
+        }
+
+    def evaluate(self, trainer, raw, features):
+        all_metrics, tables = {}, {}
+        for split in self.eval_splits(raw):
+            metrics, split_tables = evaluate_split(trainer, features[split], raw[split], split, self.training_args.output_dir)
+            all_metrics.update(metrics)
+            tables.update(split_tables)
+            trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+        return all_metrics, tables
+
+
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, tracking_args, peft_args, run_args, training_args, recipe = parse_recipe(
-        (ModelArguments, MnliDataArguments, TrackingArguments, PeftArguments, RunArguments, TrainingArguments), argv
-    )
-    run_guard.check_numbers(data_args, peft_args, training_args)
-    push_request = hub_push.take_over_trainer_push(training_args)  # we push at the end, with a model card
-    training.setup_run(training_args)
-    resume_from = training.resolve_resume_checkpoint(training_args)
-    run_guard.check_output_dir(training_args, run_args, resume_from)
-
-    raw = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
-    tokenizer = training.load_tokenizer(model_args)
-    model = training.load_model(
-        model_args,
-        AutoModelForSequenceClassification,
-        tokenizer,
-        max_seq_length=data_args.max_seq_length,
-        num_labels=3,
-        id2label=dict(enumerate(LABEL_NAMES)),
-        label2id={name: i for i, name in enumerate(LABEL_NAMES)},
-        finetuning_task="mnli",
-    )
-    model = training.apply_peft(model, peft_args, "mnli")
-    features = preprocess(raw, tokenizer, data_args, training_args)
-    eval_splits = [split for split in [*EVAL_SPLITS, HELDOUT_SPLIT] if split in raw]
-    run_guard.make_room(training_args, run_args, resume_from)
-    info = training.start_outputs("mnli", model_args, tracking_args, training_args, recipe, model, {
-        "train_examples": len(raw["train"]) if "train" in raw else 0,
-        "eval_examples": {split: len(raw[split]) for split in eval_splits},
-    })
-
-    trainer = training.make_trainer(
-        info,
-        model=model,
-        args=training_args,
-        train_dataset=features.get("train"),
-        eval_dataset={split.replace("validation_", ""): features[split] for split in eval_splits},
-        processing_class=tokenizer,
-        # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if training_args.use_cpu else 8),
-        compute_metrics=compute_metrics,
-    )
-
-    all_results = {}
-    if "train" in features:
-        train_result = trainer.train(resume_from_checkpoint=resume_from)
-        if not peft_args.use_lora:
-            training.save_trained_model(trainer, peft_args, tokenizer)
-        trainer.save_state()
-        all_results.update(train_result.metrics)
-        trainer.log_metrics("train", train_result.metrics)
-    tables = {}
-    for split in eval_splits:
-        metrics, split_tables = evaluate_split(trainer, features[split], raw[split], split, training_args.output_dir)
-        all_results.update(metrics)
-        tables.update(split_tables)
-        trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
-    if peft_args.use_lora and "train" in features:
-        training.save_trained_model(trainer, peft_args, tokenizer)
-    training.finish_run(trainer, all_results, tables)
-    if trainer.is_world_process_zero():
-        hub_push.push_after_run(training_args.output_dir, push_request)
-    return all_results
+    return MnliRun.main(argv)

@@ -6,8 +6,9 @@ A run goes through these functions in order:
 2. `load_raw_datasets`         Hub data set or local SQuAD-format JSON -> questions (one row each), plus a
                                description of the splits for the run's outputs.
 3. `preprocess`                questions -> windows ("features"): train windows carry the answer's token
-                               positions, eval windows carry `example_id` and character offsets.
-4. `postprocess_qa_predictions` start/end logits of every window -> one answer text per question (+ n-best).
+                               positions, eval windows carry `example_id` and character offsets (qa_windows.py).
+4. `postprocess_qa_predictions` start/end logits of every window -> one answer text per question (+ n-best)
+                               (qa_windows.py). Local SQuAD-format files are read by squad_files.py.
 5. `score_predictions`         official EM/F1 (metric modules under pipelines/metrics), overall and per question.
 6. `write_predictions`         predictions_{split}.json, nbest_predictions_{split}.json, predictions_{split}.jsonl.
 
@@ -18,8 +19,6 @@ features, and post-processing gathers the candidate spans of all its windows.
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -27,13 +26,70 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 
+from pipelines import training
 from pipelines.arguments import RecipeError
-from pipelines.data_files import DataError, DataFileNotFound
+from pipelines.data_files import DataError
 from pipelines.metrics import load_metric, metric_path  # noqa: F401 (metric_path is part of this module's API)
+from pipelines.run import TaskRun
+from pipelines.tasks.base import EXTRACTIVE_QA, Metric, Task
+from pipelines.tasks.qa_windows import (  # noqa: F401 (windows and answers are part of this module's API)
+    EVAL_ONLY_COLUMNS,
+    postprocess_qa_predictions,
+    prepare_eval_features,
+    prepare_train_features,
+    preprocess,
+)
+from pipelines.tasks.squad_files import read_squad_file, split_by_article
 
 logger = logging.getLogger(__name__)
+
+_QA_LIMITATION = ("Extractive: the answer is always a span of the given context, even when the context has no answer "
+                  "(SQuAD v1.1 / KorQuAD 1.0 have no unanswerable questions).")
+_WINDOWS = "only; contexts longer than one window are read in overlapping windows, and answers longer than 30 tokens are never predicted."
+_QA_USE = "paragraph (reading comprehension), as in Wikipedia-style QA."
+SQUAD = Task(
+    name="squad", kind=EXTRACTIVE_QA, title="SQuAD v1.1", description="Extractive Question Answering",
+    input_fields=("question", "context"),
+    dataset_id="rajpurkar/squad", dataset_config=None, dataset_name="SQuAD v1.1", language="en",
+    metrics=(
+        Metric("eval_exact_match", "exact_match", "Exact match", "validation", True),
+        Metric("eval_f1", "f1", "F1", "validation", True),
+    ),
+    full_eval_sizes={"validation": 10570},
+    tags=("extractive-qa", "squad"),
+    example=("Where is the tower?", "The Eiffel Tower is in Paris."),
+    intended_use=f"Finding the answer span to a question in a given English {_QA_USE}",
+    limitations=(_QA_LIMITATION, f"English {_WINDOWS}"),
+    licence_note="SQuAD v1.1 is released under CC BY-SA 4.0.",
+)
+KORQUAD = Task(
+    name="korquad", kind=EXTRACTIVE_QA, title="KorQuAD 1.0", description="Extractive Question Answering",
+    input_fields=("question", "context"),
+    dataset_id="KorQuAD/squad_kor_v1", dataset_config=None, dataset_name="KorQuAD 1.0", language="ko",
+    metrics=(
+        Metric("eval_exact_match", "exact_match", "Exact match", "validation", True),
+        Metric("eval_f1", "f1", "F1 (character-level)", "validation", True),
+    ),
+    full_eval_sizes={"validation": 5774},
+    tags=("extractive-qa", "korquad"),
+    example=("어디에 있나요?", "에펠탑은 파리에 있다."),
+    intended_use=f"Finding the answer span to a question in a given Korean {_QA_USE}",
+    limitations=(_QA_LIMITATION, f"Korean {_WINDOWS}"),
+    licence_note="KorQuAD 1.0 is released under CC BY-ND 2.0 KR: check its terms before redistributing derived work.",
+    metric_note="F1 here is the official KorQuAD 1.0 metric: **character-level** F1 over the answer string (SQuAD's F1 "
+                "counts words). The two are not comparable: character-level F1 gives partial credit within Korean words, "
+                "so it is higher than a word-level F1 of the same answers.",
+)
+TASKS = {"squad": SQUAD, "korquad": KORQUAD}
+RUN_TASK_NAMES = ("qa", "squad", "korquad")  # a QA run records "qa"; its data says which benchmark
+
+
+def task_of_run(info: dict, recipe: dict) -> Task:
+    """SQuAD or KorQuAD, from where the run's data came from (KorQuAD's F1 is character-level)."""
+    where = [info.get("task"), info.get("metric"), json.dumps(info.get("data", ""))]
+    where += [recipe.get(key) for key in ("metric", "dataset_name", "heldout_from_file", "train_file", "validation_file")]
+    return KORQUAD if "korquad" in " ".join(str(w) for w in where).lower() else SQUAD
 
 # Official metrics, one `evaluate` module folder each under pipelines/metrics.
 METRICS = ("squad_v1", "korquad_v1")
@@ -52,8 +108,6 @@ QA_FEATURES = datasets.Features(
     }
 )
 
-# Columns of the eval features that post-processing (or sorting) needs but the model must not receive.
-EVAL_ONLY_COLUMNS = ["example_id", "offset_mapping", "length"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -215,359 +269,6 @@ def _load_from_hub(data_args: QADataArguments, cache_dir: str | None) -> dataset
         ) from error
 
 
-def read_squad_file(path: str | Path) -> list[dict[str, Any]]:
-    """Read a SQuAD v1.1-format JSON file into flat rows (id, title, context, question, answers), checked.
-
-    Every question is checked; all problems are reported at once (the first 10 in the message).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataFileNotFound(f"QA data file not found: {path} (relative paths start from the working directory: {Path.cwd()})")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from error
-    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
-        raise DataError(
-            f"{path}: not the SQuAD layout; expected "
-            '{"data": [{"title": ..., "paragraphs": [{"context": ..., "qas": [{"id", "question", "answers"}]}]}]}'
-        )
-
-    rows, problems, seen_ids = [], [], set()
-    for article_index, article in enumerate(document["data"]):
-        title = article.get("title", "") if isinstance(article, dict) else None
-        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
-        if not isinstance(paragraphs, list):
-            problems.append(f"data[{article_index}]: field 'paragraphs' is missing or not a list")
-            continue
-        for paragraph_index, paragraph in enumerate(paragraphs):
-            where = f"data[{article_index}].paragraphs[{paragraph_index}]"
-            context = paragraph.get("context") if isinstance(paragraph, dict) else None
-            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
-            if not isinstance(context, str) or not context.strip():
-                problems.append(f"{where}: field 'context' is missing or empty")
-                continue
-            if not isinstance(qas, list):
-                problems.append(f"{where}: field 'qas' is missing or not a list")
-                continue
-            for qa in qas:
-                question_problems = _check_question(qa, context, seen_ids)
-                if question_problems:
-                    problems.extend(question_problems)
-                    continue
-                seen_ids.add(qa["id"])
-                rows.append(
-                    {
-                        "id": qa["id"],
-                        "title": title or "",
-                        "context": context,
-                        "question": qa["question"],
-                        "answers": {
-                            "text": [answer["text"] for answer in qa["answers"]],
-                            "answer_start": [answer["answer_start"] for answer in qa["answers"]],
-                        },
-                    }
-                )
-    if problems:
-        listed = "\n  - ".join(problems[:10])
-        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise DataError(f"{path}: {len(problems)} problem(s):\n  - {listed}{more}")
-    if not rows:
-        raise DataError(f"{path}: no questions found")
-    return rows
-
-
-def _check_question(qa: Any, context: str, seen_ids: set[str]) -> list[str]:
-    """Problems of one question entry, each naming the question id and the field."""
-    if not isinstance(qa, dict) or not isinstance(qa.get("id"), str) or not qa["id"]:
-        return [f"a question without a string 'id': {str(qa)[:80]}"]
-    where = f"question id '{qa['id']}'"
-    problems = []
-    if qa["id"] in seen_ids:
-        problems.append(f"{where}: duplicate id (ids must be unique: predictions are keyed by id)")
-    if not isinstance(qa.get("question"), str) or not qa["question"].strip():
-        problems.append(f"{where}: field 'question' is missing or empty")
-    answers = qa.get("answers")
-    if not isinstance(answers, list) or not answers or qa.get("is_impossible"):
-        problems.append(f"{where}: field 'answers' is missing or empty (SQuAD 2.0 unanswerable questions are not supported)")
-        return problems
-    for j, answer in enumerate(answers):
-        text = answer.get("text") if isinstance(answer, dict) else None
-        start = answer.get("answer_start") if isinstance(answer, dict) else None
-        if not isinstance(text, str) or not text:
-            problems.append(f"{where}: field 'answers[{j}].text' is missing or empty")
-        elif not isinstance(start, int) or isinstance(start, bool):
-            problems.append(f"{where}: field 'answers[{j}].answer_start' is {start!r}, not an integer")
-        elif start < 0 or start + len(text) > len(context):
-            problems.append(
-                f"{where}: field 'answers[{j}].answer_start' = {start} puts the answer {text!r} outside its context "
-                f"({len(context)} characters)"
-            )
-        elif context[start : start + len(text)] != text:
-            problems.append(
-                f"{where}: field 'answers[{j}].answer_start' = {start} does not match 'answers[{j}].text': "
-                f"the context there reads {context[start : start + len(text)]!r}, the answer text is {text!r}"
-            )
-    return problems
-
-
-def split_by_article(
-    rows: list[dict[str, Any]], fraction: float, seed: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """Split questions into (train, held-out) so that each article (title) lies wholly on one side.
-
-    Questions about one article share its text, so a split by question would let the model train on the very
-    paragraphs it is evaluated on. Articles are ordered by sha256 of "seed:title" and the first
-    round(fraction * articles) are held out: the same seed and titles always give the same split, on any
-    machine and Python version. Rows keep their file order.
-    """
-    titles = sorted({row["title"] for row in rows})
-    if "" in titles:
-        raise DataError("Splitting by article needs a 'title' for every article; some articles have none.")
-    if len(titles) < 2:
-        raise DataError(f"Splitting by article needs at least 2 articles, found {len(titles)}.")
-    n_heldout = min(max(1, round(fraction * len(titles))), len(titles) - 1)
-    by_hash = sorted(titles, key=lambda title: hashlib.sha256(f"{seed}:{title}".encode("utf-8")).hexdigest())
-    heldout_titles = set(by_hash[:n_heldout])
-    train_rows = [row for row in rows if row["title"] not in heldout_titles]
-    heldout_rows = [row for row in rows if row["title"] in heldout_titles]
-    description = {
-        "method": "articles ordered by sha256('<seed>:<title>'); the first round(fraction * articles) are held out",
-        "fraction": fraction,
-        "seed": seed,
-        "train_articles": sorted(set(titles) - heldout_titles),
-        "validation_articles": sorted(heldout_titles),
-        "train_questions": len(train_rows),
-        "validation_questions": len(heldout_rows),
-    }
-    return train_rows, heldout_rows, description
-
-
-# --------------------------------------------------------------------------------------------------------------
-# 3. Preprocessing: questions -> windows
-# --------------------------------------------------------------------------------------------------------------
-
-
-def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: QADataArguments, training_args) -> datasets.DatasetDict:
-    """Tokenize every split into windows: "train" with answer positions, "validation" with example_id and offsets.
-
-    The validation features keep `EVAL_ONLY_COLUMNS` for post-processing; give the model
-    `features["validation"].remove_columns(EVAL_ONLY_COLUMNS)` (the Trainer also drops them itself when
-    `remove_unused_columns` is on). With `sort_eval_by_length` they come longest first; post-processing pairs
-    logits with windows by row, so predict on these very features, in this order.
-    """
-    if not getattr(tokenizer, "is_fast", False):
-        raise RecipeError(
-            f"QA preprocessing needs a fast tokenizer (character offsets of tokens); {type(tokenizer).__name__} is not one."
-        )
-    map_options = dict(
-        batched=True,
-        num_proc=data_args.preprocessing_num_workers,
-        load_from_cache_file=not data_args.overwrite_cache,
-        fn_kwargs={"tokenizer": tokenizer, "data_args": data_args},
-    )
-    features = datasets.DatasetDict()
-    if "train" in raw:
-        with training_args.main_process_first(desc="train windows"):
-            features["train"] = raw["train"].map(
-                prepare_train_features, remove_columns=raw["train"].column_names, desc="Train windows", **map_options
-            )
-    if "validation" in raw:
-        with training_args.main_process_first(desc="validation windows"):
-            features["validation"] = raw["validation"].map(
-                prepare_eval_features, remove_columns=raw["validation"].column_names, desc="Validation windows", **map_options
-            )
-            if data_args.sort_eval_by_length:
-                features["validation"] = features["validation"].sort("length", reverse=True)
-    return features
-
-
-def prepare_train_features(examples: dict[str, list], tokenizer, data_args: QADataArguments):
-    """Windows of a batch of questions, each labelled with the token positions of the (first) gold answer.
-
-    A window that does not hold the whole answer is labelled with its CLS token as start and end, which
-    teaches the model to put its "no answer here" mass on CLS (post-processing never picks CLS).
-    """
-    windows, context_sequence = _tokenize_windows(examples, tokenizer, data_args)
-    window_to_example = windows.pop("overflow_to_sample_mapping")
-    offsets_per_window = windows.pop("offset_mapping")
-    windows["start_positions"], windows["end_positions"] = [], []
-    for w, offsets in enumerate(offsets_per_window):
-        answers = examples["answers"][window_to_example[w]]
-        start_char = answers["answer_start"][0]
-        end_char = start_char + len(answers["text"][0])
-        sequence_ids = windows.sequence_ids(w)
-        context_tokens = [k for k, sequence in enumerate(sequence_ids) if sequence == context_sequence]
-        span = _answer_token_span(offsets, context_tokens, start_char, end_char)
-        if span is None:
-            cls_index = _cls_index(windows["input_ids"][w], tokenizer)
-            span = (cls_index, cls_index)
-        windows["start_positions"].append(span[0])
-        windows["end_positions"].append(span[1])
-    return windows
-
-
-def prepare_eval_features(examples: dict[str, list], tokenizer, data_args: QADataArguments):
-    """Windows of a batch of questions, each with the id of its question and the character offsets of its tokens.
-
-    Offsets of tokens outside the context (question, special tokens, padding) are set to None, so that
-    post-processing can tell a context token from the rest without the tokenizer.
-    """
-    windows, context_sequence = _tokenize_windows(examples, tokenizer, data_args)
-    window_to_example = windows.pop("overflow_to_sample_mapping")
-    windows["length"] = [len(ids) for ids in windows["input_ids"]]
-    windows["example_id"] = []
-    for w in range(len(windows["input_ids"])):
-        sequence_ids = windows.sequence_ids(w)
-        windows["example_id"].append(examples["id"][window_to_example[w]])
-        windows["offset_mapping"][w] = [
-            offset if sequence_ids[k] == context_sequence else None for k, offset in enumerate(windows["offset_mapping"][w])
-        ]
-    return windows
-
-
-def _tokenize_windows(examples: dict[str, list], tokenizer, data_args: QADataArguments):
-    """Tokenize question + context into overlapping windows; returns the encoding and the context's sequence index.
-
-    Only the context is truncated and windowed. A tokenizer that pads on the left (e.g. XLNet-style) puts
-    the context first, so that the padding never sits between question and context.
-    """
-    context_first = tokenizer.padding_side == "left"
-    # Some SQuAD questions start with long runs of spaces that would eat the window.
-    questions = _cut_questions([question.lstrip() for question in examples["question"]], tokenizer, data_args.max_query_length)
-    contexts = examples["context"]
-    windows = tokenizer(
-        contexts if context_first else questions,
-        questions if context_first else contexts,
-        truncation="only_first" if context_first else "only_second",
-        max_length=data_args.max_seq_length,
-        stride=data_args.doc_stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        padding="max_length" if data_args.pad_to_max_length else False,
-    )
-    return windows, (0 if context_first else 1)
-
-
-def _cut_questions(questions: list[str], tokenizer, max_query_length: int) -> list[str]:
-    """Cut each question after its first `max_query_length` tokens (at the character where that token ends)."""
-    tokenized = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-    cut = []
-    for question, offsets in zip(questions, tokenized["offset_mapping"]):
-        cut.append(question[: offsets[max_query_length - 1][1]] if len(offsets) > max_query_length else question)
-    return cut
-
-
-def _answer_token_span(offsets, context_tokens: list[int], start_char: int, end_char: int) -> tuple[int, int] | None:
-    """Token positions (start, end) of the answer characters [start_char, end_char), or None if the window lacks part of it."""
-    if not context_tokens:
-        return None
-    first, last = context_tokens[0], context_tokens[-1]
-    if offsets[first][0] > start_char or offsets[last][1] < end_char:
-        return None
-    # The first and the last context token that overlap the answer's characters. Several tokens can share one
-    # character (an uncased English vocabulary splits a Hangul syllable into jamo tokens with the same offsets):
-    # the label is then the first token of the answer's first character, not the last.
-    start = first
-    while start < last and offsets[start][1] <= start_char:
-        start += 1
-    end = last
-    while end > first and offsets[end][0] >= end_char:
-        end -= 1
-    return (start, end) if start <= end else None
-
-
-def _cls_index(input_ids: list[int], tokenizer) -> int:
-    if tokenizer.cls_token_id is not None and tokenizer.cls_token_id in input_ids:
-        return input_ids.index(tokenizer.cls_token_id)
-    return 0
-
-
-# --------------------------------------------------------------------------------------------------------------
-# 4. Post-processing: logits -> answer texts
-# --------------------------------------------------------------------------------------------------------------
-
-
-def postprocess_qa_predictions(
-    examples,
-    features,
-    start_logits,
-    end_logits,
-    n_best_size: int = 20,
-    max_answer_length: int = 30,
-) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]]]:
-    """Turn the start/end logits of all windows into one answer text per question.
-
-    `examples`: the raw questions (Dataset or dict of lists with "id" and "context").
-    `features`: their eval windows, in the order the logits come in (Dataset or dict of lists with
-    "example_id" and "offset_mapping", as `prepare_eval_features` makes them). Row i of the logits must belong
-    to row i of `features`: predict with a sequential eval sampler (in transformers 5 the Trainer's
-    `train_sampling_strategy="group_by_length"` also reorders evaluation and prediction batches).
-    `start_logits`, `end_logits`: one row per window (an array [windows, tokens] or a list of rows); a row may be
-    longer than its window (the Trainer pads the logits of shorter batches with -100): tokens past the window's
-    length are ignored.
-
-    For every window the `n_best_size` best starts and ends are paired; a pair is kept if both tokens are in the
-    context, end >= start and the span is at most `max_answer_length` tokens. Its score is start + end logit.
-    The same character span found in two overlapping windows is counted once, with its best score. The answer
-    is the best span over all windows of the question, cut from the original context by character offsets, so
-    its casing and spacing are the context's. A question with no valid span gets the empty answer.
-
-    Returns (predictions: id -> text, nbest: id -> [{text, start_logit, end_logit, probability, offsets}]),
-    where probability is the softmax of the scores over the n-best list.
-    """
-    example_ids = features["example_id"][:]
-    offsets_per_window = features["offset_mapping"][:]
-    if len(example_ids) != len(start_logits) or len(start_logits) != len(end_logits):
-        raise ValueError(
-            f"{len(start_logits)} start and {len(end_logits)} end logit rows for {len(example_ids)} windows: pass the "
-            "eval features the model predicted on, in the same order."
-        )
-    windows_of_example = collections.defaultdict(list)
-    for w, example_id in enumerate(example_ids):
-        windows_of_example[example_id].append(w)
-
-    predictions, nbest = {}, {}
-    for example_id, context in zip(examples["id"][:], examples["context"][:]):
-        best_by_span: dict[tuple[int, int], dict[str, Any]] = {}
-        for w in windows_of_example[example_id]:
-            offsets = offsets_per_window[w]
-            window_starts, window_ends = np.asarray(start_logits[w]), np.asarray(end_logits[w])
-            for start, end in _valid_spans(window_starts, window_ends, offsets, n_best_size, max_answer_length):
-                span = (offsets[start][0], offsets[end][1])
-                candidate = {"start_logit": float(window_starts[start]), "end_logit": float(window_ends[end])}
-                candidate["score"] = candidate["start_logit"] + candidate["end_logit"]
-                if span not in best_by_span or candidate["score"] > best_by_span[span]["score"]:
-                    best_by_span[span] = candidate | {"offsets": list(span)}
-        ranked = sorted(best_by_span.values(), key=lambda c: c["score"], reverse=True)[:n_best_size]
-        if not ranked:
-            ranked = [{"start_logit": 0.0, "end_logit": 0.0, "score": 0.0, "offsets": [0, 0]}]
-        scores = np.array([c.pop("score") for c in ranked])
-        probabilities = np.exp(scores - scores.max())
-        probabilities /= probabilities.sum()
-        nbest[example_id] = [
-            {"text": context[c["offsets"][0] : c["offsets"][1]], **c, "probability": float(p)}
-            for c, p in zip(ranked, probabilities)
-        ]
-        predictions[example_id] = nbest[example_id][0]["text"]
-    return predictions, nbest
-
-
-def _valid_spans(start_logits, end_logits, offsets, n_best_size: int, max_answer_length: int):
-    """(start, end) token pairs among the best starts and ends of one window that can be an answer."""
-    length = len(offsets)
-    best_starts = np.argsort(start_logits[:length])[::-1][:n_best_size]
-    best_ends = np.argsort(end_logits[:length])[::-1][:n_best_size]
-    for start in best_starts:
-        for end in best_ends:
-            # None marks tokens outside the context: the question, special tokens (CLS, SEP) and padding.
-            if offsets[start] is None or offsets[end] is None:
-                continue
-            if end < start or end - start + 1 > max_answer_length:
-                continue
-            yield int(start), int(end)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # 5. Scoring
 # --------------------------------------------------------------------------------------------------------------
@@ -685,62 +386,50 @@ def evaluate_split(trainer, raw_examples, features, data_args: QADataArguments, 
     return metrics, tables
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainingArguments
+class QARun(TaskRun):
+    name, task, data_arguments = "qa", SQUAD, QADataArguments  # SQuAD and KorQuAD share the head (LoRA's type)
 
-    from pipelines import hub_push, run_guard, training
-    from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
-    from pipelines.lora import PeftArguments
+    def load_data(self):
+        raw, self.description = load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
+        return raw
 
-    model_args, data_args, tracking_args, peft_args, run_args, training_args, recipe = parse_recipe(
-        (ModelArguments, QADataArguments, TrackingArguments, PeftArguments, run_guard.RunArguments, TrainingArguments), argv
-    )
-    run_guard.check_numbers(data_args, peft_args, training_args)
-    push_request = hub_push.take_over_trainer_push(training_args)  # we push at the end, with a model card
-    training.setup_run(training_args)
-    resume_from = training.resolve_resume_checkpoint(training_args)
-    run_guard.check_output_dir(training_args, run_args, resume_from)
+    def load_model(self, tokenizer):
+        from transformers import AutoModelForQuestionAnswering
 
-    raw, description = load_raw_datasets(data_args, cache_dir=model_args.cache_dir)
-    tokenizer = training.load_tokenizer(model_args)
-    # num_labels=2: the QA head's two outputs (start, end), whatever head the checkpoint was saved with.
-    model = training.load_model(model_args, AutoModelForQuestionAnswering, tokenizer, max_seq_length=data_args.max_seq_length, num_labels=2)
-    model = training.apply_peft(model, peft_args, "qa")
-    features = preprocess(raw, tokenizer, data_args, training_args)
-    run_guard.make_room(training_args, run_args, resume_from)
-    info = training.start_outputs("qa", model_args, tracking_args, training_args, recipe, model, {
-        "data": description,
-        "metric": data_args.metric,
-        "train_windows": len(features["train"]) if "train" in features else 0,
-        "eval_windows": len(features["validation"]) if "validation" in features else 0,
-    })
-    if training_args.process_index == 0:
-        training.write_json(Path(training_args.output_dir) / "data_splits.json", description)
+        # num_labels=2: the QA head's two outputs (start, end), whatever head the checkpoint was saved with.
+        return training.load_model(self.model_args, AutoModelForQuestionAnswering, tokenizer,
+                                   max_seq_length=self.data_args.max_seq_length, num_labels=2)
 
-    trainer = training.make_trainer(
-        info,
-        model=model,
-        args=training_args,
-        train_dataset=features.get("train"),
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if training_args.use_cpu else 8),
-    )
-    all_results: dict[str, Any] = {}
-    if "train" in features:
-        train_result = trainer.train(resume_from_checkpoint=resume_from)
-        if not peft_args.use_lora:
-            training.save_trained_model(trainer, peft_args, tokenizer)
-        trainer.save_state()
-        all_results.update(train_result.metrics)
-        trainer.log_metrics("train", train_result.metrics)
-    tables = {}
-    if "validation" in features:
-        metrics, tables = evaluate_split(trainer, raw["validation"], features["validation"], data_args, training_args.output_dir)
-        all_results.update(metrics)
+    def preprocess(self, raw, tokenizer):
+        return preprocess(raw, tokenizer, self.data_args, self.training_args)
+
+    def describe(self, raw, features):
+        return {
+            "data": self.description,
+            "metric": self.data_args.metric,
+            "train_windows": len(features["train"]) if "train" in features else 0,
+            "eval_windows": len(features["validation"]) if "validation" in features else 0,
+        }
+
+    def start_outputs(self, model, raw, features):
+        info = super().start_outputs(model, raw, features)
+        if self.training_args.process_index == 0:
+            training.write_json(Path(self.training_args.output_dir) / "data_splits.json", self.description)
+        return info
+
+    def trainer_options(self, features, tokenizer):
+        from transformers import DataCollatorWithPadding
+
+        return {"train_dataset": features.get("train"),
+                "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8)}
+
+    def evaluate(self, trainer, raw, features):
+        if "validation" not in features:
+            return {}, {}
+        metrics, tables = evaluate_split(trainer, raw["validation"], features["validation"], self.data_args, self.training_args.output_dir)
         trainer.log_metrics("eval", metrics)
-    if peft_args.use_lora and "train" in features:
-        training.save_trained_model(trainer, peft_args, tokenizer)
-    training.finish_run(trainer, all_results, tables)
-    if trainer.is_world_process_zero():
-        hub_push.push_after_run(training_args.output_dir, push_request)
-    return all_results
+        return metrics, tables
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return QARun.main(argv)

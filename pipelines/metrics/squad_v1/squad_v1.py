@@ -18,12 +18,12 @@ Loaded by path, so it works offline:
 order of `references`; the mean of each column equals the aggregate value.
 """
 
-import collections
 import re
 import string
 
-import datasets
 import evaluate
+
+from pipelines.metrics.extractive_qa import FEATURES, bag_f1, score_questions
 
 _CITATION = """\
 @inproceedings{rajpurkar-etal-2016-squad,
@@ -62,16 +62,7 @@ def exact_match_score(prediction, gold):
 
 def f1_score(prediction, gold):
     """Harmonic mean of precision and recall over the bags of normalised whitespace tokens."""
-    prediction_tokens = normalize_answer(prediction).split()
-    gold_tokens = normalize_answer(gold).split()
-    common = collections.Counter(prediction_tokens) & collections.Counter(gold_tokens)
-    num_same = sum(common.values())
-    # The official script scores 0 when nothing is shared, which includes two empty answers.
-    if num_same == 0:
-        return 0.0
-    precision = num_same / len(prediction_tokens)
-    recall = num_same / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
+    return bag_f1(normalize_answer(prediction).split(), normalize_answer(gold).split())
 
 
 class SquadV1(evaluate.Metric):
@@ -80,40 +71,9 @@ class SquadV1(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_INPUTS,
-            features=datasets.Features(
-                {
-                    "predictions": {"id": datasets.Value("string"), "prediction_text": datasets.Value("string")},
-                    "references": {
-                        "id": datasets.Value("string"),
-                        "answers": {
-                            "text": datasets.List(datasets.Value("string")),
-                            "answer_start": datasets.List(datasets.Value("int32")),
-                        },
-                    },
-                }
-            ),
+            features=FEATURES,
             reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
         )
 
     def _compute(self, predictions, references, per_example=False):
-        predicted_text = {p["id"]: p["prediction_text"] for p in predictions}
-        scores = []
-        for reference in references:
-            golds = reference["answers"]["text"]
-            prediction = predicted_text.get(reference["id"])
-            if prediction is None:  # unanswered: 0, as in the official script
-                exact, f1 = 0.0, 0.0
-            else:
-                exact = max(exact_match_score(prediction, gold) for gold in golds)
-                f1 = max(f1_score(prediction, gold) for gold in golds)
-            scores.append({"id": reference["id"], "exact_match": 100.0 * exact, "f1": 100.0 * f1})
-        total = len(scores)
-        result = {
-            "exact_match": sum(s["exact_match"] for s in scores) / total if total else 0.0,
-            "f1": sum(s["f1"] for s in scores) / total if total else 0.0,
-            "exact_count": sum(1 for s in scores if s["exact_match"] == 100.0),
-            "total": total,
-        }
-        if per_example:
-            result["per_example"] = scores
-        return result
+        return score_questions(predictions, references, exact_match_score, f1_score, per_example)

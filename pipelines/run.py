@@ -1,0 +1,129 @@
+"""The run sequence every task uses: parse the recipe, load, train, save, evaluate, write the outputs, push.
+
+A task module subclasses `TaskRun`, fills in its steps (load_data, load_model, preprocess, trainer_options,
+evaluate; optionally describe and before_training), and its `main` is `TaskRun.main(argv)`:
+
+    class MnliRun(TaskRun):
+        name, task, data_arguments = "mnli", TASK, MnliDataArguments
+        ...
+
+    def main(argv=None):
+        return MnliRun.main(argv)
+
+`TaskRun.run` below is the sequence, top to bottom, the same for every task.
+"""
+
+from __future__ import annotations
+
+import datasets
+from transformers import TrainingArguments
+
+from pipelines import hub_push, run_guard, training
+from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
+from pipelines.lora import PeftArguments
+from pipelines.run_guard import RunArguments
+
+
+class TaskRun:
+    """One run of one task. Subclasses set the class attributes and the steps marked 'a task's step'."""
+
+    name: str  # recorded in run_info.json as "task"
+    data_arguments: type  # the task's data dataclass
+    task = None  # its pipelines.tasks.base.Task (a subclass may set it once the arguments are parsed)
+    uses_lora = True  # parse PeftArguments and apply LoRA when the recipe asks (pretraining: no)
+    push_at_end = True  # take over push_to_hub and push at the end, with a model card
+
+    def __init__(self, argv: list[str] | None = None):
+        classes = [ModelArguments, self.data_arguments, TrackingArguments, RunArguments, TrainingArguments]
+        if self.uses_lora:
+            classes.insert(3, PeftArguments)
+        parsed = list(parse_recipe(tuple(classes), argv))
+        self.model_args, self.data_args, self.tracking_args = parsed[:3]
+        self.peft_args = parsed.pop(3) if self.uses_lora else None
+        self.run_args, self.training_args, self.recipe = parsed[3:]
+
+    @classmethod
+    def main(cls, argv: list[str] | None = None) -> dict:
+        return cls(argv).run()
+
+    # --- The sequence ---------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        args = self.training_args
+        run_guard.check_numbers(self.data_args, self.peft_args, args)
+        push_request = hub_push.take_over_trainer_push(args) if self.push_at_end else None
+        training.setup_run(args)
+        resume_from = training.resolve_resume_checkpoint(args)
+        run_guard.check_output_dir(args, self.run_args, resume_from)
+        self.adjust_arguments()
+
+        raw = self.load_data()
+        tokenizer = training.load_tokenizer(self.model_args)
+        model = self.load_model(tokenizer)
+        if self.uses_lora:
+            model = training.apply_peft(model, self.peft_args, self.task)
+        features = self.preprocess(raw, tokenizer)
+        run_guard.make_room(args, self.run_args, resume_from)
+        info = self.start_outputs(model, raw, features)
+        trainer = training.make_trainer(info, model=model, args=args, processing_class=tokenizer,
+                                        **self.trainer_options(features, tokenizer))
+
+        all_results, tables = self.train_and_evaluate(trainer, raw, features, tokenizer, resume_from)
+        training.finish_run(trainer, all_results, tables)
+        if push_request is not None and trainer.is_world_process_zero():
+            hub_push.push_after_run(args.output_dir, push_request)
+        return all_results
+
+    def train_and_evaluate(self, trainer, raw, features, tokenizer, resume_from) -> tuple[dict, dict]:
+        """Train (when there is a train split), save, evaluate. A LoRA model is saved after evaluation, since
+        saving merges the adapters into the model in place."""
+        lora = self.peft_args is not None and self.peft_args.use_lora
+        training_split = "train" in features
+        self.before_training(trainer)
+        all_results = {}
+        if training_split:
+            train_result = trainer.train(resume_from_checkpoint=resume_from)
+            if not lora:
+                training.save_trained_model(trainer, self.peft_args, tokenizer)
+            trainer.save_state()
+            all_results.update(train_result.metrics)
+            trainer.log_metrics("train", train_result.metrics)
+        metrics, tables = self.evaluate(trainer, raw, features)
+        all_results.update(metrics)
+        if lora and training_split:
+            training.save_trained_model(trainer, self.peft_args, tokenizer)
+        return all_results, tables
+
+    def start_outputs(self, model, raw, features) -> dict:
+        """W&B, recipe.yaml and run_info.json (with what `describe` adds); returns the run info."""
+        return training.start_outputs(self.name, self.model_args, self.tracking_args, self.training_args, self.recipe,
+                                      model, self.describe(raw, features))
+
+    # --- A task's steps -------------------------------------------------------------------------------------
+
+    def adjust_arguments(self) -> None:
+        """Change training arguments the task needs set a certain way (before any data is loaded)."""
+
+    def load_data(self) -> datasets.DatasetDict:
+        raise NotImplementedError
+
+    def load_model(self, tokenizer):
+        raise NotImplementedError
+
+    def preprocess(self, raw, tokenizer) -> datasets.DatasetDict:
+        raise NotImplementedError
+
+    def describe(self, raw, features) -> dict:
+        """What run_info.json records about the data (example counts)."""
+        return {}
+
+    def trainer_options(self, features, tokenizer) -> dict:
+        """train_dataset, eval_dataset, data_collator, compute_metrics for the Trainer."""
+        raise NotImplementedError
+
+    def before_training(self, trainer) -> None:
+        """Anything measured before training (pretraining's perplexity)."""
+
+    def evaluate(self, trainer, raw, features) -> tuple[dict, dict]:
+        """(metrics for all_results.json, W&B tables) after training; the task also writes its predictions files."""
+        raise NotImplementedError

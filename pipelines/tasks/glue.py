@@ -1,0 +1,326 @@
+"""GLUE: every task of the benchmark with its official metric, selected by `task_name` (as in run_glue.py).
+
+    accelerate launch scripts/run_glue.py configs/glue/sst2_minilm_cpu.yaml
+    accelerate launch scripts/run_glue.py --task_name cola --model_name_or_path minilm --output_dir outputs/glue/cola
+
+| task  | inputs                 | labels                             | metric                    |
+|-------|------------------------|------------------------------------|---------------------------|
+| cola  | sentence               | unacceptable, acceptable           | Matthews correlation      |
+| sst2  | sentence               | negative, positive                 | accuracy                  |
+| mrpc  | sentence1, sentence2   | not_equivalent, equivalent         | F1 and accuracy           |
+| qqp   | question1, question2   | not_duplicate, duplicate           | F1 and accuracy           |
+| stsb  | sentence1, sentence2   | a similarity score 0-5 (regression) | Pearson and Spearman      |
+| mnli  | premise, hypothesis    | entailment, neutral, contradiction | accuracy (matched, mismatched) |
+| qnli  | question, sentence     | entailment, not_entailment         | accuracy                  |
+| rte   | sentence1, sentence2   | entailment, not_entailment         | accuracy                  |
+| wnli  | sentence1, sentence2   | not_entailment, entailment         | accuracy                  |
+
+Data: the Hub (`nyu-mll/glue`, the task's config) or local `train_file` / `validation_file` (.jsonl/.json/.csv/
+.tsv/.parquet) with GLUE's column names and `label` (an id, a label name, or the score for STS-B). MNLI here reads
+one local validation file (as matched); scripts/run_mnli.py is its full entry point (both dev sets, official files).
+A task is a `Task` in `TASKS` below (from `glue_task`); the run is `GlueRun` through pipelines/run.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+from scipy.special import softmax
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+from pipelines import training
+from pipelines.arguments import RecipeError
+from pipelines.data_files import DataError, LocalFile, label_id, load_local_file, require_columns
+from pipelines.metrics import load_metric
+from pipelines.run import TaskRun
+from pipelines.tasks.base import CLASSIFICATION, REGRESSION, Metric, Task, find_task
+
+logger = logging.getLogger("pipelines")
+
+LICENCE_NOTE = "GLUE's data sets come under their own licences: see gluebenchmark.com and each data set's page."
+METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "matthews_correlation": "Matthews correlation",
+                "pearson": "Pearson correlation", "spearmanr": "Spearman correlation"}
+
+
+def glue_task(name: str, title: str, description: str, fields: tuple[str, ...], labels: tuple[str, ...] | None,
+              metrics: tuple[str, ...], validation_size: int, example: tuple[str, ...], use: str) -> Task:
+    """A GLUE task with one validation split; labels None means regression (STS-B)."""
+    return Task(
+        name=name, kind=REGRESSION if labels is None else CLASSIFICATION, title=title, description=description,
+        input_fields=fields, label_names=labels or (), dataset_id="nyu-mll/glue", dataset_config=name,
+        dataset_name=f"GLUE {title}", language="en",
+        # Accuracy and F1 are fractions (shown as %); correlations are shown as they are.
+        metrics=tuple(Metric(f"eval_{m}", m, METRIC_NAMES[m], "validation", m in ("matthews_correlation", "pearson", "spearmanr"))
+                      for m in metrics),
+        full_eval_sizes={"validation": validation_size}, tags=(name, "glue"), example=example,
+        data_note="GLUE's test labels are hidden, so the validation split serves as the test set, as is usual.",
+        intended_use=f"{use}, for English text like {title}'s.",
+        limitations=("English only; it knows this one task's labels and nothing else.",),
+        licence_note=LICENCE_NOTE, normalize=lambda dataset, source: normalize_split(dataset, source, find_task(name)),
+    )
+
+
+TASKS = {task.name: task for task in (
+    glue_task("cola", "CoLA", "Linguistic Acceptability", ("sentence",), ("unacceptable", "acceptable"),
+              ("matthews_correlation",), 1043, ("The book was read by me.",), "Judging whether a sentence is grammatical"),
+    glue_task("sst2", "SST-2", "Sentiment Analysis", ("sentence",), ("negative", "positive"), ("accuracy",), 872,
+              ("A gripping, beautifully acted film.",), "Classifying the sentiment of a sentence as positive or negative"),
+    glue_task("mrpc", "MRPC", "Paraphrase Detection", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
+              ("f1", "accuracy"), 408, ("He said it would rain.", "He predicted rain."), "Telling whether two sentences are paraphrases"),
+    glue_task("qqp", "QQP", "Duplicate Question Detection", ("question1", "question2"), ("not_duplicate", "duplicate"),
+              ("f1", "accuracy"), 40430, ("How do I learn Python?", "What is the best way to learn Python?"),
+              "Telling whether two questions ask the same thing"),
+    glue_task("stsb", "STS-B", "Semantic Textual Similarity", ("sentence1", "sentence2"), None, ("pearson", "spearmanr"),
+              1500, ("A man is playing a guitar.", "A man plays music."), "Scoring how similar two sentences are, from 0 to 5"),
+    glue_task("qnli", "QNLI", "Question Answering NLI", ("question", "sentence"), ("entailment", "not_entailment"),
+              ("accuracy",), 5463, ("Where is the tower?", "The Eiffel Tower is in Paris."),
+              "Telling whether a sentence answers a question"),
+    glue_task("rte", "RTE", "Recognizing Textual Entailment", ("sentence1", "sentence2"), ("entailment", "not_entailment"),
+              ("accuracy",), 277, ("A man plays a guitar.", "A man makes music."), "Telling whether one sentence entails another"),
+    glue_task("wnli", "WNLI", "Winograd NLI", ("sentence1", "sentence2"), ("not_entailment", "entailment"),
+              ("accuracy",), 71, ("The trophy did not fit in the case because it was too big.", "The trophy was too big."),
+              "Resolving pronouns by entailment"),
+)}
+GLUE_TASK_NAMES = (*TASKS, "mnli")  # MNLI's Task is defined in tasks/mnli.py (run_mnli.py's own module)
+
+
+@dataclass
+class GlueDataArguments:
+    task_name: str | None = field(default=None, metadata={"help": f"The GLUE task: {', '.join(GLUE_TASK_NAMES)}."})
+    dataset_name: str = field(default="nyu-mll/glue", metadata={"help": "Hub data set (the task is its config)."})
+    train_file: str | None = field(default=None, metadata={"help": "Local train file with GLUE's column names (instead of the Hub)."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file with GLUE's column names."})
+    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (pairs: longest first)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N examples of each eval split."})
+    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every input to max_seq_length (slower)."})
+    sort_eval_by_length: bool = field(
+        default=True, metadata={"help": "Evaluate in length order so eval batches barely pad; predictions are written in the original order."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again even when datasets has it cached."})
+
+    def __post_init__(self):
+        if self.task_name is None or self.task_name.lower() not in GLUE_TASK_NAMES:
+            given = "no task_name" if self.task_name is None else f"task_name '{self.task_name}'"
+            raise RecipeError(f"{given}: expected one of {', '.join(GLUE_TASK_NAMES)}")
+        self.task_name = self.task_name.lower()
+
+
+def eval_splits(task: Task) -> list[str]:
+    return list(task.full_eval_sizes)
+
+
+# --- Loading ------------------------------------------------------------------------------------------------
+
+
+def normalize_split(dataset: datasets.Dataset, source: LocalFile | str, task: Task) -> datasets.Dataset:
+    """Check every row (texts present, label valid), turn label names into ids, add idx when absent.
+
+    Errors name the file and line (or example), and the field.
+    """
+    require_columns(dataset, [*task.input_fields, "label"], source)
+    where = source.where if isinstance(source, LocalFile) else (lambda row: f"{source}, example {row}")
+    label_ids = {name: i for i, name in enumerate(task.label_names)}
+    labels = []
+    for row, example in enumerate(dataset.select_columns([*task.input_fields, "label"])):
+        for name in task.input_fields:
+            text = example[name]
+            if not isinstance(text, str) or not text.strip():
+                shown = "empty" if text is None or isinstance(text, str) else f"{text!r} ({type(text).__name__}), not text"
+                raise DataError(f"{where(row)}: field '{name}' is {shown}")
+        labels.append(parse_label(example["label"], task, label_ids, lambda: where(row)))
+    if "idx" not in dataset.column_names:
+        dataset = dataset.add_column("idx", list(range(len(dataset))))
+    dataset = dataset.remove_columns("label").add_column("label", labels)
+    if task.kind == REGRESSION:
+        return dataset.cast_column("label", datasets.Value("float32"))
+    return dataset.cast_column("label", datasets.ClassLabel(names=list(task.label_names)))
+
+
+def parse_label(given, task: Task, label_ids: dict[str, int], where) -> int | float:
+    if task.kind == REGRESSION:
+        try:
+            score = float(given)
+        except (TypeError, ValueError):
+            score = math.nan
+        if isinstance(given, bool) or not math.isfinite(score):
+            raise DataError(f"{where()}: field 'label' is {given!r}; expected a similarity score (a number)")
+        return score
+    label = label_id(given, label_ids)
+    if label is None:
+        ids = ", ".join(str(i) for i in range(len(task.label_names)))
+        raise DataError(f"{where()}: field 'label' is {given!r}; expected {ids} or one of {', '.join(task.label_names)}")
+    return label
+
+
+def load_raw_datasets(data_args: GlueDataArguments, task: Task, cache_dir: str | None = None) -> datasets.DatasetDict:
+    splits = ["train", *eval_splits(task)]
+    if data_args.train_file or data_args.validation_file:
+        files = {"train": data_args.train_file, splits[1]: data_args.validation_file}
+        raw = {}
+        for split, path in files.items():
+            if path:
+                dataset, source = load_local_file(path, split=split, cache_dir=cache_dir)
+                raw[split] = normalize_split(dataset, source, task)
+    else:
+        hint = f"train_file / validation_file with the columns {', '.join(task.input_fields)}, label."
+        hub = load_from_hub(data_args.dataset_name, task.name, cache_dir, hint)
+        raw = {split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]", task) for split in splits if split in hub}
+    return keep_first(datasets.DatasetDict(raw), data_args.max_train_samples, data_args.max_eval_samples, eval_splits(task))
+
+
+def load_from_hub(name: str, config: str, cache_dir: str | None, offline_hint: str) -> datasets.DatasetDict:
+    """The Hub data set, or a DataError that says how to point the recipe at local files instead."""
+    try:
+        return datasets.load_dataset(name, config, cache_dir=cache_dir)
+    except Exception as error:
+        raise DataError(
+            f"Could not load the data set '{name}' ({config}) from the Hugging Face Hub: "
+            f"{type(error).__name__}: {error}\nOffline, point the recipe at local files: {offline_hint}"
+        ) from error
+
+
+def keep_first(raw: datasets.DatasetDict, train_samples: int | None, eval_samples: int | None, eval_split_names) -> datasets.DatasetDict:
+    """max_train_samples / max_eval_samples: the first examples of train and of each eval split."""
+    if "train" in raw and train_samples is not None:
+        raw["train"] = raw["train"].select(range(min(train_samples, len(raw["train"]))))
+    for split in eval_split_names:
+        if split in raw and eval_samples is not None:
+            raw[split] = raw[split].select(range(min(eval_samples, len(raw[split]))))
+    return raw
+
+
+# --- Preprocessing ------------------------------------------------------------------------------------------
+
+
+def tokenize_splits(raw: datasets.DatasetDict, tokenizer, fields: tuple[str, ...], data_args, training_args,
+                    sorted_splits: list[str]) -> datasets.DatasetDict:
+    """Tokenize one text or a pair (cached by datasets; once per process group), add a length column for grouping,
+    and sort `sorted_splits` by length when data_args.sort_eval_by_length (evaluation then barely pads)."""
+    padding = "max_length" if data_args.pad_to_max_length else False
+
+    def tokenize(batch):
+        texts = [batch[name] for name in fields]
+        encoded = tokenizer(*texts, truncation=True, max_length=data_args.max_seq_length, padding=padding)
+        encoded["length"] = [sum(mask) for mask in encoded["attention_mask"]]  # real tokens, padding excluded
+        return encoded
+
+    processed = {}
+    with training_args.main_process_first(desc="tokenizing"):
+        for split, dataset in raw.items():
+            processed[split] = dataset.map(
+                tokenize,
+                batched=True,
+                num_proc=data_args.preprocessing_num_workers,
+                remove_columns=[c for c in dataset.column_names if c not in ("label", "idx")],
+                load_from_cache_file=not data_args.overwrite_cache,
+                desc=f"tokenizing {split}",
+            )
+    if data_args.sort_eval_by_length:
+        for split in sorted_splits:
+            if split in processed:
+                processed[split] = processed[split].sort("length", reverse=True)
+    return datasets.DatasetDict(processed)
+
+
+# --- Metrics and predictions --------------------------------------------------------------------------------
+
+
+def scores_of(predictions, task: Task) -> np.ndarray:
+    """The model's outputs -> predicted label ids (classification) or scores (regression)."""
+    logits = predictions[0] if isinstance(predictions, tuple) else predictions
+    return logits[:, 0] if task.kind == REGRESSION else np.argmax(logits, axis=-1)
+
+
+def metric_function(task: Task):
+    """compute_metrics for the Trainer: the task's official GLUE metric."""
+    metric = load_metric("glue", task.name)
+
+    def compute_metrics(eval_prediction) -> dict[str, float]:
+        return metric.compute(predictions=scores_of(eval_prediction.predictions, task), references=eval_prediction.label_ids)
+
+    return compute_metrics
+
+
+def evaluate_split(trainer, features: datasets.Dataset, split: str, task: Task, output_dir: str) -> tuple[dict, dict]:
+    """Predict one eval split; write predictions_<split>.jsonl in file order; return (metrics, W&B tables).
+
+    Rows: idx, gold, predicted and (classification) every label's probability, or (regression) the absolute error.
+    """
+    prefix = "eval" if split == "validation" else f"eval_{split.replace('validation_', '')}"
+    output = trainer.predict(features, metric_key_prefix=prefix)
+    logits = (output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions).astype(np.float64)
+    gold, idx = np.asarray(features["label"]), np.asarray(features["idx"])
+    rows = []
+    for i in np.argsort(idx, kind="stable"):  # back to file order after length-sorted evaluation
+        if task.kind == REGRESSION:
+            predicted = float(logits[i, 0])
+            # Not rounded: an undertrained model's scores can differ in the 6th decimal only.
+            rows.append({"idx": int(idx[i]), "gold": round(float(gold[i]), 6), "predicted": predicted,
+                         "absolute_error": abs(predicted - float(gold[i]))})
+        else:
+            probabilities = softmax(logits[i])
+            rows.append({"idx": int(idx[i]), "gold": int(gold[i]), "predicted": int(probabilities.argmax()),
+                         "probabilities": [round(float(p), 6) for p in probabilities]})
+    if trainer.is_world_process_zero():
+        training.write_jsonl(Path(output_dir) / f"predictions_{split}.jsonl", rows)
+    sample = [[r["idx"], task.label_name(r["gold"]), task.label_name(r["predicted"])] for r in rows[:200]]
+    return dict(output.metrics), {f"{prefix}/predictions_sample": (["idx", "gold", "predicted"], sample)}
+
+
+# --- The run ------------------------------------------------------------------------------------------------
+
+
+class GlueRun(TaskRun):
+    data_arguments = GlueDataArguments
+
+    def __init__(self, argv: list[str] | None = None):
+        super().__init__(argv)
+        self.task = find_task(self.data_args.task_name)
+        self.name = self.task.name
+
+    def load_data(self):
+        return load_raw_datasets(self.data_args, self.task, cache_dir=self.model_args.cache_dir)
+
+    def load_model(self, tokenizer):
+        labels = {"id2label": dict(enumerate(self.task.label_names)), "label2id": {n: i for i, n in enumerate(self.task.label_names)}}
+        return training.load_model(
+            self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
+            num_labels=self.task.num_labels, finetuning_task=self.task.name,
+            **(labels if self.task.kind == CLASSIFICATION else {"problem_type": "regression"}),
+        )
+
+    def preprocess(self, raw, tokenizer):
+        return tokenize_splits(raw, tokenizer, self.task.input_fields, self.data_args, self.training_args, eval_splits(self.task))
+
+    def describe(self, raw, features):
+        return {"train_examples": len(raw["train"]) if "train" in raw else 0,
+                "eval_examples": {split: len(raw[split]) for split in eval_splits(self.task) if split in raw}}
+
+    def trainer_options(self, features, tokenizer):
+        splits = [split for split in eval_splits(self.task) if split in features]
+        return {
+            "train_dataset": features.get("train"),
+            "eval_dataset": {split.replace("validation_", ""): features[split] for split in splits},
+            "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8),
+            "compute_metrics": metric_function(self.task),
+        }
+
+    def evaluate(self, trainer, raw, features):
+        all_metrics, tables = {}, {}
+        for split in [split for split in eval_splits(self.task) if split in features]:
+            metrics, split_tables = evaluate_split(trainer, features[split], split, self.task, self.training_args.output_dir)
+            all_metrics.update(metrics)
+            tables.update(split_tables)
+            trainer.log_metrics(split, metrics)
+        return all_metrics, tables
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return GlueRun.main(argv)
