@@ -134,9 +134,10 @@ def build_corpus(sources: dict[str, list[str]], dev: DevIndex, heldout_fraction:
             counts["kept_words"] += len(line.split())
             kept.append(line)
     threshold = int(heldout_fraction * 2**32)
-    heldout = [line for line in kept if _hash32(seed, line) < threshold]
-    train = [line for line in kept if _hash32(seed, line) >= threshold]
-    return {"train": train, "heldout": heldout, "stats": {name: dict(c) for name, c in stats.items()}}
+    sides: dict[str, list[str]] = {"train": [], "heldout": []}
+    for line in kept:
+        sides["heldout" if _hash32(seed, line) < threshold else "train"].append(line)
+    return {**sides, "stats": {name: dict(c) for name, c in stats.items()}}
 
 
 def _hash32(seed: int, line: str) -> int:

@@ -55,6 +55,11 @@ def model_caveat(name_or_path: str | None) -> str | None:
     return None
 
 
+def run_caveat(info: dict) -> str | None:
+    """The caveat of a run's starting model (run_info.json), for model cards and reports; None for scratch runs."""
+    return model_caveat(info.get("model")) if info.get("pretrained") else None
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """Short name -> local folder; anything else is returned unchanged (a local path or a Hub id)."""
     if name_or_path is None:

@@ -25,7 +25,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from pipelines import tracking
-from pipelines.hub import model_caveat
+from pipelines.hub import run_caveat
 from pipelines.run_folder import RunFolder, RunFolderError, read_json
 from pipelines.tasks.base import Metric, Task
 
@@ -291,7 +291,7 @@ def data_text(run: RunFolder, task: Task) -> str:
 
 def limitations(run: RunFolder, task: Task) -> list[str]:
     items = []
-    caveat = model_caveat(run.info.get("model")) if run.info.get("pretrained") else None
+    caveat = run_caveat(run.info)
     if caveat:
         items.append(caveat)
     if not run.info.get("pretrained", True):

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from pipelines import stats
-from pipelines.hub import model_caveat
+from pipelines.hub import run_caveat
 from pipelines.report_runs import TABLE_KEY, Run
 
 
@@ -115,7 +115,7 @@ def render(summary: dict, arms: dict[str, list[Run]], metrics: dict, plots: list
               [[r.arm, fmt(r.seed), r.name, r.info.get("model", "—"), r.info.get("job_type") or "—", fmt_parameters(r), r.source]
                for members in arms.values() for r in members])
     for arm, members in arms.items():
-        caveat = model_caveat(members[0].info.get("model")) if members[0].info.get("pretrained") else None
+        caveat = run_caveat(members[0].info)
         if caveat:
             doc.paragraph(f"Caveat ({arm}): {caveat}")
 

@@ -59,7 +59,7 @@ from typing import Any
 
 import yaml
 
-from pipelines import reports, search, study_backends
+from pipelines import reports, run_guard, search, study_backends
 from pipelines.arguments import RecipeError, load_recipe
 
 logger = logging.getLogger("pipelines")
@@ -95,7 +95,7 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return (self.output_dir / "all_results.json").is_file()
+        return run_guard.holds_finished_run(self.output_dir)
 
     @property
     def checkpoints(self) -> list[Path]:

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines import run_guard
+
 RESOURCE_KEYS = {"gpus", "cpus", "mem_gb", "time_min", "partition", "array_parallelism", "max_requeues", "slurm"}
 LOCAL_TIME_MIN = 7 * 24 * 60  # submitit's local executor kills jobs after timeout_min (default 2): no limit here
 STOP_WAIT_S = 80  # how long a stopped job may take to save its checkpoint (submitit signals 90 s before the limit)
@@ -83,7 +85,7 @@ class StudyTask:
         os.chdir(cwd)
         statuses = []
         for command, job_env, output_dir in jobs:
-            if (Path(output_dir) / "all_results.json").is_file():
+            if run_guard.holds_finished_run(output_dir):
                 statuses.append(0)
                 continue
             with (Path(output_dir) / "study_job.log").open("a", encoding="utf-8") as log:

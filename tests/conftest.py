@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -58,3 +59,21 @@ def subprocess_env(**extra) -> dict:
 def launch_command(script: str, recipe: Path, *overrides: str, config_file: str = "configs/accelerate_cpu.yaml") -> list[str]:
     accelerate = str(Path(sys.executable).parent / "accelerate")
     return [accelerate, "launch", "--config_file", str(REPO / config_file), str(REPO / script), str(recipe), *overrides]
+
+
+def write_tiny_mnli(folder: Path, data_dir: Path, n_train: int = 40, n_dev: int = 8) -> Path:
+    """The first rows of the staged MNLI splits, as a data_dir for runs that take seconds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("validation_matched", n_dev), ("validation_mismatched", n_dev)):
+        lines = (data_dir / "mnli" / f"{split}.jsonl").read_text().splitlines()[:n]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def complete_checkpoint(job_dir: Path, step: int) -> bool:
+    """A checkpoint the pipeline would resume from: trainer_state.json written in full for that step."""
+    state = job_dir / f"checkpoint-{step}" / "trainer_state.json"
+    try:
+        return json.loads(state.read_text())["global_step"] == step
+    except (OSError, ValueError, KeyError):
+        return False

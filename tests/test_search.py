@@ -11,20 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, subprocess_env
+from conftest import REPO, subprocess_env, write_tiny_mnli
 from pipelines import search
 from pipelines.study import StudyError, load_study
 from pipelines.tracking import find_offline_runs, read_offline_run
 
 optuna = pytest.importorskip("optuna")
-
-
-def write_tiny_mnli(folder: Path, data_dir: Path, n_train: int = 40, n_dev: int = 8) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("validation_matched", n_dev), ("validation_mismatched", n_dev)):
-        lines = (data_dir / "mnli" / f"{split}.jsonl").read_text().splitlines()[:n]
-        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def write_search_study(tmp_path: Path, model_dir: Path, data: Path, **search_spec) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, subprocess_env
+from conftest import REPO, complete_checkpoint, subprocess_env
 from pipelines import study as studies
 from pipelines.study import StudyError, load_study
 
@@ -153,15 +153,6 @@ MAX_STEPS = 40  # after the first checkpoint, 30 more steps (seconds) leave time
 SAVE_STEPS = 10
 
 
-def complete_checkpoint(job_dir: Path) -> bool:
-    """A checkpoint the pipeline would resume from: trainer_state.json written in full for that step."""
-    state = job_dir / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json"
-    try:
-        return json.loads(state.read_text())["global_step"] == SAVE_STEPS
-    except (OSError, ValueError, KeyError):
-        return False
-
-
 @pytest.mark.slow
 def test_study_end_to_end_with_resume(tmp_path, data_dir, tiny_bert_dir):
     small = tmp_path / "data"
@@ -189,14 +180,14 @@ def test_study_end_to_end_with_resume(tmp_path, data_dir, tiny_bert_dir):
     process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     deadline = time.time() + 300
-    while not complete_checkpoint(killed) and process.poll() is None and time.time() < deadline:
+    while not complete_checkpoint(killed, SAVE_STEPS) and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     log.close()
     first_log = (tmp_path / "first.log").read_text()
     assert (first / "all_results.json").is_file(), first_log[-3000:]
-    assert complete_checkpoint(killed) and not (killed / "all_results.json").is_file(), first_log[-3000:]
+    assert complete_checkpoint(killed, SAVE_STEPS) and not (killed / "all_results.json").is_file(), first_log[-3000:]
     first_finished_at = (first / "all_results.json").stat().st_mtime
 
     # Second attempt: the finished job is skipped, the killed one resumes from its checkpoint, the rest run.

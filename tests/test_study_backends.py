@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, subprocess_env
+from conftest import REPO, complete_checkpoint, subprocess_env, write_tiny_mnli
 from pipelines import study_backends
 from pipelines.study import StudyError, job_command, load_study
 
@@ -23,14 +23,6 @@ pytest.importorskip("submitit")
 
 SAVE_STEPS = 10
 ARM_OVERRIDES = {"short": {"max_steps": 4, "save_strategy": "no"}}
-
-
-def write_tiny_mnli(folder: Path, data_dir: Path, n_train: int = 40, n_dev: int = 8) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("validation_matched", n_dev), ("validation_mismatched", n_dev)):
-        lines = (data_dir / "mnli" / f"{split}.jsonl").read_text().splitlines()[:n]
-        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def write_study(tmp_path: Path, model_dir: Path, data: Path, arms: list[str], max_steps: int, report_to: str = "wandb",
@@ -82,14 +74,6 @@ def test_slurm_parameters_reach_the_sbatch_file(tmp_path, monkeypatch):
         assert f"#SBATCH {line}" in sbatch, (line, sbatch)
 
 
-def complete_checkpoint(job_dir: Path) -> bool:
-    state = job_dir / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json"
-    try:
-        return json.loads(state.read_text())["global_step"] == SAVE_STEPS
-    except (OSError, ValueError, KeyError):
-        return False
-
-
 def task_running(parent: psutil.Process, output_dir: Path) -> psutil.Process | None:
     """The submitit task process (python -m submitit.core._submit) whose job writes to output_dir."""
     for process in parent.children(recursive=True):
@@ -114,7 +98,7 @@ def test_submitit_local_jobs_requeue_and_resume(tmp_path, data_dir, tiny_bert_di
     # Once the long job has saved a checkpoint, give its array task submitit's "about to be stopped" signal (what
     # Slurm sends before a time limit or preemption): the task stops the job and is requeued.
     deadline = time.time() + 300
-    while not complete_checkpoint(long_job) and process.poll() is None and time.time() < deadline:
+    while not complete_checkpoint(long_job, SAVE_STEPS) and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     task = task_running(psutil.Process(process.pid), long_job)
     assert task is not None and not (long_job / "all_results.json").exists(), (tmp_path / "study.log").read_text()[-3000:]
