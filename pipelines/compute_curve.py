@@ -4,6 +4,8 @@
         0=outputs/studies/mnli-pretraining-curve-cpu/step0/seed42 150=.../step150/seed42 ... \
         --metric eval_matched_accuracy --output RESULTS_compute_curve.png
 
+The same works for QA runs with --metric eval_f1 --metric eval_exact_match (0-100 scores, plotted as they are).
+
 Each point is a fine-tuning run (its all_results.json) labelled with the pretraining step of the checkpoint it
 started from; step 0 is the same model fine-tuned from random weights (the scratch arm).
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from pipelines.run_folder import RunFolder
 
 
 def pretraining_flops_per_step(run_dir: Path) -> float:
@@ -31,15 +35,18 @@ def pretraining_flops_per_step(run_dir: Path) -> float:
 
 
 def read_points(pretraining_dir: Path, labelled_runs: list[str], metric: str) -> list[dict]:
-    """[{"step", "flops", "value", "run"}] sorted by step; labelled_runs are 'STEP=run_dir' strings."""
+    """[{"step", "flops", "value", "percent", "run"}] sorted by step; labelled_runs are 'STEP=run_dir' strings."""
     per_step = pretraining_flops_per_step(pretraining_dir)
     points = []
     for item in labelled_runs:
         step, _, run = item.partition("=")
-        results = json.loads((Path(run) / "all_results.json").read_text())
-        if metric not in results:
-            raise KeyError(f"{run}/all_results.json has no '{metric}' (it has {', '.join(sorted(results))})")
-        points.append({"step": int(step), "flops": int(step) * per_step, "value": float(results[metric]), "run": run})
+        folder = RunFolder.read(run)
+        if metric not in folder.results:
+            raise KeyError(f"{run}/all_results.json has no '{metric}' (it has {', '.join(sorted(folder.results))})")
+        value = float(folder.results[metric])
+        # QA scores (exact_match, f1) are stored on a 0-100 scale, classification scores as fractions.
+        points.append({"step": int(step), "flops": int(step) * per_step, "value": value,
+                       "percent": value if folder.task.is_qa else 100 * value, "run": run})
     return sorted(points, key=lambda p: p["step"])
 
 
@@ -52,7 +59,7 @@ def plot(points_by_metric: dict[str, list[dict]], output: Path, title: str) -> N
     fig, (by_step, by_flops) = plt.subplots(1, 2, figsize=(11, 4.2))
     for metric, points in points_by_metric.items():
         steps = [p["step"] for p in points]
-        values = [100 * p["value"] for p in points]
+        values = [p["percent"] for p in points]
         by_step.plot(steps, values, marker="o", label=metric)
         # Step 0 has no pretraining FLOPs: it sits at the left edge of a linear axis.
         by_flops.plot([p["flops"] / 1e15 for p in points], values, marker="o", label=metric)

@@ -79,12 +79,16 @@ def make_mnli_run(tmp_path_factory, data_dir: Path) -> Path:
 
 
 def make_qa_run(tmp_path_factory, tiny_bert_dir: Path) -> Path:
-    """A tiny BERT trained 4 steps on the QA fixture (5 SQuAD-format questions) and evaluated on it, no W&B."""
+    """A tiny BERT trained 4 steps on the QA fixture (5 SQuAD-format questions) and evaluated on it, no W&B.
+
+    fp32 on every machine: predict.py runs in fp32, and a tiny model's span scores are near ties, so a bf16
+    evaluation (what `precision: auto` picks on AVX-512 BF16 CPUs) can pick another span than predict.py does."""
     fixture = str(REPO / "tests" / "fixtures" / "qa" / "tiny_squad.json")
     return make_run(tmp_path_factory, "qa-bert-tiny", "run_qa.py", {
         "model_name_or_path": str(tiny_bert_dir), "train_file": fixture, "validation_file": fixture,
         "max_seq_length": 64, "doc_stride": 16, "max_query_length": 16, "max_steps": 4,
         "per_device_train_batch_size": 4, "learning_rate": 1e-3, "logging_steps": 1, "report_to": "none",
+        "precision": "fp32",
     })
 
 
