@@ -45,6 +45,8 @@ from typing import Any
 
 import yaml
 
+from pipelines.study_jobs import job_command, prepare_job, run_job
+
 logger = logging.getLogger("pipelines")
 
 SEARCH_KEYS = {"arms", "n_trials", "objective", "direction", "seed", "overrides", "space", "storage", "heartbeat_s",
@@ -219,7 +221,7 @@ def requeue_interrupted(optuna_study) -> None:
 
 
 def trial_objective(spec: SearchSpec, study, arm_name: str):
-    from pipelines.study import Arm, Job, job_command, prepare_job, run_job
+    from pipelines.study import Arm, Job
 
     arm = next(a for a in study.arms if a.name == arm_name)
     worker = f"{socket.gethostname()}:{os.getpid()}"

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import run_guard
+from pipelines.study_jobs import job_command, log_header, prepare_job
 
 RESOURCE_KEYS = {"gpus", "cpus", "mem_gb", "time_min", "partition", "array_parallelism", "max_requeues", "slurm"}
 LOCAL_TIME_MIN = 7 * 24 * 60  # submitit's local executor kills jobs after timeout_min (default 2): no limit here
@@ -80,8 +81,6 @@ class StudyTask:
         self.process: subprocess.Popen | None = None
 
     def __call__(self, cwd: str, jobs: list[tuple[list[str], dict[str, str], str]], keep_going: bool = True) -> list[int]:
-        from pipelines.study import log_header
-
         os.chdir(cwd)
         statuses = []
         for command, job_env, output_dir in jobs:
@@ -144,8 +143,6 @@ def ignore_sigusr2() -> None:
 
 def task_jobs(study, jobs) -> list[tuple[list[str], dict[str, str], str]]:
     """Prepare each job (recipe file, W&B run id) and describe it for a StudyTask."""
-    from pipelines.study import job_command, prepare_job
-
     return [(job_command(study, job), prepare_job(study, job), str(job.output_dir)) for job in jobs]
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from conftest import REPO, complete_checkpoint, subprocess_env
 from pipelines import study as studies
+from pipelines import study_jobs
 from pipelines.study import StudyError, load_study
 
 
@@ -54,7 +55,7 @@ def test_plan_recipes_and_commands(tmp_path, capsys):
     assert [j.run_name for j in jobs[:5]] == ["pretrained_hi-seed1", "pretrained_lo-seed1", "scratch_hi-seed1",
                                               "scratch_lo-seed1", "pretrained_hi-seed2"]
     assert jobs[3].output_dir == tmp_path / "study" / "scratch_lo" / "seed1"
-    command = studies.job_command(study, jobs[3])
+    command = study_jobs.job_command(study, jobs[3])
     assert command[1:4] == ["launch", "--config_file", str(REPO / "configs" / "accelerate_cpu.yaml")]
     assert command[4:] == [str(REPO / "scripts" / "run_mnli.py"), str(jobs[3].output_dir / "job_recipe.yaml"),
                            "--output_dir", str(jobs[3].output_dir), "--seed", "1", "--run_name", "scratch_lo-seed1",
@@ -74,11 +75,11 @@ def test_job_recipe_file_parses_and_keeps_its_wandb_run_id(tmp_path):
 
     study = load_study(write_study(tmp_path))
     job = study.jobs()[1]  # scratch, seed 1
-    env = studies.prepare_job(study, job)
-    again = studies.prepare_job(study, job)
+    env = study_jobs.prepare_job(study, job)
+    again = study_jobs.prepare_job(study, job)
     assert env["WANDB_RUN_ID"] == again["WANDB_RUN_ID"] and env["WANDB_RESUME"] == "allow"  # one W&B run per job
     assert json.loads((job.output_dir / "study_job.json").read_text())["attempts"] == 2
-    argv = studies.job_command(study, job)[5:]
+    argv = study_jobs.job_command(study, job)[5:]
     types = (ModelArguments, MnliDataArguments, TrackingArguments, TrainingArguments)
     model_args, _, tracking_args, training_args, _ = parse_recipe(types, argv)
     assert model_args.scratch_preset == "minilm-l6-h384" and model_args.model_name_or_path is None
@@ -89,14 +90,14 @@ def test_job_recipe_file_parses_and_keeps_its_wandb_run_id(tmp_path):
 def test_finished_job_with_a_changed_recipe_is_skipped_with_a_warning(tmp_path, caplog):
     study = load_study(write_study(tmp_path))
     job = study.jobs()[0]
-    studies.prepare_job(study, job)
+    study_jobs.prepare_job(study, job)
     (job.output_dir / "all_results.json").write_text("{}")
-    studies.check_finished_recipe(study, job)
+    study_jobs.check_finished_recipe(study, job)
     # Unchanged: silent. Only our own records count: a W&B service left over from an earlier in-process run of the
     # suite can log its own shutdown here.
     assert not [r for r in caplog.records if r.name.startswith("pipelines")]
     job.arm.recipe["learning_rate"] = 3e-4
-    studies.check_finished_recipe(study, job)
+    study_jobs.check_finished_recipe(study, job)
     assert "pretrained-seed1 finished with another recipe (changed: learning_rate)" in caplog.text
 
 

@@ -16,7 +16,8 @@ import yaml
 
 from conftest import REPO, complete_checkpoint, subprocess_env, write_tiny_mnli
 from pipelines import study_backends
-from pipelines.study import StudyError, job_command, load_study
+from pipelines.study import StudyError, load_study
+from pipelines.study_jobs import job_command
 
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("submitit")
