@@ -16,7 +16,6 @@ scores only masked positions). Embedding lookups are free. Blocks are packed, so
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pipelines.run_folder import RunFolder
@@ -24,14 +23,13 @@ from pipelines.run_folder import RunFolder
 
 def pretraining_flops_per_step(run_dir: Path) -> float:
     """FLOPs of one optimizer step of the pretraining run in `run_dir`, from its run_info.json and config."""
-    info = json.loads((run_dir / "run_info.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
-    recipe = info["recipe"]
-    batch = recipe["per_device_train_batch_size"] * recipe.get("gradient_accumulation_steps", 1) * info.get("world_size", 1)
+    run = RunFolder.read(run_dir)
+    recipe = run.info["recipe"]
+    batch = recipe["per_device_train_batch_size"] * recipe.get("gradient_accumulation_steps", 1) * run.info.get("world_size", 1)
     tokens = batch * recipe.get("max_seq_length", 128)
-    body = info["parameters"]["non_embedding"]
+    body = run.info["parameters"]["non_embedding"]
     masked = recipe.get("mlm_probability", 0.15) * tokens
-    return 6 * body * tokens + 6 * config["hidden_size"] * config["vocab_size"] * masked
+    return 6 * body * tokens + 6 * run.config["hidden_size"] * run.config["vocab_size"] * masked
 
 
 def read_points(pretraining_dir: Path, labelled_runs: list[str], metric: str) -> list[dict]:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from pipelines import tracking

@@ -22,20 +22,18 @@ import json
 import os
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
 from pipelines import cli
 from pipelines.data_files import DataError
 
 
-
 class InputError(DataError):
     """A line of the input file that cannot be predicted; the message names the file, line and field."""
 
 
-def detect_task(run_dir: Path):
-    """The run's Task (pipelines.tasks.base), from run_info.json's task, else from config.json."""
+def read_run(run_dir: Path):
+    """The run folder (pipelines.run_folder.RunFolder) and its Task (run_info.json's task, else config.json's)."""
     from pipelines.run_folder import RunFolder
     from pipelines.tasks.base import UnknownTaskError
 
@@ -43,14 +41,10 @@ def detect_task(run_dir: Path):
         raise InputError(f"{run_dir} is not a run folder: no config.json")
     run = RunFolder.read(run_dir, finished=False)
     try:
-        return run.task
+        return run, run.task
     except UnknownTaskError as error:
         architecture = (run.config.get("architectures") or ["model of unknown class"])[0]
         raise InputError(f"{run_dir}: cannot tell the task ({error}; the model is a {architecture})") from error
-
-
-def read_yaml(path: Path) -> dict:
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
 
 
 def read_inputs(path: Path, fields: tuple[str, ...]) -> list[dict]:
@@ -80,19 +74,19 @@ def read_inputs(path: Path, fields: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def build_pipeline(run_dir: Path, task, device: str | None, trust_remote_code: bool):
+def build_pipeline(run, task, device: str | None, trust_remote_code: bool):
     """The pipeline for the task, and the options to call it with (QA: windows and answer length from the recipe)."""
     from pipelines.inference import WindowSettings, classification_pipeline, nli_pipeline, question_answering_pipeline
 
+    run_dir = run.folder
     if task.pipeline_task == "nli":
         return nli_pipeline(run_dir, device=device, trust_remote_code=trust_remote_code), {}
     if not task.is_qa:
         return classification_pipeline(run_dir, task.input_fields, regression=task.kind == "regression", device=device,
                                        trust_remote_code=trust_remote_code), {}
     qa = question_answering_pipeline(run_dir, device=device, trust_remote_code=trust_remote_code)
-    recipe = read_yaml(run_dir / "recipe.yaml")
-    options = {"window": WindowSettings.for_model(qa.model, qa.tokenizer, **recipe)}
-    options.update({k: recipe[k] for k in ("max_answer_length", "n_best_size") if recipe.get(k)})
+    options = {"window": WindowSettings.for_model(qa.model, qa.tokenizer, **run.recipe)}
+    options.update({k: run.recipe[k] for k in ("max_answer_length", "n_best_size") if run.recipe.get(k)})
     return qa, options
 
 
@@ -108,9 +102,9 @@ def output_row(task, row: dict, prediction: dict) -> dict:
 def predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32, device: str | None = None,
             trust_remote_code: bool = False) -> int:
     """Write one output line per input line; returns the number of lines written."""
-    task = detect_task(run_dir)
+    run, task = read_run(run_dir)
     rows = read_inputs(input_path, task.input_fields)
-    predictor, options = build_pipeline(run_dir, task, device, trust_remote_code)
+    predictor, options = build_pipeline(run, task, device, trust_remote_code)
     # A generator makes the pipeline stream its results, so the progress bar moves batch by batch.
     examples = ({name: row[name] for name in task.input_fields} for row in rows)
     predictions = predictor(examples, batch_size=batch_size, **options)
