@@ -102,6 +102,19 @@ def load_local_file(path: str | Path, split: str = "train", cache_dir: str | Non
     return dataset, LocalFile(path, line_of_row)
 
 
+def load_from_hub(name: str, config: str | None, cache_dir: str | None, offline_hint: str) -> datasets.DatasetDict:
+    """The Hub data set, or a DataError that says how to point the recipe at local files instead (network, unknown
+    id, offline mode: all end the same way for the user)."""
+    try:
+        return datasets.load_dataset(name, config, cache_dir=cache_dir)
+    except Exception as error:
+        which = f"'{name}' ({config})" if config else f"'{name}'"
+        raise DataError(
+            f"Could not load the data set {which} from the Hugging Face Hub: "
+            f"{type(error).__name__}: {error}\nOffline, point the recipe at local files: {offline_hint}"
+        ) from error
+
+
 def require_columns(dataset: datasets.Dataset, columns, source: LocalFile | str) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:

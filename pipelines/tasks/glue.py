@@ -35,7 +35,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from pipelines import training
 from pipelines.arguments import RecipeError
-from pipelines.data_files import DataError, LocalFile, label_id, load_local_file, require_columns
+from pipelines.data_files import DataError, LocalFile, label_id, load_from_hub, load_local_file, require_columns
 from pipelines.metrics import load_metric
 from pipelines.run import TaskRun
 from pipelines.tasks.base import CLASSIFICATION, REGRESSION, Metric, Task, find_task
@@ -173,17 +173,6 @@ def load_raw_datasets(data_args: GlueDataArguments, task: Task, cache_dir: str |
         hub = load_from_hub(data_args.dataset_name, task.name, cache_dir, hint)
         raw = {split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]", task) for split in splits if split in hub}
     return keep_first(datasets.DatasetDict(raw), data_args.max_train_samples, data_args.max_eval_samples, eval_splits(task))
-
-
-def load_from_hub(name: str, config: str, cache_dir: str | None, offline_hint: str) -> datasets.DatasetDict:
-    """The Hub data set, or a DataError that says how to point the recipe at local files instead."""
-    try:
-        return datasets.load_dataset(name, config, cache_dir=cache_dir)
-    except Exception as error:
-        raise DataError(
-            f"Could not load the data set '{name}' ({config}) from the Hugging Face Hub: "
-            f"{type(error).__name__}: {error}\nOffline, point the recipe at local files: {offline_hint}"
-        ) from error
 
 
 def keep_first(raw: datasets.DatasetDict, train_samples: int | None, eval_samples: int | None, eval_split_names) -> datasets.DatasetDict:

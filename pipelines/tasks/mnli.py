@@ -23,11 +23,11 @@ from scipy.special import softmax
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
 
 from pipelines import training
-from pipelines.data_files import DataError, LocalFile, find_split_file, label_id, load_local_file, require_columns
+from pipelines.data_files import DataError, LocalFile, find_split_file, label_id, load_from_hub, load_local_file, require_columns
 from pipelines.hub import SHORT_NAMES
 from pipelines.metrics import load_metric
 from pipelines.run import TaskRun
-from pipelines.tasks.glue import keep_first, load_from_hub, tokenize_splits
+from pipelines.tasks.glue import keep_first, tokenize_splits
 from pipelines.tasks.base import CLASSIFICATION, Metric, Task
 
 logger = logging.getLogger("pipelines")

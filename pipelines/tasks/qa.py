@@ -29,7 +29,7 @@ import datasets
 
 from pipelines import training
 from pipelines.arguments import RecipeError
-from pipelines.data_files import DataError
+from pipelines.data_files import load_from_hub
 from pipelines.metrics import load_metric, metric_path  # noqa: F401 (metric_path is part of this module's API)
 from pipelines.run import TaskRun
 from pipelines.tasks.base import EXTRACTIVE_QA, Metric, Task
@@ -107,7 +107,6 @@ QA_FEATURES = datasets.Features(
         },
     }
 )
-
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -217,7 +216,10 @@ def load_raw_datasets(data_args: QADataArguments, cache_dir: str | None = None) 
     """
     description: dict[str, Any] = {"metric": data_args.metric}
     if data_args.dataset_name is not None:
-        raw = _load_from_hub(data_args, cache_dir)
+        hint = ("leave dataset_name unset and set train_file/validation_file (e.g. validation_file: "
+                "../shared/data/squad_v1/dev.json), or heldout_from_file to split one file by article "
+                "(e.g. ../shared/data/korquad_v1/dev.json).")
+        raw = load_from_hub(data_args.dataset_name, data_args.dataset_config_name, cache_dir, hint)
         description.update(source="hub", dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name)
     elif data_args.heldout_from_file is not None:
         rows = read_squad_file(data_args.heldout_from_file)
@@ -254,19 +256,6 @@ def load_raw_datasets(data_args: QADataArguments, cache_dir: str | None = None) 
             "articles": len(set(raw[split_name]["title"][:])),
         }
     return raw, description
-
-
-def _load_from_hub(data_args: QADataArguments, cache_dir: str | None) -> datasets.DatasetDict:
-    try:
-        return datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
-    except Exception as error:  # network, unknown id, offline mode: all end the same way for the user
-        raise DataError(
-            f"Could not load the data set '{data_args.dataset_name}' from the Hugging Face Hub: "
-            f"{type(error).__name__}: {error}\n"
-            "Without Hub access use local SQuAD-format JSON instead: leave dataset_name unset and set "
-            "train_file/validation_file (e.g. validation_file: ../shared/data/squad_v1/dev.json), or "
-            "heldout_from_file to split one file by article (e.g. ../shared/data/korquad_v1/dev.json)."
-        ) from error
 
 
 # --------------------------------------------------------------------------------------------------------------
