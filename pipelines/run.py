@@ -18,7 +18,7 @@ from __future__ import annotations
 import datasets
 from transformers import TrainingArguments
 
-from pipelines import hub_push, run_guard, training
+from pipelines import distillation, hub_push, run_guard, training
 from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
 from pipelines.lora import PeftArguments
 from pipelines.run_guard import RunArguments
@@ -32,12 +32,16 @@ class TaskRun:
     task = None  # its pipelines.tasks.base.Task (a subclass may set it once the arguments are parsed)
     uses_lora = True  # parse PeftArguments and apply LoRA when the recipe asks (pretraining: no)
     push_at_end = True  # take over push_to_hub and push at the end, with a model card
+    distills = False  # parse DistillationArguments: a `teacher` can label the training data (pipelines/distillation.py)
 
     def __init__(self, argv: list[str] | None = None):
         classes = [ModelArguments, self.data_arguments, TrackingArguments, RunArguments, TrainingArguments]
         if self.uses_lora:
             classes.insert(3, PeftArguments)
+        if self.distills:
+            classes.append(distillation.DistillationArguments)
         parsed = list(parse_recipe(tuple(classes), argv))
+        self.distill_args = parsed.pop(-2) if self.distills else None
         self.model_args, self.data_args, self.tracking_args = parsed[:3]
         self.peft_args = parsed.pop(3) if self.uses_lora else None
         self.run_args, self.training_args, self.recipe = parsed[3:]
@@ -62,11 +66,15 @@ class TaskRun:
         model = self.load_model(tokenizer)
         if self.uses_lora:
             model = training.apply_peft(model, self.peft_args, self.task)
+        self.teacher = distillation.Distillation.for_run(self)  # None without a teacher
         features = self.preprocess(raw, tokenizer)
         run_guard.make_room(args, self.run_args, resume_from)
+        if self.teacher is not None:
+            features = self.teacher.label_training_data(raw, features, tokenizer)
         info = self.start_outputs(model, raw, features)
-        trainer = training.make_trainer(info, model=model, args=args, processing_class=tokenizer,
-                                        **self.trainer_options(features, tokenizer))
+        make_trainer = self.teacher.make_trainer if self.teacher is not None else training.make_trainer
+        trainer = make_trainer(info, model=model, args=args, processing_class=tokenizer,
+                               **self.trainer_options(features, tokenizer))
 
         all_results, tables = self.train_and_evaluate(trainer, raw, features, tokenizer, resume_from)
         training.finish_run(trainer, all_results, tables)
@@ -96,8 +104,11 @@ class TaskRun:
 
     def start_outputs(self, model, raw, features) -> dict:
         """W&B, recipe.yaml and run_info.json (with what `describe` adds); returns the run info."""
+        extra = self.describe(raw, features)
+        if getattr(self, "teacher", None) is not None:
+            extra["teacher"] = self.teacher.description
         return training.start_outputs(self.name, self.model_args, self.tracking_args, self.training_args, self.recipe,
-                                      model, self.describe(raw, features))
+                                      model, extra)
 
     # --- A task's steps -------------------------------------------------------------------------------------
 

@@ -378,9 +378,10 @@ class RunInfoCallback(transformers.TrainerCallback):
         self._send(state)
 
 
-def make_trainer(info: dict, **trainer_kwargs) -> PipelineTrainer:
-    """A PipelineTrainer whose W&B callback cannot crash the run, and which sends the run's metadata to W&B."""
-    trainer = PipelineTrainer(**trainer_kwargs)
+def make_trainer(info: dict, trainer_class: type | None = None, **trainer_kwargs) -> PipelineTrainer:
+    """A PipelineTrainer (or the subclass given, e.g. distillation's) whose W&B callback cannot crash the run, and
+    which sends the run's metadata to W&B."""
+    trainer = (trainer_class or PipelineTrainer)(**trainer_kwargs)
     if trainer.pop_callback(WandbCallback) is not None:
         trainer.add_callback(SafeWandbCallback())
     trainer.add_callback(RunInfoCallback(info))

@@ -268,6 +268,7 @@ def evaluate_split(trainer, features: datasets.Dataset, split: str, task: Task, 
 
 class GlueRun(TaskRun):
     data_arguments = GlueDataArguments
+    distills = True  # `teacher:` in the recipe (pipelines/distillation.py)
 
     def __init__(self, argv: list[str] | None = None):
         super().__init__(argv)

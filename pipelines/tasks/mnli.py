@@ -260,6 +260,7 @@ def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.D
 
 class MnliRun(TaskRun):
     name, task, data_arguments = "mnli", TASK, MnliDataArguments
+    distills = True  # `teacher:` in the recipe (pipelines/distillation.py)
 
     def load_data(self):
         return load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)

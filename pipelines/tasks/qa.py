@@ -377,6 +377,7 @@ def evaluate_split(trainer, raw_examples, features, data_args: QADataArguments, 
 
 class QARun(TaskRun):
     name, task, data_arguments = "qa", SQUAD, QADataArguments  # SQuAD and KorQuAD share the head (LoRA's type)
+    distills = True  # `teacher:` in the recipe (pipelines/distillation.py)
 
     def load_data(self):
         raw, self.description = load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
