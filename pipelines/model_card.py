@@ -293,6 +293,9 @@ def limitations(run: RunFolder, task: Task) -> list[str]:
     caveat = run_caveat(run.info)
     if caveat:
         items.append(caveat)
+    teacher_caveat = (run.info.get("teacher") or {}).get("caveat")
+    if teacher_caveat:
+        items.append(teacher_caveat)
     if not run.info.get("pretrained", True):
         items.append("Trained from scratch on one task's data, with no pretraining: expect far lower accuracy than a "
                      "pretrained encoder of the same size; it is a point of comparison, not a model to deploy.")
@@ -326,6 +329,7 @@ def build_model_card(
 
     card_data = card_metadata(run, task, model_name, license, base_model, custom_code, lora)
     origin, summary = origin_and_summary(run, task, base_model)
+    origin += teacher_text(run)
 
     results = [{"split": m.split, "metric_name": m.name, "display": format_metric(run.results[m.key], m)} for m in task.metrics]
     environment = run.info.get("environment", {})
@@ -403,6 +407,18 @@ def origin_and_summary(run: RunFolder, task: Task, base_model: str | None) -> tu
     origin = ("Trained **from scratch**: the weights started random (preset "
               f"`{str(run.info.get('model', '')).removeprefix('scratch:')}`), with no pretraining of any kind.")
     return origin, f"A `{run.config.get('model_type')}` encoder trained from scratch on {task.title} ({task.description.lower()})."
+
+
+def teacher_text(run: RunFolder) -> str:
+    """The teacher of a distilled run (pipelines/distillation.py), or nothing."""
+    teacher = run.info.get("teacher")
+    if not teacher:
+        return ""
+    augmented = teacher.get("augmented_examples")
+    extra = f", on {augmented} more teacher-labelled examples made from train examples" if augmented else ""
+    return (f" Distilled from the teacher `{teacher.get('path')}` (itself from `{teacher.get('model')}`): the loss mixed "
+            f"the gold labels with the teacher's outputs at temperature {teacher.get('temperature')} (teacher weight "
+            f"{teacher.get('alpha')}){extra}.")
 
 
 def pipeline_output(task: Task) -> str:

@@ -1,0 +1,277 @@
+"""Task distillation (pipelines/distillation.py): a real teacher labels the training data, the student's loss uses it,
+the teacher's logits are cached and reused, augmentation never touches dev, a distilled run resumes, bad teachers
+are one error line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, subprocess_env
+from pipelines.arguments import RecipeError
+from pipelines.distillation import TARGETS, augment_examples, distillation_loss, same_tokenizer
+from pipelines.tasks.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
+
+# Made-up pairs (never dev data in training); gold labels cycle through the three classes.
+ROWS = [{"premise": f"A man plays song number {i} on a guitar.", "hypothesis": "A man makes music." if i % 2 else "Nobody plays.",
+         "label": i % 3} for i in range(40)]
+DEV = [{"premise": f"A woman sings tune {i} at night.", "hypothesis": "Someone sings.", "label": i % 3} for i in range(8)]
+SQUAD = REPO / "tests" / "fixtures" / "qa" / "tiny_squad.json"
+
+
+def write_data(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", ROWS), ("validation_matched", DEV), ("validation_mismatched", DEV)):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def biased_teacher(tmp_path_factory, tiny_bert_dir) -> Path:
+    """A classifier that always says 'contradiction' (gold is one of three labels in turn): a teacher whose
+    labels differ from the gold ones."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("biased-teacher")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 8.0]))
+    model.config.id2label = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(folder)
+    return folder
+
+
+def as_recipe(folder: Path, args: list[str]) -> list[str]:
+    """The arguments as a recipe file plus nothing (run_mnli.py without a recipe reads its default recipe)."""
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({key[2:]: yaml.safe_load(value) for key, value in zip(args[::2], args[1::2])}))
+    return [str(recipe)]
+
+
+def student_args(data: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["--scratch_preset", "small-3l-4h", "--tokenizer_name", "minilm", "--config_overrides", "num_hidden_layers=1",
+            "--data_dir", str(data), "--max_seq_length", "32", "--per_device_train_batch_size", "8",
+            "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1", "--output_dir", str(output_dir), *extra]
+
+
+# --- The loss -----------------------------------------------------------------------------------------------
+
+
+def test_loss_is_hintons_kl_and_masks_padding_and_mse_for_regression():
+    student, teacher = torch.randn(4, 3), torch.randn(4, 3)
+    t = 2.0
+    p_teacher = torch.softmax(teacher / t, -1)
+    manual = (p_teacher * (p_teacher.log() - torch.log_softmax(student / t, -1))).sum(-1).mean() * t * t
+    assert distillation_loss(student, teacher, None, TARGETS[CLASSIFICATION], t) == pytest.approx(manual.item(), rel=1e-5)
+    assert distillation_loss(teacher, teacher, None, TARGETS[CLASSIFICATION], t).item() == pytest.approx(0, abs=1e-6)
+    # QA: start and end logits per token; what the padding holds never counts.
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    qa_teacher = torch.randn(1, 2, 5)
+    qa_student = qa_teacher.clone()
+    qa_student[..., 3:] = 50.0
+    assert distillation_loss(qa_student, qa_teacher, mask, TARGETS[EXTRACTIVE_QA], 1.0).item() == pytest.approx(0, abs=1e-5)
+    assert distillation_loss(student[:, :1], teacher[:, :1], None, TARGETS[REGRESSION], t).item() == pytest.approx(
+        torch.mean((student[:, 0] - teacher[:, 0]) ** 2).item(), rel=1e-5)
+
+
+# --- Augmentation -------------------------------------------------------------------------------------------
+
+
+def test_augmentation_makes_new_examples_from_train_words_only():
+    train = datasets.Dataset.from_list([dict(r, idx=i) for i, r in enumerate(ROWS)])
+    made = augment_examples(train, ("premise", "hypothesis"), 25, seed=1, mask_token="[MASK]")
+    assert len(made) == 25 and made["label"] == [0] * 25 and min(made["idx"]) == len(ROWS)
+    train_pairs = {(r["premise"], r["hypothesis"]) for r in ROWS}
+    train_words = {w for r in ROWS for field in ("premise", "hypothesis") for w in r[field].split()} | {"[MASK]"}
+    dev_texts = {r[f] for r in DEV for f in ("premise", "hypothesis")}
+    pairs = list(zip(made["premise"], made["hypothesis"]))
+    assert len(set(pairs)) == 25 and not set(pairs) & train_pairs
+    assert all(set(text.split()) <= train_words for pair in pairs for text in pair)
+    assert not {text for pair in pairs for text in pair} & dev_texts
+    assert augment_examples(train, ("premise", "hypothesis"), 25, seed=1, mask_token="[MASK]")["premise"] == made["premise"]
+
+
+# --- Classification end to end ------------------------------------------------------------------------------
+
+
+def test_student_learns_the_teachers_labels_and_the_teacher_runs_once(tmp_path, biased_teacher, caplog):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pipelines.model_card import build_model_card
+    from pipelines.tasks import mnli
+
+    data, cache = write_data(tmp_path / "data"), tmp_path / "cache"
+    distil = ["--teacher", str(biased_teacher), "--distill_alpha", "1.0", "--distill_temperature", "1.0",
+              "--distill_cache_dir", str(cache), "--distill_augment", "12"]
+    first = tmp_path / "student"
+    mnli.main(student_args(data, first, "--max_steps", "30", "--learning_rate", "3e-3", *distil))
+
+    # alpha 1: only the teacher's targets count, and the student now says what the teacher says, not the gold labels.
+    predictions = [json.loads(line) for line in (first / "predictions_validation_matched.jsonl").read_text().splitlines()]
+    assert [p["predicted"] for p in predictions] == [2] * len(DEV)
+    assert {p["gold"] for p in predictions} == {0, 1, 2}
+
+    info = json.loads((first / "run_info.json").read_text())["teacher"]
+    assert info["path"] == str(biased_teacher) and info["alpha"] == 1.0 and info["augmented_examples"] == 12
+    train_cache, augmented_cache = (Path(c["folder"]) for c in info["caches"])
+    assert [c["rows"] for c in info["caches"]] == [len(ROWS), 12] and not any(c["reused"] for c in info["caches"])
+
+    # The cached logits are the teacher's own outputs on the train pairs, in file order.
+    teacher = AutoModelForSequenceClassification.from_pretrained(biased_teacher).eval()
+    tokenizer = AutoTokenizer.from_pretrained(biased_teacher)
+    cached = torch.tensor(datasets.load_from_disk(str(train_cache))["teacher_logits"][:5])
+    with torch.no_grad():
+        direct = teacher(**tokenizer([r["premise"] for r in ROWS[:5]], [r["hypothesis"] for r in ROWS[:5]],
+                                     truncation=True, max_length=32, padding=True, return_tensors="pt")).logits
+    torch.testing.assert_close(cached, direct, atol=1e-4, rtol=1e-4)
+
+    card = str(build_model_card(first))
+    assert f"Distilled from the teacher `{biased_teacher}`" in card and "12 more teacher-labelled examples" in card
+
+    # A second run over the same data and teacher reads the cache: the teacher does not run, the files are untouched.
+    mtimes = {p: p.stat().st_mtime_ns for p in (train_cache, augmented_cache)}
+    caplog.clear()
+    second = tmp_path / "student2"
+    mnli.main(student_args(data, second, "--max_steps", "2", *distil))
+    info = json.loads((second / "run_info.json").read_text())["teacher"]
+    assert [c["reused"] for c in info["caches"]] == [True, True]
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert "Teacher logits reused" in caplog.text and "Running the teacher" not in caplog.text
+
+
+def test_a_teacher_without_a_head_or_with_other_labels_is_refused(tmp_path, minilm_path, biased_teacher):
+    from transformers import AutoModelForSequenceClassification
+
+    from pipelines.tasks import mnli
+
+    data = write_data(tmp_path / "data")
+    with pytest.raises(RecipeError, match="has no trained head for MNLI"):
+        mnli.main(student_args(data, tmp_path / "a", "--max_steps", "1", "--teacher", "minilm"))
+    swapped = tmp_path / "swapped"
+    model = AutoModelForSequenceClassification.from_pretrained(biased_teacher)
+    model.config.id2label = {0: "contradiction", 1: "neutral", 2: "entailment"}
+    model.save_pretrained(swapped)
+    with pytest.raises(RecipeError, match="has the labels contradiction, neutral, entailment"):
+        mnli.main(student_args(data, tmp_path / "b", "--max_steps", "1", "--teacher", str(swapped)))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before any output
+
+
+def test_bad_teacher_path_is_one_error_line(tmp_path):
+    data = write_data(tmp_path / "data")
+    command = [sys.executable, str(REPO / "scripts" / "run_mnli.py"),
+               *as_recipe(tmp_path, student_args(data, tmp_path / "out", "--teacher", str(tmp_path / "no-such-run")))]
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: teacher: {tmp_path / 'no-such-run'} is not a folder (give a finished run folder, or a "
+                      "model folder with a MNLI head)"]
+
+
+# --- Resuming -----------------------------------------------------------------------------------------------
+
+
+def test_a_distilled_run_resumes_from_its_checkpoint_with_the_cached_logits(tmp_path, biased_teacher):
+    data = write_data(tmp_path / "data")
+    output_dir = tmp_path / "out"
+    args = student_args(data, output_dir, "--teacher", str(biased_teacher), "--max_steps", "12", "--save_strategy", "steps",
+                        "--save_steps", "100")
+    command = [sys.executable, str(REPO / "scripts" / "run_mnli.py"), *as_recipe(tmp_path, args)]
+    process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(TQDM_DISABLE="1"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if "'loss'" in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert not (output_dir / "all_results.json").exists()
+
+    resumed = subprocess.run([*command, "--resume_from_checkpoint", "auto"], cwd=tmp_path, env=subprocess_env(TQDM_DISABLE="1"),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from" in resumed.stdout and "Teacher logits reused" in resumed.stdout
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 12
+    assert json.loads((output_dir / "run_info.json").read_text())["teacher"]["caches"][0]["reused"] is True
+
+
+# --- Extractive QA ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qa_teacher(tmp_path_factory, minilm_path) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    folder = tmp_path_factory.mktemp("qa-teacher")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertForQuestionAnswering(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def qa_args(output_dir: Path, teacher: Path, *extra: str) -> list[str]:
+    return ["--scratch_preset", "small-3l-4h", "--tokenizer_name", "minilm", "--config_overrides", "num_hidden_layers=1",
+            "--train_file", str(SQUAD), "--validation_file", str(SQUAD), "--max_seq_length", "64", "--doc_stride", "16",
+            "--max_query_length", "16", "--per_device_train_batch_size", "4", "--max_steps", "3", "--report_to", "none",
+            "--disable_tqdm", "true", "--output_dir", str(output_dir), "--teacher", str(teacher), *extra]
+
+
+def test_qa_student_distils_start_and_end_logits_of_every_window(tmp_path, qa_teacher):
+    from transformers import AutoModelForQuestionAnswering
+
+    from pipelines.tasks import qa
+
+    output_dir = tmp_path / "student"
+    qa.main(qa_args(output_dir, qa_teacher))
+    info = json.loads((output_dir / "run_info.json").read_text())
+    [cache] = info["teacher"]["caches"]
+    assert cache["rows"] == info["train_windows"] > 0
+    logits = datasets.load_from_disk(cache["folder"])["teacher_logits"]
+    assert all(len(row) == 2 for row in logits)  # start and end
+
+    # The cached start/end logits of a window are the teacher's own, one per token of the window.
+    teacher = AutoModelForQuestionAnswering.from_pretrained(qa_teacher).eval()
+    from transformers import AutoTokenizer
+
+    from pipelines.tasks.qa import QADataArguments, load_raw_datasets, prepare_train_features
+
+    data_args = QADataArguments(train_file=str(SQUAD), max_seq_length=64, doc_stride=16, max_query_length=16)
+    raw, _ = load_raw_datasets(data_args)
+    windows = prepare_train_features(raw["train"][:1], AutoTokenizer.from_pretrained(qa_teacher), data_args)
+    with torch.no_grad():
+        out = teacher(input_ids=torch.tensor(windows["input_ids"][:1]), attention_mask=torch.tensor(windows["attention_mask"][:1]),
+                      token_type_ids=torch.tensor(windows["token_type_ids"][:1]))
+    assert len(logits[0][0]) == len(windows["input_ids"][0])
+    torch.testing.assert_close(torch.tensor(logits[0]), torch.stack([out.start_logits[0], out.end_logits[0]]), atol=1e-4, rtol=1e-4)
+
+
+def test_qa_distillation_needs_a_shared_tokenizer_and_has_no_augmentation(tmp_path, qa_teacher, minilm_path):
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    from pipelines.tasks import qa
+
+    with pytest.raises(RecipeError, match="extractive QA\\) distils on its own train windows only"):
+        qa.main(qa_args(tmp_path / "a", qa_teacher, "--distill_augment", "5"))
+
+    other = tmp_path / "other-tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    tokenizer.add_tokens(["qqzzy"])
+    assert not same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(minilm_path))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertForQuestionAnswering(config).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    with pytest.raises(RecipeError, match="distillation needs a shared tokenizer"):
+        qa.main(qa_args(tmp_path / "b", other))
