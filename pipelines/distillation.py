@@ -57,13 +57,19 @@ CACHE_FORMAT = 1  # change when what is cached changes, so that old caches are n
 class DistillationArguments:
     teacher: str | None = field(
         default=None,
-        metadata={"help": "Distil from this teacher: a finished run folder, or any model folder or Hub id with a head for "
-                  "the task. {seed} is replaced by the run's seed (a study's teacher arm, same seed)."},
+        metadata={"help": "Distil from this teacher: a finished run folder, or any model folder or Hub id with a head "
+                  "for the task. {seed} is replaced by the run's seed (a study's teacher arm, same seed)."},
     )
-    distill_alpha: float = field(default=0.5, metadata={"help": "Weight of the teacher term: (1-alpha) gold + alpha teacher."})
-    distill_temperature: float = field(default=2.0, metadata={"help": "Softmax temperature of both distributions (T^2 scales the KL)."})
+    distill_alpha: float = field(
+        default=0.5, metadata={"help": "Weight of the teacher term: (1-alpha) gold + alpha teacher."}
+    )
+    distill_temperature: float = field(
+        default=2.0, metadata={"help": "Softmax temperature of both distributions (T^2 scales the KL)."}
+    )
     distill_augment: int = field(
-        default=0, metadata={"help": "Add this many examples made from train examples (masking, n-grams), labelled by the teacher."}
+        default=0,
+        metadata={"help": "Add this many examples made from train examples (masking, n-grams), labelled by "
+                  "the teacher."},
     )
     distill_augment_seed: int = field(default=0, metadata={"help": "Seed of the augmentation (independent of `seed`)."})
     distill_cache_dir: str | None = field(
@@ -118,7 +124,8 @@ def load_teacher(args: DistillationArguments, path: str, task, model_args, max_s
     try:
         model, loading = load_pretrained(auto_class, path, what="teacher", output_loading_info=True,
                                          trust_remote_code=model_args.trust_remote_code)
-        tokenizer = load_pretrained(AutoTokenizer, path, what="teacher's tokenizer", trust_remote_code=model_args.trust_remote_code)
+        tokenizer = load_pretrained(AutoTokenizer, path, what="teacher's tokenizer",
+                                    trust_remote_code=model_args.trust_remote_code)
     except ModelLoadError as error:
         raise RecipeError(f"teacher: {' '.join(str(error).split())}") from error
     missing = [key for key in loading.get("missing_keys", ()) if key]
@@ -152,7 +159,8 @@ def read_run_info(folder: Path) -> dict:
 def check_head(config, task, path: str) -> None:
     """The teacher's head gives what the student learns: as many outputs, and (classification) the same labels."""
     if config.num_labels != task.num_labels:
-        raise RecipeError(f"teacher: {path} has a head with {config.num_labels} outputs; {task.title} needs {task.num_labels}")
+        raise RecipeError(f"teacher: {path} has a head with {config.num_labels} outputs; "
+                          f"{task.title} needs {task.num_labels}")
     if task.kind == CLASSIFICATION:
         names = [str(config.id2label[i]).lower() for i in range(config.num_labels)]
         generic = all(name == f"label_{i}" for i, name in enumerate(names))
@@ -182,7 +190,8 @@ def teacher_fingerprint(path: str) -> dict:
     folder = Path(path)
     if not folder.is_dir():
         return {"path": path}
-    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".json", ".safetensors", ".bin", ".txt", ".model")))
+    suffixes = (".json", ".safetensors", ".bin", ".txt", ".model")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in suffixes)
     return {"path": str(folder.resolve()), "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
 
 
@@ -235,7 +244,8 @@ def augment_text(text: str, rng: random.Random, mask_token: str, p_mask: float =
     return " ".join(words)
 
 
-def augment_examples(train: datasets.Dataset, fields: tuple[str, ...], n: int, seed: int, mask_token: str) -> datasets.Dataset:
+def augment_examples(train: datasets.Dataset, fields: tuple[str, ...], n: int, seed: int,
+                     mask_token: str) -> datasets.Dataset:
     """n new examples made from random train examples; none is a train example itself or a repeat. Label 0 is a
     placeholder (the teacher labels them)."""
     rng = random.Random(seed)
@@ -250,7 +260,8 @@ def augment_examples(train: datasets.Dataset, fields: tuple[str, ...], n: int, s
             seen.add(new)
             made.append(new)
     if len(made) < n:
-        logger.warning("distill_augment: made %d of %d new examples (the train texts have no more variants)", len(made), n)
+        logger.warning("distill_augment: made %d of %d new examples (the train texts have no more variants)",
+                       len(made), n)
     columns = {name: [example[i] for example in made] for i, name in enumerate(fields)}
     start = max(train["idx"]) + 1 if "idx" in train.column_names and len(train) else 0
     columns.update(idx=list(range(start, start + len(made))), label=[0] * len(made))
@@ -337,7 +348,8 @@ class Distillation:
         self.targets = TARGETS[self.task.kind]
         if args.distill_augment and self.targets.per_token:
             raise RecipeError(f"distill_augment: teacher-labelled augmentation is for classification and regression; "
-                              f"{self.task.title} (extractive QA) distils on its own train windows only. Set distill_augment: 0")
+                              f"{self.task.title} (extractive QA) distils on its own train windows only. "
+                              "Set distill_augment: 0")
         path = teacher_path(args, run.training_args.seed)
         self.model, self.tokenizer, self.description = load_teacher(args, path, self.task, run.model_args,
                                                                      run.data_args.max_seq_length)
@@ -349,7 +361,8 @@ class Distillation:
         args = getattr(run, "distill_args", None)
         return cls(args, run) if args is not None and args.teacher else None
 
-    def label_training_data(self, raw: datasets.DatasetDict, features: datasets.DatasetDict, tokenizer) -> datasets.DatasetDict:
+    def label_training_data(self, raw: datasets.DatasetDict, features: datasets.DatasetDict,
+                            tokenizer) -> datasets.DatasetDict:
         """features["train"] with the teacher's logits, plus the augmented examples; the teacher is freed after."""
         shared = same_tokenizer(tokenizer, self.tokenizer)
         if self.targets.per_token and not shared:
@@ -367,7 +380,8 @@ class Distillation:
             extra = self.with_teacher_logits(extra_raw, extra, shared)
             extra = teacher_labelled(extra, self.targets).cast(train.features)
             train = datasets.concatenate_datasets([train, extra])
-            logger.info("distill_augment: %d teacher-labelled examples added to %d train examples", len(extra), len(raw["train"]))
+            logger.info("distill_augment: %d teacher-labelled examples added to %d train examples",
+                        len(extra), len(raw["train"]))
             self.description["augmented_examples"] = len(extra)
         features["train"] = train
         self.model = None  # the teacher is not needed any more
@@ -380,8 +394,9 @@ class Distillation:
         if not shared:  # the teacher reads the same examples with its own tokenizer, row for row
             teacher_features = self.run.preprocess(datasets.DatasetDict(train=raw_split), self.tokenizer)["train"]
         columns = [c for c in self.tokenizer.model_input_names if c in teacher_features.column_names]
-        key = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "teacher": self.fingerprint, "outputs": self.targets.outputs,
-                                         "features": features_hash(teacher_features, columns)}).encode()).hexdigest()[:20]
+        key_parts = {"format": CACHE_FORMAT, "teacher": self.fingerprint, "outputs": self.targets.outputs,
+                     "features": features_hash(teacher_features, columns)}
+        key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:20]
         cache_root = Path(self.args.distill_cache_dir or Path(self.run.training_args.output_dir) / "teacher_logits")
         folder = cache_root / key
         args = self.run.training_args
@@ -389,16 +404,18 @@ class Distillation:
             reused = folder.is_dir()
             if not reused:
                 logger.info("Running the teacher on %d examples (cache %s)", len(teacher_features), folder)
-                rows = run_teacher(self.model, self.tokenizer, teacher_features, self.targets, args.per_device_eval_batch_size,
-                                   args.device)
+                rows = run_teacher(self.model, self.tokenizer, teacher_features, self.targets,
+                                   args.per_device_eval_batch_size, args.device)
                 if args.process_index == 0:
-                    write_cache(folder, rows, self.targets, {"teacher": self.description["path"], "fingerprint": self.fingerprint,
-                                               "rows": len(rows), "outputs": list(self.targets.outputs)})
+                    meta = {"teacher": self.description["path"], "fingerprint": self.fingerprint, "rows": len(rows),
+                            "outputs": list(self.targets.outputs)}
+                    write_cache(folder, rows, self.targets, meta)
             else:
                 logger.info("Teacher logits reused from %s", folder)
             logits = datasets.load_from_disk(str(folder))
         if len(logits) != len(student_features):
-            raise RecipeError(f"teacher logits in {folder} have {len(logits)} rows, the train features {len(student_features)}")
+            raise RecipeError(f"teacher logits in {folder} have {len(logits)} rows, "
+                              f"the train features {len(student_features)}")
         self.description["caches"].append({"folder": str(folder), "rows": len(logits), "reused": reused})
         return datasets.concatenate_datasets([student_features.flatten_indices(), logits], axis=1)
 

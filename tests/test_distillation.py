@@ -21,9 +21,10 @@ from pipelines.distillation import TARGETS, augment_examples, distillation_loss,
 from pipelines.tasks.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
 
 # Made-up pairs (never dev data in training); gold labels cycle through the three classes.
-ROWS = [{"premise": f"A man plays song number {i} on a guitar.", "hypothesis": "A man makes music." if i % 2 else "Nobody plays.",
-         "label": i % 3} for i in range(40)]
-DEV = [{"premise": f"A woman sings tune {i} at night.", "hypothesis": "Someone sings.", "label": i % 3} for i in range(8)]
+ROWS = [{"premise": f"A man plays song number {i} on a guitar.",
+         "hypothesis": "A man makes music." if i % 2 else "Nobody plays.", "label": i % 3} for i in range(40)]
+DEV = [{"premise": f"A woman sings tune {i} at night.", "hypothesis": "Someone sings.", "label": i % 3}
+       for i in range(8)]
 SQUAD = REPO / "tests" / "fixtures" / "qa" / "tiny_squad.json"
 
 
@@ -59,9 +60,10 @@ def as_recipe(folder: Path, args: list[str]) -> list[str]:
 
 
 def student_args(data: Path, output_dir: Path, *extra: str) -> list[str]:
-    return ["--scratch_preset", "small-3l-4h", "--tokenizer_name", "minilm", "--config_overrides", "num_hidden_layers=1",
-            "--data_dir", str(data), "--max_seq_length", "32", "--per_device_train_batch_size", "8",
-            "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1", "--output_dir", str(output_dir), *extra]
+    return ["--scratch_preset", "small-3l-4h", "--tokenizer_name", "minilm", "--config_overrides",
+            "num_hidden_layers=1", "--data_dir", str(data), "--max_seq_length", "32",
+            "--per_device_train_batch_size", "8", "--report_to", "none", "--disable_tqdm", "true",
+            "--logging_steps", "1", "--output_dir", str(output_dir), *extra]
 
 
 # --- The loss -----------------------------------------------------------------------------------------------
@@ -72,14 +74,16 @@ def test_loss_is_hintons_kl_and_masks_padding_and_mse_for_regression():
     t = 2.0
     p_teacher = torch.softmax(teacher / t, -1)
     manual = (p_teacher * (p_teacher.log() - torch.log_softmax(student / t, -1))).sum(-1).mean() * t * t
-    assert distillation_loss(student, teacher, None, TARGETS[CLASSIFICATION], t) == pytest.approx(manual.item(), rel=1e-5)
+    loss = distillation_loss(student, teacher, None, TARGETS[CLASSIFICATION], t)
+    assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
     assert distillation_loss(teacher, teacher, None, TARGETS[CLASSIFICATION], t).item() == pytest.approx(0, abs=1e-6)
     # QA: start and end logits per token; what the padding holds never counts.
     mask = torch.tensor([[1, 1, 1, 0, 0]])
     qa_teacher = torch.randn(1, 2, 5)
     qa_student = qa_teacher.clone()
     qa_student[..., 3:] = 50.0
-    assert distillation_loss(qa_student, qa_teacher, mask, TARGETS[EXTRACTIVE_QA], 1.0).item() == pytest.approx(0, abs=1e-5)
+    loss = distillation_loss(qa_student, qa_teacher, mask, TARGETS[EXTRACTIVE_QA], 1.0)
+    assert loss.item() == pytest.approx(0, abs=1e-5)
     assert distillation_loss(student[:, :1], teacher[:, :1], None, TARGETS[REGRESSION], t).item() == pytest.approx(
         torch.mean((student[:, 0] - teacher[:, 0]) ** 2).item(), rel=1e-5)
 
@@ -98,7 +102,8 @@ def test_augmentation_makes_new_examples_from_train_words_only():
     assert len(set(pairs)) == 25 and not set(pairs) & train_pairs
     assert all(set(text.split()) <= train_words for pair in pairs for text in pair)
     assert not {text for pair in pairs for text in pair} & dev_texts
-    assert augment_examples(train, ("premise", "hypothesis"), 25, seed=1, mask_token="[MASK]")["premise"] == made["premise"]
+    again = augment_examples(train, ("premise", "hypothesis"), 25, seed=1, mask_token="[MASK]")
+    assert again["premise"] == made["premise"]  # the same seed makes the same examples
 
 
 # --- Classification end to end ------------------------------------------------------------------------------
@@ -117,7 +122,8 @@ def test_student_learns_the_teachers_labels_and_the_teacher_runs_once(tmp_path, 
     mnli.main(student_args(data, first, "--max_steps", "30", "--learning_rate", "3e-3", *distil))
 
     # alpha 1: only the teacher's targets count, and the student now says what the teacher says, not the gold labels.
-    predictions = [json.loads(line) for line in (first / "predictions_validation_matched.jsonl").read_text().splitlines()]
+    lines = (first / "predictions_validation_matched.jsonl").read_text().splitlines()
+    predictions = [json.loads(line) for line in lines]
     assert [p["predicted"] for p in predictions] == [2] * len(DEV)
     assert {p["gold"] for p in predictions} == {0, 1, 2}
 
@@ -183,8 +189,8 @@ def test_bad_teacher_path_is_one_error_line(tmp_path):
 def test_a_distilled_run_resumes_from_its_checkpoint_with_the_cached_logits(tmp_path, biased_teacher):
     data = write_data(tmp_path / "data")
     output_dir = tmp_path / "out"
-    args = student_args(data, output_dir, "--teacher", str(biased_teacher), "--max_steps", "12", "--save_strategy", "steps",
-                        "--save_steps", "100")
+    args = student_args(data, output_dir, "--teacher", str(biased_teacher), "--max_steps", "12",
+                        "--save_strategy", "steps", "--save_steps", "100")
     command = [sys.executable, str(REPO / "scripts" / "run_mnli.py"), *as_recipe(tmp_path, args)]
     process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(TQDM_DISABLE="1"), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -196,8 +202,8 @@ def test_a_distilled_run_resumes_from_its_checkpoint_with_the_cached_logits(tmp_
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert not (output_dir / "all_results.json").exists()
 
-    resumed = subprocess.run([*command, "--resume_from_checkpoint", "auto"], cwd=tmp_path, env=subprocess_env(TQDM_DISABLE="1"),
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([*command, "--resume_from_checkpoint", "auto"], cwd=tmp_path,
+                             env=subprocess_env(TQDM_DISABLE="1"), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stdout and "Teacher logits reused" in resumed.stdout
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 12
@@ -222,10 +228,10 @@ def qa_teacher(tmp_path_factory, minilm_path) -> Path:
 
 
 def qa_args(output_dir: Path, teacher: Path, *extra: str) -> list[str]:
-    return ["--scratch_preset", "small-3l-4h", "--tokenizer_name", "minilm", "--config_overrides", "num_hidden_layers=1",
-            "--train_file", str(SQUAD), "--validation_file", str(SQUAD), "--max_seq_length", "64", "--doc_stride", "16",
-            "--max_query_length", "16", "--per_device_train_batch_size", "4", "--max_steps", "3", "--report_to", "none",
-            "--disable_tqdm", "true", "--output_dir", str(output_dir), "--teacher", str(teacher), *extra]
+    return ["--scratch_preset", "small-3l-4h", "--tokenizer_name", "minilm", "--config_overrides",
+            "num_hidden_layers=1", "--train_file", str(SQUAD), "--validation_file", str(SQUAD),
+            "--max_seq_length", "64", "--doc_stride", "16", "--max_query_length", "16",
+            "--per_device_train_batch_size", "4", "--max_steps", "3", "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(output_dir), "--teacher", str(teacher), *extra]
 
 
 def test_qa_student_distils_start_and_end_logits_of_every_window(tmp_path, qa_teacher):
@@ -251,10 +257,11 @@ def test_qa_student_distils_start_and_end_logits_of_every_window(tmp_path, qa_te
     raw, _ = load_raw_datasets(data_args)
     windows = prepare_train_features(raw["train"][:1], AutoTokenizer.from_pretrained(qa_teacher), data_args)
     with torch.no_grad():
-        out = teacher(input_ids=torch.tensor(windows["input_ids"][:1]), attention_mask=torch.tensor(windows["attention_mask"][:1]),
-                      token_type_ids=torch.tensor(windows["token_type_ids"][:1]))
+        out = teacher(**{name: torch.tensor(windows[name][:1])
+                         for name in ("input_ids", "attention_mask", "token_type_ids")})
     assert len(logits[0][0]) == len(windows["input_ids"][0])
-    torch.testing.assert_close(torch.tensor(logits[0]), torch.stack([out.start_logits[0], out.end_logits[0]]), atol=1e-4, rtol=1e-4)
+    direct = torch.stack([out.start_logits[0], out.end_logits[0]])
+    torch.testing.assert_close(torch.tensor(logits[0]), direct, atol=1e-4, rtol=1e-4)
 
 
 def test_qa_distillation_needs_a_shared_tokenizer_and_has_no_augmentation(tmp_path, qa_teacher, minilm_path):
