@@ -231,7 +231,8 @@ def qa_args(output_dir: Path, teacher: Path, *extra: str) -> list[str]:
     return ["--scratch_preset", "small-3l-4h", "--tokenizer_name", "minilm", "--config_overrides",
             "num_hidden_layers=1", "--train_file", str(SQUAD), "--validation_file", str(SQUAD),
             "--max_seq_length", "64", "--doc_stride", "16", "--max_query_length", "16",
-            "--per_device_train_batch_size", "4", "--max_steps", "3", "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(output_dir), "--teacher", str(teacher), *extra]
+            "--per_device_train_batch_size", "4", "--max_steps", "3", "--report_to", "none", "--disable_tqdm", "true",
+            "--output_dir", str(output_dir), "--teacher", str(teacher), *extra]
 
 
 def test_qa_student_distils_start_and_end_logits_of_every_window(tmp_path, qa_teacher):
