@@ -1,8 +1,8 @@
 """The compute curve of self-pretraining: downstream score against pretraining FLOPs, one curve per objective.
 
-    curves = {"mlm": read_curve("mlm", "outputs/pretraining/x", ["outputs/studies/curve-mlm"], "eval_matched_accuracy")}
-    scratch = read_group("scratch", ["outputs/studies/what-pretraining-buys/scratch"], "eval_matched_accuracy")
-    figure = draw(curves, scratch, references, title)    # scripts/plot_compute_curve.py is the command line
+    points, scale = read_curve("mlm", "outputs/pretraining/x", ["outputs/studies/curve-mlm"], "eval_matched_accuracy")
+    scratch, _ = read_group("scratch", ["outputs/studies/what-pretraining-buys/scratch"], "eval_matched_accuracy")
+    save(draw({"mlm": points}, scratch, [], scale), "curve.png")   # scripts/plot_compute_curve.py: the command line
 
 A point of a curve is one pretraining checkpoint (a budget) fine-tuned with several seeds: the mean over seeds with
 its 95% t-interval (pipelines/stats.py). The budget of a fine-tuning run is the checkpoint its model_name_or_path
