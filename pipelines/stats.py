@@ -1,5 +1,5 @@
 """The statistics of a comparison report: mean ± std over seeds, a paired bootstrap of the difference between
-two models, and McNemar's test on per-example correctness.
+two models, and McNemar's test on per-example correctness; and the mean with a t-interval over seeds (compute curves).
 
 Why these three:
 - Seeds: fine-tuning results move with the seed, so a model's score is the mean over seeds, with the sample
@@ -31,6 +31,30 @@ def mean_std(values) -> tuple[float, float | None]:
         raise ValueError("mean_std of no values")
     std = float(values.std(ddof=1)) if values.size > 1 else None
     return float(values.mean()), std
+
+
+@dataclass
+class MeanCI:
+    mean: float
+    low: float | None  # None for a single value: no spread to estimate an interval from
+    high: float | None
+    n: int
+    confidence: float
+
+
+def mean_ci(values, confidence: float = 0.95) -> MeanCI:
+    """Mean and Student's t-interval of the mean over seeds: mean ± t(n-1) x std(ddof=1) / sqrt(n).
+
+    The seeds of one setting are a small sample (2 to 5 runs), so the interval uses the t distribution rather than
+    the normal one: with 3 seeds the 95% interval is ±4.3 standard errors, not ±1.96.
+    """
+    values = list(values)
+    mean, std = mean_std(values)
+    n = len(values)
+    if std is None:
+        return MeanCI(mean, None, None, n, confidence)
+    half = float(scipy_stats.t.ppf((1 + confidence) / 2, df=n - 1)) * std / math.sqrt(n)
+    return MeanCI(mean, mean - half, mean + half, n, confidence)
 
 
 @dataclass
