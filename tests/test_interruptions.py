@@ -133,8 +133,12 @@ def test_ctrl_c_through_accelerate_launch_saves_and_prints_one_line(tmp_path, re
             os.killpg(process.pid, signal.SIGINT)
             break
     stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
     line = error_line(stderr)
     assert line.startswith("error: Interrupted by SIGINT at step ") and "Saved " in line, line
-    assert "Traceback" not in stderr and "already stopping" in stdout
+    # Usually the launcher sees the Ctrl-C, passes it on as SIGTERM and exits 130 without a word. Once, on a loaded
+    # machine, it did not: the run stopped the same way, then accelerate printed its CalledProcessError and exited 1.
+    if process.returncode == 128 + signal.SIGINT:
+        assert "Traceback" not in stderr and "already stopping" in stdout
+    else:
+        assert process.returncode == 1 and "CalledProcessError" in stderr, stderr[-3000:]
     assert resolve_resume_checkpoint(type("Args", (), {"output_dir": str(output_dir)}), value="auto") is not None
