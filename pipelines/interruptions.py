@@ -3,8 +3,10 @@
 Ctrl-C (SIGINT) and SIGTERM (what cluster schedulers send before they kill a job) do not kill the run mid-step:
 StopOnSignal lets the current optimizer step finish, saves a checkpoint when the recipe saves checkpoints
 (save_strategy is not "no"), stops training, and ends the run with RunInterrupted, whose message says how to
-resume. A second signal while it stops gets the default behaviour back (Ctrl-C twice kills at once). The handlers
-are installed only while training runs; before and after it, Ctrl-C interrupts as usual.
+resume. A second Ctrl-C while it stops gets the default behaviour back (Ctrl-C twice interrupts at once); a SIGTERM
+while it stops does not: `accelerate launch` answers Ctrl-C (and its own SIGTERM) by sending SIGTERM to the run at
+once and SIGKILL 5 s later, and the run uses those seconds to finish the step and save. The handlers are installed
+only while training runs; before and after it, Ctrl-C interrupts as usual.
 
 A save that fails (full disk, a folder that cannot be written) raises SaveFailedError naming the path and the
 newest complete checkpoint, which stays usable: a checkpoint counts as complete only once its trainer_state.json
@@ -14,6 +16,7 @@ is written, last (training.resolve_resume_checkpoint).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -27,6 +30,7 @@ logger = logging.getLogger("pipelines")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # What a failed write raises: OSError (open, mkdir), RuntimeError (torch.save), SafetensorError (model weights).
 WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
+MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter/adapter_model.safetensors")
 
 
 class RunInterrupted(Exception):
@@ -54,9 +58,14 @@ class StopOnSignal(TrainerCallback):
         self.previous_handlers: dict[int, object] = {}
 
     def _on_signal(self, signal_number, frame):
+        name = signal.Signals(signal_number).name
+        if self.signal_number is not None:  # SIGTERM while stopping: the launcher passing on the same stop
+            logger.warning("Received %s: already stopping after the current step", name)
+            return
         self.signal_number = signal_number
-        self._restore_handlers()  # a second signal acts at once
-        logger.warning("Received %s: stopping after the current step", signal.Signals(signal_number).name)
+        # A second Ctrl-C acts at once.
+        signal.signal(signal.SIGINT, self.previous_handlers.pop(signal.SIGINT, signal.default_int_handler))
+        logger.warning("Received %s: stopping after the current step", name)
 
     def _restore_handlers(self):
         for number, handler in self.previous_handlers.items():
@@ -111,6 +120,31 @@ def save_failed(error: Exception, path: str | Path, last_complete: str | None) -
     kept = (f"The last complete checkpoint, {last_complete}, is intact: free space or fix the folder, then run the same "
             "command with --resume_from_checkpoint auto.") if last_complete else "No complete checkpoint was saved before it."
     return SaveFailedError(f"Could not write {path}: {type(error).__name__}: {error}{_free_space(path)}. {kept}")
+
+
+def write_failed(error: Exception, path: str | Path, output_dir: str | Path, last_complete: str | None,
+                 atomic: bool = False) -> SaveFailedError:
+    """The error for a failed write of one file of a run (results, predictions, records): names the file and what
+    is still intact. `atomic`: the file is written through a temporary file, so its earlier version is unchanged."""
+    path, output_dir = Path(path), Path(output_dir)
+    intact = [f"{path.name} is unchanged (written whole or not at all)"] if atomic else []
+    model = next((output_dir / name for name in MODEL_FILES if (output_dir / name).is_file()), None)
+    if model is not None:
+        intact.append(f"the trained model {model}")
+    if last_complete:
+        intact.append(f"the last complete checkpoint {last_complete}")
+    kept = ("Intact: " + ", ".join(intact) + "." if intact else "No model or complete checkpoint was saved before it.")
+    retry = (" Free space or fix the folder, then run the same command"
+             + (" with --resume_from_checkpoint auto." if last_complete else "."))
+    return SaveFailedError(f"Could not write {path}: {type(error).__name__}: {error}{_free_space(path)}. {kept}{retry}")
+
+
+def wrote_into(error: OSError, output_dir: str | Path) -> bool:
+    """The OSError is about a file in the output folder (not, say, a data file that could not be read)."""
+    filename = getattr(error, "filename", None)
+    if not filename:
+        return False
+    return Path(os.path.abspath(filename)).is_relative_to(os.path.abspath(output_dir))
 
 
 def _free_space(path: Path) -> str:

@@ -15,10 +15,12 @@ evaluate; optionally describe and before_training), and its `main` is `TaskRun.m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import datasets
 from transformers import TrainingArguments
 
-from pipelines import distillation, hub_push, run_guard, training
+from pipelines import distillation, hub_push, interruptions, run_guard, run_lock, training
 from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
 from pipelines.lora import PeftArguments
 from pipelines.run_guard import RunArguments
@@ -57,6 +59,18 @@ class TaskRun:
         run_guard.check_numbers(self.data_args, self.peft_args, args)
         push_request = hub_push.take_over_trainer_push(args) if self.push_at_end else None
         training.setup_run(args)
+        run_guard.check_writable(Path(args.output_dir))
+        # One writer per output folder, from before the first look at it until the run ends, however it ends.
+        with run_lock.hold(args.output_dir, main_process=args.process_index == 0):
+            try:
+                return self.run_in_locked_folder(args, push_request)
+            except OSError as error:  # a write of the Trainer or the task into the folder (full disk, ...)
+                if not interruptions.wrote_into(error, args.output_dir):
+                    raise
+                last = training.newest_checkpoint(args.output_dir)
+                raise interruptions.write_failed(error, error.filename, args.output_dir, last) from error
+
+    def run_in_locked_folder(self, args, push_request) -> dict:
         resume_from = training.resolve_resume_checkpoint(args)
         run_guard.check_output_dir(args, self.run_args, resume_from)
         self.adjust_arguments()

@@ -1,5 +1,5 @@
 """Checks that run before a run writes anything: numbers that cannot train, and an output folder that already
-holds a finished run.
+holds a finished run, or files that are not a run of this pipeline.
 
     run_guard.check_numbers(training_args, data_args, ...)         # right after parsing
     run_guard.check_output_dir(training_args, run_args, resume_from)  # after resume_from_checkpoint is resolved
@@ -10,6 +10,10 @@ test). A second run into that folder is refused unless it resumes (resume_from_c
 there) or the recipe says `overwrite_output_dir: true`; then the old run is moved aside to
 `<output_dir>.replaced-<UTC time>`, never deleted. transformers 5 removed TrainingArguments.overwrite_output_dir,
 so it is a field of RunArguments here, with the meaning it had in the HF examples.
+
+A folder that holds other files (a user's folder, the repository root) and none of the files our runs leave is
+refused too, as the HF examples refuse a non-empty output folder: overwrite_output_dir writes into it anyway.
+An empty folder, or one with hidden files only, is fine.
 """
 
 from __future__ import annotations
@@ -22,10 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipelines.arguments import RecipeError
+from pipelines.run_lock import LOCK_NAME
 
 logger = logging.getLogger("pipelines")
 
 FINISHED_MARKER = "all_results.json"
+# Files that only a run of this pipeline (or a study job about to run) leaves; checkpoint-* folders count too.
+RUN_FILES = {FINISHED_MARKER, "run_info.json", "recipe.yaml", "job_recipe.yaml", "study_job.json", "study_job.log",
+             "trainer_state.json", "wandb"}
 
 
 class OutputDirError(RecipeError):
@@ -116,6 +124,16 @@ def holds_finished_run(output_dir: str | os.PathLike) -> bool:
     return (Path(output_dir) / FINISHED_MARKER).is_file()
 
 
+def foreign_files(output_dir: Path) -> list[str]:
+    """The visible files of a folder that is not one of our runs (sorted); [] for a run, an empty or missing folder."""
+    if not output_dir.is_dir():
+        return []
+    names = sorted(p.name for p in output_dir.iterdir() if not p.name.startswith("."))
+    if any(name in RUN_FILES or name.startswith("checkpoint-") for name in names):
+        return []
+    return names
+
+
 def check_writable(output_dir: Path) -> None:
     """The output folder, or the folder it will be created in, can be written: checked without creating anything."""
     existing = next(folder for folder in (output_dir, *output_dir.parents) if folder.exists())  # "." or "/" at worst
@@ -126,10 +144,19 @@ def check_writable(output_dir: Path) -> None:
 
 
 def check_output_dir(training_args, run_args: RunArguments, resume_from: str | None) -> None:
-    """Refuse an output folder that cannot be written, or that holds a finished run (unless resuming it or told
-    to replace it)."""
+    """Refuse an output folder that cannot be written, that holds a finished run (unless resuming it or told to
+    replace it), or that holds files that are not a run (unless told to write into it)."""
     output_dir = Path(training_args.output_dir)
     check_writable(output_dir)
+    foreign = foreign_files(output_dir)
+    if foreign and not run_args.overwrite_output_dir:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise OutputDirError(f"{output_dir} is not empty and is not a run of this pipeline (it holds {shown}). Choose "
+                             "a new or empty output_dir, or set overwrite_output_dir: true (--overwrite_output_dir) to "
+                             "write into it anyway.")
+    if foreign:
+        logger.warning("overwrite_output_dir: writing into %s, which holds other files (%s)", output_dir,
+                       ", ".join(foreign[:5]))
     if resume_from is not None or run_args.overwrite_output_dir or not holds_finished_run(output_dir):
         return
     raise OutputDirError(
@@ -156,6 +183,9 @@ def make_room(training_args, run_args: RunArguments, resume_from: str | None) ->
     if not holds_finished_run(output_dir):
         return None
     target = replaced_name(output_dir)
-    os.replace(output_dir, target)
+    target.mkdir()
+    for entry in output_dir.iterdir():  # all but the lock this run holds (run_lock.py): the folder stays ours
+        if entry.name != LOCK_NAME:
+            os.replace(entry, target / entry.name)
     logger.warning("overwrite_output_dir: moved the finished run in %s to %s", output_dir, target)
     return target

@@ -25,7 +25,8 @@ kept, and a trial that was cut off is run again with the same values, from its l
 next start; a killed worker: once its heartbeat is `heartbeat_s` x 2 old). Several workers share one search
 through the same storage: `run_study.py <study> --search-only` on each; on a machine with GPUs, run_study.py starts
 one worker per GPU slot, and with `--backend slurm`, `workers` Slurm jobs (a killed worker's trial is retried by
-another worker once its heartbeat is stale). When an arm's search has `n_trials`
+another worker once its heartbeat is stale; if its first worker in fact still runs it, the folder's lock says so and
+the retry is pruned rather than run twice, run_lock.py). When an arm's search has `n_trials`
 finished trials, its best values go to <output_root>/search/<arm>/best.yaml, which that arm's recipe then reads.
 """
 
@@ -45,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from pipelines import run_lock
 from pipelines.study_jobs import job_command, prepare_job, run_job
 
 logger = logging.getLogger("pipelines")
@@ -237,6 +239,11 @@ def trial_objective(spec: SearchSpec, study, arm_name: str):
         trial_arm = Arm(name=f"{arm.name}-{folder}", job_type=f"search-{arm.name}", recipe=recipe,
                         recipe_source=f"{arm.recipe_source} + search.overrides + trial {trial.number}")
         job = Job(trial_arm, spec.seed, spec.folders[arm.name] / folder)
+        holder = run_lock.holder(job.output_dir)
+        if holder is not None and not job.finished:  # its earlier worker still runs it (a stale heartbeat)
+            print(f"[{arm.name} trial {trial.number}] skipped: another run holds {job.output_dir}: "
+                  f"{run_lock.describe(holder)}", flush=True)
+            raise import_optuna().TrialPruned(f"{job.output_dir} is held by another run")
         if not job.finished:
             print(f"[{arm.name} trial {trial.number}] {params} -> {job.output_dir} (log: study_job.log)", flush=True)
             try:

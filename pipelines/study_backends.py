@@ -35,11 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import run_guard
+from pipelines import run_guard, run_lock
 from pipelines.study_jobs import job_command, log_header, prepare_job
 
 RESOURCE_KEYS = {"gpus", "cpus", "mem_gb", "time_min", "partition", "array_parallelism", "max_requeues", "slurm"}
 LOCAL_TIME_MIN = 7 * 24 * 60  # submitit's local executor kills jobs after timeout_min (default 2): no limit here
+JOB_HELD = 75  # the status recorded for a job skipped because another run holds its folder (EX_TEMPFAIL)
 STOP_WAIT_S = 80  # how long a stopped job may take to save its checkpoint (submitit signals 90 s before the limit)
 
 
@@ -75,7 +76,8 @@ def import_submitit():
 
 class StudyTask:
     """Runs jobs given as (command, job_env, output_dir) in the folder `cwd`; a finished job (all_results.json) is
-    skipped, so a requeued task goes on where it stopped. Returns each job's exit status."""
+    skipped, so a requeued task goes on where it stopped, and so is a job whose folder another run holds
+    (run_lock.py). Returns each job's exit status."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
@@ -86,6 +88,11 @@ class StudyTask:
         for command, job_env, output_dir in jobs:
             if run_guard.holds_finished_run(output_dir):
                 statuses.append(0)
+                continue
+            holder = run_lock.holder(output_dir)
+            if holder is not None:  # e.g. the attempt before a requeue, still saving: never two writers
+                print(f"{output_dir}: skipped, another run holds it: {run_lock.describe(holder)}", flush=True)
+                statuses.append(JOB_HELD)
                 continue
             with (Path(output_dir) / "study_job.log").open("a", encoding="utf-8") as log:
                 log.write(log_header(command))

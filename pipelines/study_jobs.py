@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from pipelines import run_lock
+
 if TYPE_CHECKING:
     from pipelines.study import Job, Study
 
@@ -126,6 +128,10 @@ def run_jobs_one_at_a_time(study: Study, jobs: list[Job], keep_going: bool) -> l
     for number, job in enumerate(jobs, 1):
         label = f"[{number}/{len(jobs)}] {job.run_name}"
         if job.finished:
+            continue
+        holder = run_lock.holder(job.output_dir)
+        if holder is not None:  # another worker (or an earlier attempt still running) has it
+            print(f"{label}: skipped, another run holds it: {run_lock.describe(holder)}", flush=True)
             continue
         resuming = f", resuming from {job.checkpoints[-1].parent.name}" if job.checkpoints else ""
         print(f"{label}: running{resuming} (log: {job.output_dir / 'study_job.log'})", flush=True)

@@ -65,7 +65,15 @@ def resolve_resume_checkpoint(training_args, value: str | None = None) -> str | 
         return None
     if value not in ("auto", "true", "True"):
         return value
-    output_dir = Path(training_args.output_dir)
+    latest = newest_checkpoint(training_args.output_dir)
+    if latest is not None:
+        logger.info("Resuming from %s", latest)
+    return latest
+
+
+def newest_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete checkpoint-<step> folder in output_dir (see resolve_resume_checkpoint), or None."""
+    output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
     pattern = re.compile(r"^checkpoint-(\d+)$")
@@ -74,9 +82,7 @@ def resolve_resume_checkpoint(training_args, value: str | None = None) -> str | 
     ]
     if not complete:
         return None
-    latest = max(complete, key=lambda p: int(pattern.match(p.name).group(1)))
-    logger.info("Resuming from %s", latest)
-    return str(latest)
+    return str(max(complete, key=lambda p: int(pattern.match(p.name).group(1))))
 
 
 def load_tokenizer(model_args):
@@ -146,20 +152,26 @@ def count_parameters(model) -> dict[str, int]:
 
 def write_json(path: str | Path, value: Any) -> None:
     """Write to a temporary file and rename it, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
 def write_jsonl(path: str | Path, rows) -> None:
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a file of the run whole or not at all (a temporary file, then a rename). A failure (full disk, a
+    folder that cannot be written) is SaveFailedError: one line naming the file and what is still intact."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        last = newest_checkpoint(path.parent)
+        raise interruptions.write_failed(error, path, path.parent, last, atomic=True) from error
 
 
 def run_info(task: str, model_args, tracking_args, training_args, recipe: dict, model, extra: dict | None = None) -> dict:
@@ -212,9 +224,8 @@ def start_outputs(task: str, model_args, tracking_args, training_args, recipe: d
     tracking.setup_wandb(tracking_args, training_args)
     info = run_info(task, model_args, tracking_args, training_args, recipe, model, extra)
     if training_args.process_index == 0:
-        path = Path(training_args.output_dir) / "recipe.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        recipe_text = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
+        write_text(Path(training_args.output_dir) / "recipe.yaml", recipe_text)
         write_json(Path(training_args.output_dir) / "run_info.json", info)
         params = info["parameters"]
         logger.info("Model %s: %s parameters (%s trainable)", info["model"], f"{params['total']:,}", f"{params['trainable']:,}")
