@@ -87,7 +87,9 @@ def predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int 
     output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(output_path.name + ".partial")  # renamed when complete: no half-written output
     with partial.open("w", encoding="utf-8") as out:
-        for row, prediction in tqdm(zip(rows, predictions), total=len(rows), desc=f"predicting ({run.info.get('task') or task.name})", unit="example"):
+        progress = tqdm(zip(rows, predictions), total=len(rows), unit="example",
+                        desc=f"predicting ({run.info.get('task') or task.name})")
+        for row, prediction in progress:
             out.write(json.dumps(task.behaviour.output_row(row, prediction), ensure_ascii=False) + "\n")
     os.replace(partial, output_path)
     return len(rows)

@@ -1,4 +1,5 @@
-"""Inference: text classification (MNLI pairs through transformers' text-classification pipeline), the extractive-QA pipeline on tiny models (a BERT and our ScratchTransformer), and
+"""Inference: MNLI pairs through transformers' text-classification pipeline, and the extractive-QA pipeline,
+on tiny models (a BERT and our ScratchTransformer), and
 scripts/predict.py over JSON lines for a real tiny MNLI run and a QA run folder."""
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ def test_run_qa_end_to_end(tmp_path, tiny_bert_dir):
     assert all(0 <= row["eval_f1"] <= 100 and "eval_exact_match" in row for row in evaluations)
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["best_metric"] == pytest.approx(max(row["eval_f1"] for row in evaluations[:2]))
-    assert state["best_model_checkpoint"].endswith(f"checkpoint-{max(evaluations[:2], key=lambda r: r['eval_f1'])['step']}")
+    best = max(evaluations[:2], key=lambda row: row["eval_f1"])
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
 
     from pipelines.tracking import find_offline_runs, read_offline_run
 

@@ -441,11 +441,13 @@ class QARun(TaskRun):
     def trainer_options(self, features, tokenizer):
         from transformers import DataCollatorWithPadding
 
+        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8)
         options = {"train_dataset": features.get("train"), "trainer_class": QuestionAnsweringTrainer,
-                   "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8)}
+                   "data_collator": collator}
         if "validation" in features:
             windows = features["validation"]
-            options["eval_dataset"] = windows.remove_columns([c for c in EVAL_ONLY_COLUMNS if c in windows.column_names])
+            extra = [c for c in EVAL_ONLY_COLUMNS if c in windows.column_names]  # post-processing's, not the model's
+            options["eval_dataset"] = windows.remove_columns(extra)
             options["answers"] = AnswerScoring(self.raw["validation"], windows, self.data_args)
         return options
 
@@ -454,7 +456,9 @@ class QARun(TaskRun):
             return {}, {}
         metrics = trainer.evaluate()
         metrics["eval_metric"] = self.data_args.metric
-        tables = prediction_files(self.training_args.output_dir, trainer.answers) if trainer.is_world_process_zero() else {}
+        tables = {}
+        if trainer.is_world_process_zero():
+            tables = prediction_files(self.training_args.output_dir, trainer.answers)
         trainer.log_metrics("eval", metrics)
         return metrics, tables
 
