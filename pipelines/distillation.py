@@ -421,7 +421,10 @@ class Distillation:
 
     def make_trainer(self, info: dict, **trainer_kwargs) -> DistillationTrainer:
         trainer_kwargs["data_collator"] = TeacherLogitsCollator(trainer_kwargs["data_collator"])
-        return training.make_trainer(info, trainer_class=DistillationTrainer, targets=self.targets,
+        task_trainer = trainer_kwargs.pop("trainer_class", None)  # the task's own (QA: evaluate scores answers)
+        trainer_class = DistillationTrainer if task_trainer is None else type(
+            f"Distillation{task_trainer.__name__}", (task_trainer, DistillationTrainer), {})
+        return training.make_trainer(info, trainer_class=trainer_class, targets=self.targets,
                                      alpha=self.args.distill_alpha, temperature=self.args.distill_temperature,
                                      **trainer_kwargs)
 

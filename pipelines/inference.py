@@ -1,11 +1,10 @@
-"""Inference with finished runs: two `transformers` pipelines, registered under their task names on import.
+"""Inference with finished runs: transformers' text-classification pipeline, and an extractive-QA pipeline
+registered under "extractive-question-answering" on import.
 
-    import pipelines.inference  # registers "nli" and "extractive-question-answering"
-    from transformers import pipeline
-
-    nli = pipeline("nli", model="outputs/mnli/minilm_cpu")
+    nli = classification_pipeline("outputs/mnli/minilm_cpu", ("premise", "hypothesis"))
     nli({"premise": "A man plays a guitar.", "hypothesis": "A man makes music."})
     # {'label': 'entailment', 'score': 0.91, 'scores': {'entailment': 0.91, 'neutral': 0.06, 'contradiction': 0.03}}
+    # (the same as pipeline("text-classification", ...)({"text": premise, "text_pair": hypothesis}, top_k=None))
 
     qa = question_answering_pipeline("outputs/qa/minilm_squad")
     qa({"question": "Where is the tower?", "context": "The Eiffel Tower is in Paris."})
@@ -24,16 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy.special import softmax
-from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, Pipeline, pipeline
+from transformers import AutoModelForQuestionAnswering, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
 import pipelines.models  # noqa: F401  (registers ScratchTransformer with the Auto classes, so run folders load without remote code)
 
-NLI_TASK = "nli"
 QA_TASK = "extractive-question-answering"
 
 
@@ -52,51 +48,6 @@ def check_fields(example, fields: tuple[str, ...]) -> None:
         if not isinstance(value, str) or not value.strip():
             problem = "is missing" if name not in example else "is empty" if isinstance(value, str) else f"is {type(value).__name__}, not text"
             raise ValueError(f"Field '{name}' {problem}")
-
-
-# --- NLI ------------------------------------------------------------------------------------------------------
-
-
-class NliPipeline(Pipeline):
-    """Premise + hypothesis -> {"label", "score", "scores": {label: probability}} with a sequence classifier.
-
-    Inputs: {"premise": ..., "hypothesis": ...}, a list of such dicts, or one dict of two equally long lists.
-    Pairs longer than the model can read are truncated, the longer text first (as in training).
-    """
-
-    _load_processor = False
-    _load_image_processor = False
-    _load_feature_extractor = False
-    _load_tokenizer = True
-
-    def __call__(self, inputs, **kwargs):
-        if isinstance(inputs, dict) and isinstance(inputs.get("premise"), (list, tuple)):
-            premises, hypotheses = inputs["premise"], inputs.get("hypothesis")
-            if not isinstance(hypotheses, (list, tuple)) or len(hypotheses) != len(premises):
-                raise ValueError("Give as many hypotheses as premises")
-            inputs = [{"premise": p, "hypothesis": h} for p, h in zip(premises, hypotheses)]
-        return super().__call__(inputs, **kwargs)
-
-    def _sanitize_parameters(self, max_length: int | None = None, **kwargs):
-        preprocess = {"max_length": max_length} if max_length is not None else {}
-        return preprocess, {}, {}
-
-    def preprocess(self, example, max_length: int | None = None):
-        check_fields(example, ("premise", "hypothesis"))
-        return self.tokenizer(
-            example["premise"], example["hypothesis"], truncation=True,
-            max_length=longest_input(self.model, self.tokenizer, max_length), return_tensors="pt",
-        )
-
-    def _forward(self, model_inputs):
-        return {"logits": self.model(**model_inputs).logits}
-
-    def postprocess(self, model_outputs):
-        probabilities = softmax(model_outputs["logits"][0].float().numpy().astype(np.float64), axis=-1)
-        labels = [self.model.config.id2label[i] for i in range(len(probabilities))]
-        best = int(probabilities.argmax())
-        return {"label": labels[best], "score": float(probabilities[best]),
-                "scores": {label: float(p) for label, p in zip(labels, probabilities)}}
 
 
 # --- Extractive QA --------------------------------------------------------------------------------------------
@@ -177,19 +128,15 @@ class ExtractiveQAPipeline(ChunkPipeline):
 
 # --- Registration and loading ---------------------------------------------------------------------------------
 
-PIPELINE_REGISTRY.register_pipeline(NLI_TASK, pipeline_class=NliPipeline, pt_model=AutoModelForSequenceClassification, type="text")
 PIPELINE_REGISTRY.register_pipeline(QA_TASK, pipeline_class=ExtractiveQAPipeline, pt_model=AutoModelForQuestionAnswering, type="text")
-
-
-def nli_pipeline(model, tokenizer=None, device=None, trust_remote_code: bool = False, **kwargs) -> NliPipeline:
-    """`pipeline("nli", ...)` for a run folder (its tokenizer is loaded from it too) or a loaded model and tokenizer."""
-    return pipeline(NLI_TASK, model=_str(model), tokenizer=_str(tokenizer), device=device, trust_remote_code=trust_remote_code, **kwargs)
 
 
 def classification_pipeline(model, fields: tuple[str, ...], regression: bool = False, tokenizer=None, device=None,
                             trust_remote_code: bool = False, **kwargs):
     """transformers' `text-classification` pipeline (text pairs as text/text_pair), fed examples with the task's own
-    field names; yields {label, score, scores} per example like the NLI pipeline, or {score} for regression."""
+    field names (one dict, or an iterable of them); yields {label, score, scores: {label: probability} in label-id
+    order} per example, or {score} for regression. Inputs longer than the model reads are truncated (pairs: the
+    longer text first, as in training)."""
     classifier = pipeline("text-classification", model=_str(model), tokenizer=_str(tokenizer), device=device,
                           trust_remote_code=trust_remote_code, top_k=None, function_to_apply="none" if regression else "softmax", **kwargs)
 
@@ -200,17 +147,21 @@ def classification_pipeline(model, fields: tuple[str, ...], regression: bool = F
     def classify(examples, **options):
         single = isinstance(examples, dict)
         texts = as_text(examples) if single else (as_text(example) for example in examples)
-        outputs = classifier(texts, truncation=True, **options)
-        results = (_label_scores(scores, regression) for scores in ([outputs] if single else outputs))
+        max_length = longest_input(classifier.model, classifier.tokenizer)
+        outputs = classifier(texts, truncation=True, max_length=max_length, **options)
+        order = list(classifier.model.config.id2label.values())
+        results = (_label_scores(scores, regression, order) for scores in ([outputs] if single else outputs))
         return next(results) if single else results
 
     return classify
 
 
-def _label_scores(scores: list[dict], regression: bool) -> dict:
+def _label_scores(scores: list[dict], regression: bool, order: list[str]) -> dict:
     if regression:
         return {"score": float(scores[0]["score"])}
-    return {"label": scores[0]["label"], "score": float(scores[0]["score"]), "scores": {s["label"]: float(s["score"]) for s in scores}}
+    by_label = {s["label"]: float(s["score"]) for s in scores}
+    return {"label": scores[0]["label"], "score": float(scores[0]["score"]),
+            "scores": {label: by_label[label] for label in order if label in by_label}}
 
 
 def question_answering_pipeline(model, tokenizer=None, device=None, trust_remote_code: bool = False, **kwargs) -> ExtractiveQAPipeline:

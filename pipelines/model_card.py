@@ -425,7 +425,7 @@ def pipeline_output(task: Task) -> str:
     inputs = " and ".join(f"a {name}" for name in task.input_fields)
     if task.is_qa:
         return f"`{{answer, score, start, end}}` for {inputs}"
-    return f"`{{label, score, scores}}` for {inputs}" if task.pipeline_task == "nli" else f"`[{{label, score}}]` for {inputs}"
+    return f"`[{{label, score}}]` for {inputs}"  # transformers' text-classification (pairs: text / text_pair)
 
 
 def intended_use(run: RunFolder, task: Task) -> str:

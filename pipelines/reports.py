@@ -112,34 +112,21 @@ def arm_metrics(runs: list[Run]) -> dict[str, dict]:
     return metrics
 
 
-REGRESSION_TOLERANCE = 0.5  # STS-B scores run 0-5; half a point counts as right for the paired tests
+def example_score(row: dict, task=None) -> tuple[Any, dict[str, float], bool] | None:
+    """One line of a predictions file -> (example key, scores, correct), as the run's task scores it
+    (pipelines/tasks/base.py: accuracy 0/1, a regression's absolute error, QA's EM/F1 on their 0-100 scale).
+    None for a row without scores. Without a task, a line with gold and predicted is scored as a classification."""
+    from pipelines.tasks.base import KINDS, CLASSIFICATION
 
-
-def example_score(row: dict) -> tuple[Any, dict[str, float], bool] | None:
-    """One line of a predictions file -> (example key, scores, correct).
-
-    Classification rows (idx, gold, predicted) score accuracy 0/1; regression rows (absolute_error) keep the error.
-    QA rows (id, exact_match, f1) keep the metric's 0-100 scale, as in all_results.json; "correct" means an exact
-    match. None for a row without scores.
-    """
-    if "exact_match" in row:
-        if row["exact_match"] is None or row.get("f1") is None:
-            return None
-        return row["id"], {"exact_match": float(row["exact_match"]), "f1": float(row["f1"])}, row["exact_match"] >= 100
-    if "absolute_error" in row:  # regression (STS-B): "correct" = within REGRESSION_TOLERANCE of the gold score
-        error = float(row["absolute_error"])
-        return row.get("idx", row.get("id")), {"absolute_error": error}, error <= REGRESSION_TOLERANCE
-    if "gold" in row and "predicted" in row:
-        correct = row["gold"] == row["predicted"]
-        return row.get("idx", row.get("id")), {"accuracy": float(correct)}, correct
-    return None
+    return (task.behaviour if task is not None else KINDS[CLASSIFICATION]).example_score(row)
 
 
 def scored_examples(run: Run, split: str) -> dict[Any, tuple[dict[str, float], bool, dict]]:
     """Example key -> (scores, correct, row) for one split of one run."""
+    task = run_task(run)
     scored = {}
     for row in run.predictions.get(split, []):
-        result = example_score(row)
+        result = example_score(row, task)
         if result is not None:
             key, scores, correct = result
             scored[key] = (scores, correct, row)
@@ -262,17 +249,15 @@ def load_texts(run: Run, split: str) -> dict[Any, dict]:
 
 def describe_example(key, base_scored, other_scored, texts: dict, task=None) -> dict:
     """One example for the report: its text, the gold answer, and each arm's predictions (one per seed)."""
+    from pipelines.tasks.base import KINDS, CLASSIFICATION
+
     row = base_scored[0][key][2]
-    example = {"key": key}
-    if "question" in row:  # QA
-        example.update(text=row["question"], gold=" | ".join(row.get("gold_answers") or []))
-        show = str
-    else:
-        text = texts.get(key)
-        show = task.label_name if task is not None else str
-        example.update(text=" ⟶ ".join(text.values()) if text else "", gold=show(row["gold"]))
-    example["baseline_predicted"] = [show(s[key][2]["predicted"]) for s in base_scored]
-    example["arm_predicted"] = [show(s[key][2]["predicted"]) for s in other_scored]
+    kind = task.behaviour if task is not None else KINDS[CLASSIFICATION]
+    text = texts.get(key)
+    gold, _ = kind.shown(row, task)
+    example = {"key": key, "text": row.get("question") or (" ⟶ ".join(text.values()) if text else ""), "gold": gold}
+    example["baseline_predicted"] = [kind.shown(s[key][2], task)[1] for s in base_scored]
+    example["arm_predicted"] = [kind.shown(s[key][2], task)[1] for s in other_scored]
     return example
 
 

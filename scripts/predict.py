@@ -74,37 +74,12 @@ def read_inputs(path: Path, fields: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def build_pipeline(run, task, device: str | None, trust_remote_code: bool):
-    """The pipeline for the task, and the options to call it with (QA: windows and answer length from the recipe)."""
-    from pipelines.inference import WindowSettings, classification_pipeline, nli_pipeline, question_answering_pipeline
-
-    run_dir = run.folder
-    if task.pipeline_task == "nli":
-        return nli_pipeline(run_dir, device=device, trust_remote_code=trust_remote_code), {}
-    if not task.is_qa:
-        return classification_pipeline(run_dir, task.input_fields, regression=task.kind == "regression", device=device,
-                                       trust_remote_code=trust_remote_code), {}
-    qa = question_answering_pipeline(run_dir, device=device, trust_remote_code=trust_remote_code)
-    options = {"window": WindowSettings.for_model(qa.model, qa.tokenizer, **run.recipe)}
-    options.update({k: run.recipe[k] for k in ("max_answer_length", "n_best_size") if run.recipe.get(k)})
-    return qa, options
-
-
-def output_row(task, row: dict, prediction: dict) -> dict:
-    if task.is_qa:
-        return {**row, "predicted_answer": prediction["answer"], "score": prediction["score"],
-                "start": prediction["start"], "end": prediction["end"]}
-    if task.kind == "regression":
-        return {**row, "predicted_score": prediction["score"]}
-    return {**row, "predicted_label": prediction["label"], "score": prediction["score"], "scores": prediction["scores"]}
-
-
 def predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32, device: str | None = None,
             trust_remote_code: bool = False) -> int:
     """Write one output line per input line; returns the number of lines written."""
     run, task = read_run(run_dir)
     rows = read_inputs(input_path, task.input_fields)
-    predictor, options = build_pipeline(run, task, device, trust_remote_code)
+    predictor, options = task.behaviour.predictor(run, task, device, trust_remote_code)  # the task's own pipeline
     # A generator makes the pipeline stream its results, so the progress bar moves batch by batch.
     examples = ({name: row[name] for name in task.input_fields} for row in rows)
     predictions = predictor(examples, batch_size=batch_size, **options)
@@ -112,8 +87,10 @@ def predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int 
     output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(output_path.name + ".partial")  # renamed when complete: no half-written output
     with partial.open("w", encoding="utf-8") as out:
-        for row, prediction in tqdm(zip(rows, predictions), total=len(rows), desc=f"predicting ({'qa' if task.is_qa else task.name})", unit="example"):
-            out.write(json.dumps(output_row(task, row, prediction), ensure_ascii=False) + "\n")
+        progress = tqdm(zip(rows, predictions), total=len(rows), unit="example",
+                        desc=f"predicting ({run.info.get('task') or task.name})")
+        for row, prediction in progress:
+            out.write(json.dumps(task.behaviour.output_row(row, prediction), ensure_ascii=False) + "\n")
     os.replace(partial, output_path)
     return len(rows)
 

@@ -1,4 +1,5 @@
-"""Inference: the NLI and extractive-QA pipelines on tiny models (a BERT and our ScratchTransformer), and
+"""Inference: MNLI pairs through transformers' text-classification pipeline, and the extractive-QA pipeline,
+on tiny models (a BERT and our ScratchTransformer), and
 scripts/predict.py over JSON lines for a real tiny MNLI run and a QA run folder."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering, pipeline
 
 from conftest import REPO, subprocess_env
-from pipelines.inference import QA_TASK, WindowSettings, nli_pipeline, question_answering_pipeline
+from pipelines.inference import QA_TASK, WindowSettings, classification_pipeline, question_answering_pipeline
 from test_hub_and_cards import make_mnli_run, make_qa_run
 
 LABELS = ["entailment", "neutral", "contradiction"]
@@ -56,8 +57,13 @@ def qa_models(tokenizer):
 # --- NLI --------------------------------------------------------------------------------------------------------
 
 
+def nli_pipeline(model, tokenizer):
+    """MNLI pairs through transformers' text-classification pipeline (text / text_pair)."""
+    return classification_pipeline(model, ("premise", "hypothesis"), tokenizer=tokenizer)
+
+
 def test_nli_pipeline_labels_scores_and_batching(nli_model, tokenizer):
-    nli = pipeline("nli", model=nli_model, tokenizer=tokenizer)  # registered by importing pipelines.inference
+    nli = nli_pipeline(nli_model, tokenizer)
     one = nli(PAIRS[0])
     assert set(one) == {"label", "score", "scores"} and list(one["scores"]) == LABELS
     assert one["score"] == max(one["scores"].values()) and one["scores"][one["label"]] == one["score"]
@@ -69,12 +75,14 @@ def test_nli_pipeline_labels_scores_and_batching(nli_model, tokenizer):
     assert [one["scores"][label] for label in LABELS] == pytest.approx(expected.tolist(), abs=1e-6)
 
     one_by_one = [nli(pair) for pair in PAIRS]
-    batched = nli(PAIRS, batch_size=3)  # padded together: the same scores
+    batched = list(nli(PAIRS, batch_size=3))  # padded together: the same scores
     for single, in_batch in zip(one_by_one, batched):
         assert single["label"] == in_batch["label"]
         assert single["scores"]["neutral"] == pytest.approx(in_batch["scores"]["neutral"], abs=1e-5)
-    as_lists = nli({"premise": [p["premise"] for p in PAIRS], "hypothesis": [p["hypothesis"] for p in PAIRS]})
-    assert [r["label"] for r in as_lists] == [r["label"] for r in one_by_one]
+    # The same as transformers' own pipeline called with text / text_pair.
+    direct = pipeline("text-classification", model=nli_model, tokenizer=tokenizer, top_k=None)(
+        {"text": PAIRS[0]["premise"], "text_pair": PAIRS[0]["hypothesis"]})
+    assert {d["label"]: d["score"] for d in direct} == pytest.approx(one["scores"], abs=1e-6)
 
 
 def test_nli_pipeline_errors_name_the_field(nli_model, tokenizer):
@@ -161,7 +169,7 @@ def test_predict_script_on_a_tiny_mnli_run(tmp_path_factory, data_dir, tmp_path)
     assert all(p["label"] == r["label"] for p, r in zip(predictions, rows))
     assert all(p["predicted_label"] in LABELS and sum(p["scores"].values()) == pytest.approx(1.0) for p in predictions)
 
-    direct = nli_pipeline(run)(PAIRS[0])
+    direct = nli_pipeline(run, None)(PAIRS[0])
     assert predictions[0]["scores"] == pytest.approx(direct["scores"], abs=1e-5)
 
 

@@ -21,6 +21,9 @@ def test_run_qa_end_to_end(tmp_path, tiny_bert_dir):
         "max_seq_length": 64, "doc_stride": 16, "max_query_length": 16, "output_dir": str(output_dir),
         "max_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "logging_steps": 1,
         "report_to": "wandb", "wandb_group": "qa-e2e", "wandb_job_type": "scratch",
+        # EM/F1 inside the Trainer's evaluation: logged at every evaluation, and the best checkpoint chosen by F1.
+        "eval_strategy": "steps", "eval_steps": 2, "save_strategy": "steps", "save_steps": 2,
+        "metric_for_best_model": "f1", "load_best_model_at_end": True,
     }))
     result = subprocess.run(launch_command("scripts/run_qa.py", recipe), cwd=tmp_path, env=subprocess_env(),
                             capture_output=True, text=True, timeout=600)
@@ -37,6 +40,15 @@ def test_run_qa_end_to_end(tmp_path, tiny_bert_dir):
     assert set(predictions) == {r["id"] for r in rows}
     assert (output_dir / "nbest_predictions_validation.json").is_file()
     assert json.loads((output_dir / "data_splits.json").read_text())
+
+    history = json.loads((output_dir / "log_history.json").read_text())
+    evaluations = [row for row in history if "eval_f1" in row]
+    assert [row["step"] for row in evaluations][:2] == [2, 4]
+    assert all(0 <= row["eval_f1"] <= 100 and "eval_exact_match" in row for row in evaluations)
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["best_metric"] == pytest.approx(max(row["eval_f1"] for row in evaluations[:2]))
+    best = max(evaluations[:2], key=lambda row: row["eval_f1"])
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
 
     from pipelines.tracking import find_offline_runs, read_offline_run
 

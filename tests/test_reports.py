@@ -135,10 +135,12 @@ def test_comparison_counts_and_examples_with_text(tmp_path):
 
 
 def test_qa_rows_score_exact_match_and_f1():
+    from pipelines.tasks.qa import KORQUAD
+
     row = {"id": "q1", "question": "누가?", "gold_answers": ["세종"], "predicted": "세종대왕", "exact_match": 0.0, "f1": 66.7}
-    assert reports.example_score(row) == ("q1", {"exact_match": 0.0, "f1": 66.7}, False)
-    assert reports.example_score(dict(row, exact_match=100.0, f1=100.0))[2] is True
-    assert reports.example_score(dict(row, exact_match=None)) is None  # unscored rows are skipped
+    assert reports.example_score(row, KORQUAD) == ("q1", {"exact_match": 0.0, "f1": 66.7}, False)
+    assert reports.example_score(dict(row, exact_match=100.0, f1=100.0), KORQUAD)[2] is True
+    assert reports.example_score(dict(row, exact_match=None), KORQUAD) is None  # unscored rows are skipped
 
 
 def test_default_arm_names_use_job_type_model_and_differing_keys():

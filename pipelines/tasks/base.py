@@ -3,8 +3,9 @@
     task = find_task("mnli")                       # by the name a run records in run_info.json ("task")
     task = task_of_run(run_info, recipe, config)   # the task of a finished run folder (QA: SQuAD or KorQuAD by its data)
 
-The model card, `scripts/predict.py`, the reports, the inference pipelines and LoRA ask the task (its kind, label
-names, input fields, metrics, prose) and never test its name. A new task is a module listed in `TASK_MODULES`.
+The model card, `scripts/predict.py`, the reports, the inference pipelines and LoRA ask the task (its behaviour,
+label names, input fields, metrics, prose) and never test its name. A new task is a module listed in
+`TASK_MODULES` (or a `register_task` call); a new kind of task is a `TaskKind` subclass given as its `behaviour`.
 """
 
 from __future__ import annotations
@@ -31,12 +32,128 @@ class Metric:
     percent_scale: bool  # accuracy is stored as a fraction (0-1), SQuAD EM/F1 already as percentages (0-100)
 
 
+# --- What a kind of task does ---------------------------------------------------------------------------------
+# A kind owns the behaviour the rest of the project asks of a task: its model head, its inference pipeline and the
+# line predict.py writes, the per-example score reports compare, and the scale of that score. A new kind is a
+# subclass of TaskKind given to its Task (`Task(..., behaviour=MyKind())`); nothing else dispatches on kind names.
+
+
+class TaskKind:
+    name = ""
+    auto_class = "AutoModelForSequenceClassification"
+    hub_task_type = "text-classification"  # the Hub's pipeline tag, also the model-index task type
+    peft_task_type = "SEQ_CLS"  # PEFT's name for the head
+    pipeline_task = "text-classification"  # the transformers pipeline that serves the model
+    percent_scale = False  # per-example scores (and the metrics) are fractions (0-1), or percentages (0-100)
+
+    def num_labels(self, task: "Task") -> int:
+        """Outputs of the model head."""
+        return len(task.label_names)
+
+    def predictor(self, run, task: "Task", device=None, trust_remote_code: bool = False):
+        """(a callable over an iterable of examples (dicts with the task's input fields), options to call it with)."""
+        raise NotImplementedError
+
+    def output_row(self, row: dict, prediction: dict) -> dict:
+        """predict.py's output line: the input line plus the prediction."""
+        raise NotImplementedError
+
+    def example_score(self, row: dict) -> tuple | None:
+        """One line of predictions_<split>.jsonl -> (example key, {score name: value}, correct), None when unscored."""
+        raise NotImplementedError
+
+    def shown(self, row: dict, task: "Task") -> tuple[str, str]:
+        """(gold, predicted) of a predictions line as a report shows them (task None: as they are)."""
+        show = task.label_name if task is not None else str
+        return show(row["gold"]), show(row["predicted"])
+
+
+class Classification(TaskKind):
+    name = CLASSIFICATION
+
+    def predictor(self, run, task, device=None, trust_remote_code=False):
+        from pipelines.inference import classification_pipeline
+
+        return classification_pipeline(run.folder, task.input_fields, device=device,
+                                       trust_remote_code=trust_remote_code), {}
+
+    def output_row(self, row, prediction):
+        return {**row, "predicted_label": prediction["label"], "score": prediction["score"],
+                "scores": prediction["scores"]}
+
+    def example_score(self, row):
+        if "gold" not in row or "predicted" not in row:
+            return None
+        correct = row["gold"] == row["predicted"]
+        return row.get("idx", row.get("id")), {"accuracy": float(correct)}, correct
+
+
+REGRESSION_TOLERANCE = 0.5  # STS-B scores run 0-5; half a point counts as right for the paired tests
+
+
+class Regression(Classification):
+    name = REGRESSION
+
+    def num_labels(self, task):
+        return 1
+
+    def predictor(self, run, task, device=None, trust_remote_code=False):
+        from pipelines.inference import classification_pipeline
+
+        return classification_pipeline(run.folder, task.input_fields, regression=True, device=device,
+                                       trust_remote_code=trust_remote_code), {}
+
+    def output_row(self, row, prediction):
+        return {**row, "predicted_score": prediction["score"]}
+
+    def example_score(self, row):
+        if "absolute_error" not in row:
+            return None
+        error = float(row["absolute_error"])  # "correct" = within REGRESSION_TOLERANCE of the gold score
+        return row.get("idx", row.get("id")), {"absolute_error": error}, error <= REGRESSION_TOLERANCE
+
+
+class ExtractiveQA(TaskKind):
+    name = EXTRACTIVE_QA
+    auto_class = "AutoModelForQuestionAnswering"
+    hub_task_type = "question-answering"
+    peft_task_type = "QUESTION_ANS"
+    pipeline_task = "extractive-question-answering"  # ours (pipelines/inference.py): transformers 5.3 removed it
+    percent_scale = True  # SQuAD/KorQuAD EM and F1 are 0-100
+
+    def num_labels(self, task):
+        return 2  # start and end
+
+    def predictor(self, run, task, device=None, trust_remote_code=False):
+        from pipelines.inference import WindowSettings, question_answering_pipeline
+
+        qa = question_answering_pipeline(run.folder, device=device, trust_remote_code=trust_remote_code)
+        options = {"window": WindowSettings.for_model(qa.model, qa.tokenizer, **run.recipe)}
+        options.update({k: run.recipe[k] for k in ("max_answer_length", "n_best_size") if run.recipe.get(k)})
+        return qa, options
+
+    def output_row(self, row, prediction):
+        return {**row, "predicted_answer": prediction["answer"], "score": prediction["score"],
+                "start": prediction["start"], "end": prediction["end"]}
+
+    def example_score(self, row):
+        if row.get("exact_match") is None or row.get("f1") is None:
+            return None
+        return row["id"], {"exact_match": float(row["exact_match"]), "f1": float(row["f1"])}, row["exact_match"] >= 100
+
+    def shown(self, row, task):
+        return " | ".join(row.get("gold_answers") or []), str(row["predicted"])
+
+
+KINDS = {kind.name: kind for kind in (Classification(), Regression(), ExtractiveQA())}
+
+
 @dataclass(frozen=True)
 class Task:
     """A task: its inputs and outputs, where its data is, its metrics, and what the model card says about it."""
 
     name: str  # as run_info.json records it
-    kind: str  # CLASSIFICATION, REGRESSION or EXTRACTIVE_QA
+    kind: str  # CLASSIFICATION, REGRESSION, EXTRACTIVE_QA, or a new kind's name (then give `behaviour`)
     title: str  # e.g. "MNLI", "SST-2"
     description: str  # e.g. "Natural Language Inference" (the model-index task name)
     input_fields: tuple[str, ...]  # the text fields of one example, in the order the model reads them
@@ -56,6 +173,11 @@ class Task:
     metric_note: str = ""  # e.g. KorQuAD's character-level F1
     # (dataset, LocalFile) -> the split with the task's columns, label ids and idx: reports read example texts with it
     normalize: Callable | None = field(default=None, compare=False)
+    behaviour: TaskKind | None = field(default=None, compare=False)  # None: the built-in kind of that name
+
+    def __post_init__(self):
+        if self.behaviour is None:
+            object.__setattr__(self, "behaviour", KINDS[self.kind])
 
     @property
     def is_qa(self) -> bool:
@@ -64,34 +186,39 @@ class Task:
     @property
     def num_labels(self) -> int:
         """Outputs of the model head: the classes, one score for regression, start and end for QA."""
-        return len(self.label_names) if self.kind == CLASSIFICATION else 1 if self.kind == REGRESSION else 2
+        return self.behaviour.num_labels(self)
 
     @property
     def hub_task_type(self) -> str:
-        """The Hub's pipeline tag, also the model-index task type."""
-        return "question-answering" if self.is_qa else "text-classification"
+        return self.behaviour.hub_task_type
 
     @property
     def auto_class(self) -> str:
-        return "AutoModelForQuestionAnswering" if self.is_qa else "AutoModelForSequenceClassification"
+        return self.behaviour.auto_class
 
     @property
     def peft_task_type(self) -> str:
-        """PEFT's name for the head."""
-        return "QUESTION_ANS" if self.is_qa else "SEQ_CLS"
+        return self.behaviour.peft_task_type
 
     @property
     def pipeline_task(self) -> str:
-        """The transformers pipeline that serves the model (ours are registered by `import pipelines.inference`)."""
-        if self.is_qa:
-            return "extractive-question-answering"
-        return "nli" if self.input_fields == ("premise", "hypothesis") else "text-classification"
+        """The transformers pipeline that serves the model (QA's is registered by `import pipelines.inference`)."""
+        return self.behaviour.pipeline_task
 
     def label_name(self, value) -> str:
         """A label id as its name; anything else (a regression score, an answer) as text."""
         if isinstance(value, int) and 0 <= value < len(self.label_names):
             return self.label_names[value]
         return str(value)
+
+
+_REGISTERED: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Make a task known to find_task / task_of_run without a module in TASK_MODULES (a plug-in, a test)."""
+    _REGISTERED[task.name] = task
+    return task
 
 
 class UnknownTaskError(ValueError):
@@ -104,6 +231,8 @@ def _modules():
 
 def find_task(name: str) -> Task:
     name = str(name).lower()
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     for module in _modules():
         if name in module.TASKS:
             return module.TASKS[name]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,34 +346,64 @@ def write_predictions(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def evaluate_split(trainer, raw_examples, features, data_args: QADataArguments, output_dir: str, split: str = "validation"):
-    """Predict every window, gather answers per question, score them officially, write the prediction files."""
-    import time
+@dataclass
+class AnswerScoring:
+    """What QA evaluation needs beside the logits: the questions, their windows, and how answers are picked and
+    scored. Called with the logits of every window; keeps the latest answers for the prediction files."""
 
-    start = time.perf_counter()
-    output = trainer.predict(features.remove_columns([c for c in EVAL_ONLY_COLUMNS if c in features.column_names]))
-    start_logits, end_logits = output.predictions[:2]
-    predictions, nbest = postprocess_qa_predictions(
-        raw_examples, features, start_logits, end_logits, data_args.n_best_size, data_args.max_answer_length
-    )
-    scores, per_example = score_predictions(data_args.metric, predictions, raw_examples)
-    seconds = time.perf_counter() - start
-    metrics = {f"eval_{k}": v for k, v in scores.items()}
-    metrics.update({
-        "eval_runtime": seconds,
-        "eval_samples_per_second": len(raw_examples) / seconds,
-        "eval_windows_per_second": len(features) / seconds,
-        "eval_metric": data_args.metric,
-    })
-    if trainer.is_world_process_zero():
-        write_predictions(output_dir, split, predictions, nbest, raw_examples, per_example)
+    examples: datasets.Dataset  # the questions
+    features: datasets.Dataset  # their eval windows (example_id, offset_mapping), in the order of the logits
+    data_args: QADataArguments
+    latest: tuple | None = None  # (predictions, nbest, per_example) of the latest evaluation
+
+    def __call__(self, start_logits, end_logits) -> dict[str, float]:
+        predictions, nbest = postprocess_qa_predictions(self.examples, self.features, start_logits, end_logits,
+                                                        self.data_args.n_best_size, self.data_args.max_answer_length)
+        scores, per_example = score_predictions(self.data_args.metric, predictions, self.examples)
+        self.latest = (predictions, nbest, per_example)
+        return scores
+
+
+class QuestionAnsweringTrainer(training.PipelineTrainer):
+    """The Trainer whose `evaluate` turns the windows' logits into answers and scores them officially, as
+    transformers' QA example (its QuestionAnsweringTrainer) does. So EM/F1 are logged at every evaluation (W&B,
+    log_history.json) and `metric_for_best_model: f1` chooses the best checkpoint. (The Trainer's own
+    compute_metrics needs labels, which eval windows have not.)"""
+
+    def __init__(self, *args, answers: AnswerScoring | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.answers = answers
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        start = time.perf_counter()
+        output = self.evaluation_loop(self.get_eval_dataloader(eval_dataset), description="Evaluation",
+                                      prediction_loss_only=False, ignore_keys=ignore_keys,
+                                      metric_key_prefix=metric_key_prefix)
+        start_logits, end_logits = output.predictions[:2]
+        metrics = dict(output.metrics)
+        metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self.answers(start_logits, end_logits).items()})
+        seconds = time.perf_counter() - start
+        metrics.update({
+            f"{metric_key_prefix}_runtime": seconds,
+            f"{metric_key_prefix}_samples_per_second": len(self.answers.examples) / seconds,  # questions
+            f"{metric_key_prefix}_windows_per_second": output.num_samples / seconds,
+        })
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def prediction_files(run_dir: str, answers: AnswerScoring, split: str = "validation") -> dict:
+    """Write the latest evaluation's prediction files (main process); return its W&B tables."""
+    predictions, nbest, per_example = answers.latest
+    write_predictions(run_dir, split, predictions, nbest, answers.examples, per_example)
     failures = [row for row in per_example if row["exact_match"] == 0]
     columns = ["id", "question", "gold_answers", "predicted", "exact_match", "f1"]
-    tables = {
-        "eval/predictions_sample": (columns, [[r[c] if c != "gold_answers" else " | ".join(r[c]) for c in columns] for r in per_example[:200]]),
-        "eval/failures_sample": (columns, [[r[c] if c != "gold_answers" else " | ".join(r[c]) for c in columns] for r in failures[:200]]),
-    }
-    return metrics, tables
+
+    def table(rows):
+        return columns, [[r[c] if c != "gold_answers" else " | ".join(r[c]) for c in columns] for r in rows[:200]]
+
+    return {"eval/predictions_sample": table(per_example), "eval/failures_sample": table(failures)}
 
 
 class QARun(TaskRun):
@@ -380,8 +411,8 @@ class QARun(TaskRun):
     distills = True  # `teacher:` in the recipe (pipelines/distillation.py)
 
     def load_data(self):
-        raw, self.description = load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
-        return raw
+        self.raw, self.description = load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
+        return self.raw
 
     def load_model(self, tokenizer):
         from transformers import AutoModelForQuestionAnswering
@@ -410,13 +441,24 @@ class QARun(TaskRun):
     def trainer_options(self, features, tokenizer):
         from transformers import DataCollatorWithPadding
 
-        return {"train_dataset": features.get("train"),
-                "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8)}
+        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8)
+        options = {"train_dataset": features.get("train"), "trainer_class": QuestionAnsweringTrainer,
+                   "data_collator": collator}
+        if "validation" in features:
+            windows = features["validation"]
+            extra = [c for c in EVAL_ONLY_COLUMNS if c in windows.column_names]  # post-processing's, not the model's
+            options["eval_dataset"] = windows.remove_columns(extra)
+            options["answers"] = AnswerScoring(self.raw["validation"], windows, self.data_args)
+        return options
 
     def evaluate(self, trainer, raw, features):
         if "validation" not in features:
             return {}, {}
-        metrics, tables = evaluate_split(trainer, raw["validation"], features["validation"], self.data_args, self.training_args.output_dir)
+        metrics = trainer.evaluate()
+        metrics["eval_metric"] = self.data_args.metric
+        tables = {}
+        if trainer.is_world_process_zero():
+            tables = prediction_files(self.training_args.output_dir, trainer.answers)
         trainer.log_metrics("eval", metrics)
         return metrics, tables
 

@@ -9,7 +9,7 @@ the inference pipeline (pipelines/inference.py) share these functions, so they c
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import datasets
 import numpy as np
@@ -17,8 +17,8 @@ from scipy.special import softmax
 
 from pipelines.arguments import RecipeError
 
-if TYPE_CHECKING:  # annotations only: qa.py imports this module
-    from pipelines.tasks.qa import QADataArguments
+# `data_args` below: anything with max_seq_length, doc_stride, max_query_length and pad_to_max_length, i.e. qa.py's
+# QADataArguments or inference.py's WindowSettings. This module imports neither (qa.py imports this one).
 
 # Columns of the eval features that post-processing (or sorting) needs but the model must not receive.
 EVAL_ONLY_COLUMNS = ["example_id", "offset_mapping", "length"]
@@ -29,7 +29,7 @@ EVAL_ONLY_COLUMNS = ["example_id", "offset_mapping", "length"]
 # --------------------------------------------------------------------------------------------------------------
 
 
-def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: QADataArguments, training_args) -> datasets.DatasetDict:
+def preprocess(raw: datasets.DatasetDict, tokenizer, data_args, training_args) -> datasets.DatasetDict:
     """Tokenize every split into windows: "train" with answer positions, "validation" with example_id and offsets.
 
     The validation features keep `EVAL_ONLY_COLUMNS` for post-processing; give the model
@@ -63,7 +63,7 @@ def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: QADataArguments,
     return features
 
 
-def prepare_train_features(examples: dict[str, list], tokenizer, data_args: QADataArguments):
+def prepare_train_features(examples: dict[str, list], tokenizer, data_args):
     """Windows of a batch of questions, each labelled with the token positions of the (first) gold answer.
 
     A window that does not hold the whole answer is labelled with its CLS token as start and end, which
@@ -88,7 +88,7 @@ def prepare_train_features(examples: dict[str, list], tokenizer, data_args: QADa
     return windows
 
 
-def prepare_eval_features(examples: dict[str, list], tokenizer, data_args: QADataArguments):
+def prepare_eval_features(examples: dict[str, list], tokenizer, data_args):
     """Windows of a batch of questions, each with the id of its question and the character offsets of its tokens.
 
     Offsets of tokens outside the context (question, special tokens, padding) are set to None, so that
@@ -107,7 +107,7 @@ def prepare_eval_features(examples: dict[str, list], tokenizer, data_args: QADat
     return windows
 
 
-def _tokenize_windows(examples: dict[str, list], tokenizer, data_args: QADataArguments):
+def _tokenize_windows(examples: dict[str, list], tokenizer, data_args):
     """Tokenize question + context into overlapping windows; returns the encoding and the context's sequence index.
 
     Only the context is truncated and windowed. A tokenizer that pads on the left (e.g. XLNet-style) puts
