@@ -100,6 +100,40 @@ def test_dropout_off_while_pretraining_but_saved_config_keeps_it(tmp_path, token
     assert saved["hidden_dropout_prob"] == 0.1 and saved["attention_probs_dropout_prob"] == 0.1
 
 
+REMOTE_CODE_SCRIPT = """
+import sys
+import torch
+from transformers import AutoModelForPreTraining, AutoModelForSequenceClassification
+
+class BlockPipelines:  # our package is installed (editable): take it off the import system
+    def find_spec(self, name, path=None, target=None):
+        if name == "pipelines" or name.startswith("pipelines."):
+            raise ModuleNotFoundError(name)
+
+sys.meta_path.insert(0, BlockPipelines())
+folder = sys.argv[1]
+classifier = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3, trust_remote_code=True)
+pretraining = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True)
+assert classifier.__module__.startswith("transformers_modules"), classifier.__module__
+for name, weight in pretraining.transformer.state_dict().items():
+    assert torch.equal(classifier.transformer.state_dict()[name], weight), name
+print("loaded", type(pretraining).__name__)
+"""
+
+
+def test_saved_electra_folder_loads_with_trust_remote_code_without_our_package(tmp_path, tokenizer):
+    folder = tmp_path / "electra"
+    tiny_electra(tokenizer).save_pretrained(folder)
+    script = tmp_path / "load_remote.py"
+    script.write_text(REMOTE_CODE_SCRIPT)
+    env = {key: value for key, value in subprocess_env().items() if key != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-I", str(script), str(folder)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "loaded ScratchTransformerForPreTraining" in result.stdout
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # A real run: interrupted, resumed, then fine-tuned
 
@@ -113,7 +147,8 @@ def pretraining_recipe(tmp_path: Path) -> Path:
         text.write_text("".join(next(f) for _ in range(200)), encoding="utf-8")
     recipe = tmp_path / "electra.yaml"
     recipe.write_text(yaml.safe_dump({
-        "objective": "electra", "scratch_preset": "tiny", "tokenizer_name": "minilm", "config_overrides": "norm_position=pre",
+        "objective": "electra", "scratch_preset": "tiny", "tokenizer_name": "minilm",
+        "config_overrides": "norm_position=pre",
         "pretraining_dropout": 0.0, "train_files": [str(text)], "validation_split_percentage": 10, "max_seq_length": 64,
         "max_eval_samples": 16, "cache_dir": str(tmp_path / "cache"), "report_to": "none", "disable_tqdm": True,
         "max_steps": 30, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 0.1,
@@ -124,7 +159,8 @@ def pretraining_recipe(tmp_path: Path) -> Path:
 
 
 def launch(recipe: Path, output_dir: Path, *overrides: str) -> subprocess.Popen:
-    cmd = [sys.executable, str(REPO / "scripts" / "run_pretraining.py"), str(recipe), "--output_dir", str(output_dir), *overrides]
+    script = REPO / "scripts" / "run_pretraining.py"
+    cmd = [sys.executable, str(script), str(recipe), "--output_dir", str(output_dir), *overrides]
     return subprocess.Popen(cmd, cwd=recipe.parent, env=subprocess_env(TQDM_DISABLE="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -185,7 +221,8 @@ def test_electra_run_resumes_records_its_gate_and_fine_tunes(tmp_path, data_dir)
         pretrained = encoder_weights(folder)
         assert pretrained
         out = tmp_path / f"mnli-{folder.name}"
-        mnli.main(["--model_name_or_path", str(folder), "--data_dir", str(mnli_data), "--output_dir", str(out), *fine_tuning])
+        mnli.main(["--model_name_or_path", str(folder), "--data_dir", str(mnli_data), "--output_dir", str(out),
+                   *fine_tuning])
         assert_encoder_loaded(pretrained, out)
         out = tmp_path / f"qa-{folder.name}"
         qa.main(["--model_name_or_path", str(folder), "--train_file", str(squad), "--validation_file", str(squad),

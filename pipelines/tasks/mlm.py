@@ -1,4 +1,4 @@
-"""Masked-language-model pretraining: text files -> packed token blocks -> 15% masking -> Trainer -> perplexity.
+"""Pretraining: text files -> packed token blocks -> 15% masking -> Trainer -> held-out loss (MLM or ELECTRA).
 
     accelerate launch --config_file configs/accelerate_cpu.yaml scripts/run_pretraining.py \
         configs/pretraining/ko_small_3l_4h_cpu.yaml
@@ -22,6 +22,8 @@ The steps, in the order `main` runs them:
 4. `main`: held-out loss and perplexity of the random (or loaded) model, training, the same evaluation again with the
    same masks, and a save that fine-tuning can load with `AutoModelForSequenceClassification` /
    `AutoModelForQuestionAnswering.from_pretrained(output_dir)`.
+
+`objective: electra` keeps steps 1-2 and swaps the collator, the model and the metrics (pipelines/tasks/electra.py).
 """
 
 from __future__ import annotations
@@ -76,12 +78,15 @@ class PretrainingDataArguments:
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization (datasets num_proc)."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute tokenization instead of reusing the datasets cache."})
     objective: str = field(
-        default="mlm", metadata={"help": "mlm (masked-LM) or electra (replaced-token detection, pipelines/tasks/electra.py)."}
+        default="mlm",
+        metadata={"help": "mlm (masked-LM) or electra (replaced-token detection, pipelines/tasks/electra.py)."},
     )
     generator_size: float = field(
         default=0.25, metadata={"help": "electra: generator width and heads as a fraction of the discriminator's."}
     )
-    rtd_weight: float = field(default=50.0, metadata={"help": "electra: loss = generator MLM loss + rtd_weight x discriminator BCE."})
+    rtd_weight: float = field(
+        default=50.0, metadata={"help": "electra: loss = generator MLM loss + rtd_weight x discriminator BCE."}
+    )
     pretraining_dropout: float | None = field(
         default=None,
         metadata={"help": "Dropout while pretraining (Cramming: 0.0); the saved config keeps the model's own values."},
@@ -361,7 +366,8 @@ class PretrainingRun(TaskRun):
     def evaluate(self, trainer, raw, examples):
         after = evaluate_heldout(trainer, self.training_args.seed, self.data_args.objective)
         before = {f"{name}_before": value for name, value in self.before.items()}
-        results = {"train_samples": len(examples["train"]), "eval_samples": len(examples["validation"]), **before, **after}
+        counts = {"train_samples": len(examples["train"]), "eval_samples": len(examples["validation"])}
+        results = {**counts, **before, **after}
         trainer.log_metrics("eval", results)
         return results, {}
 
