@@ -491,8 +491,8 @@ class ScratchTransformerGenerator(nn.Module):
         super().__init__()
         self.embeddings_project = nn.Linear(config.hidden_size, generator.hidden_size)
         self.layers = nn.ModuleList([ScratchTransformerLayer(generator) for _ in range(generator.num_hidden_layers)])
-        final_norm = generator.norm_position == "pre"  # pre-LN needs one LayerNorm at the end (as the encoder)
-        self.final_layer_norm = nn.LayerNorm(generator.hidden_size, eps=generator.layer_norm_eps) if final_norm else None
+        pre_norm = generator.norm_position == "pre"  # pre-LN needs one LayerNorm at the end (as the encoder)
+        self.final_layer_norm = nn.LayerNorm(generator.hidden_size, eps=generator.layer_norm_eps) if pre_norm else None
 
     def forward(self, embeddings: torch.Tensor, keep_mask: torch.Tensor | None) -> torch.Tensor:
         hidden_states = self.embeddings_project(embeddings)  # (B, S, H) -> (B, S, h)
@@ -582,7 +582,8 @@ class ScratchTransformerForPreTraining(ScratchTransformerPreTrainedModel):
         if input_ids is None or labels is None:
             raise ValueError("ELECTRA pretraining needs input_ids (with [MASK]) and labels (the masked originals).")
         if scored_mask is None:  # without the collator's mask: every non-padding token
-            scored_mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+            no_padding = torch.ones_like(input_ids, dtype=torch.bool)
+            scored_mask = no_padding if attention_mask is None else attention_mask.bool()
         keep_mask = padding_keep_mask(attention_mask)
 
         corrupted, generator_loss_sum, masked = self.replace_masked_tokens(
