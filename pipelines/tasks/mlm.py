@@ -280,6 +280,32 @@ def make_collator(tokenizer: PreTrainedTokenizerBase, data_args: PretrainingData
 # Run
 
 
+def make_pretraining_collator(tokenizer: PreTrainedTokenizerBase, data_args: PretrainingDataArguments):
+    """The objective's collator: BERT masking (mlm), or [MASK]-only masking plus the scored tokens (electra)."""
+    if data_args.objective == "electra":
+        return make_electra_collator(tokenizer, data_args.mlm_probability, data_args.whole_word_mask)
+    return make_collator(tokenizer, data_args)
+
+
+def load_pretraining_model(model_args, data_args: PretrainingDataArguments, tokenizer: PreTrainedTokenizerBase):
+    """The objective's model (MLM head, or ELECTRA's generator + discriminator), dropout set for pretraining.
+
+    A scratch preset gets random weights sized to the tokenizer; a checkpoint (continued pretraining) keeps its
+    encoder, and its MLM head (or ELECTRA generator) if it has one.
+    """
+    if tokenizer.mask_token is None or tokenizer.cls_token is None or tokenizer.sep_token is None:
+        raise RecipeError("The tokenizer lacks [MASK], [CLS] or [SEP]; train one with scripts/train_tokenizer.py.")
+    if data_args.objective == "electra":
+        extra = {"generator_size": data_args.generator_size, "rtd_weight": data_args.rtd_weight}
+        model = training.load_model(model_args, AutoModelForPreTraining, tokenizer,
+                                    max_seq_length=data_args.max_seq_length, **extra)
+    else:
+        model = training.load_model(model_args, AutoModelForMaskedLM, tokenizer, max_seq_length=data_args.max_seq_length)
+    if data_args.pretraining_dropout is not None:
+        set_dropout(model, data_args.pretraining_dropout)
+    return model
+
+
 def set_dropout(model, probability: float) -> None:
     """Set every dropout of the built model to `probability` (Cramming pretrains with 0.0) without touching its config:
     the saved config.json keeps the model's own dropout, so fine-tuning from the folder gets dropout back."""
@@ -326,20 +352,7 @@ class PretrainingRun(TaskRun):
         return load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
 
     def load_model(self, tokenizer):
-        if tokenizer.mask_token is None or tokenizer.cls_token is None or tokenizer.sep_token is None:
-            raise RecipeError("The tokenizer lacks [MASK], [CLS] or [SEP]; train one with scripts/train_tokenizer.py.")
-        # A scratch preset gets random weights sized to the tokenizer; a checkpoint (continued pretraining) keeps its
-        # encoder, and its MLM head (or ELECTRA generator) if it has one.
-        if self.data_args.objective == "electra":
-            extra = {"generator_size": self.data_args.generator_size, "rtd_weight": self.data_args.rtd_weight}
-            model = training.load_model(self.model_args, AutoModelForPreTraining, tokenizer,
-                                        max_seq_length=self.data_args.max_seq_length, **extra)
-        else:
-            model = training.load_model(self.model_args, AutoModelForMaskedLM, tokenizer,
-                                        max_seq_length=self.data_args.max_seq_length)
-        if self.data_args.pretraining_dropout is not None:
-            set_dropout(model, self.data_args.pretraining_dropout)
-        return model
+        return load_pretraining_model(self.model_args, self.data_args, tokenizer)
 
     def preprocess(self, raw, tokenizer):
         return preprocess(raw, tokenizer, self.data_args, self.training_args)
@@ -352,11 +365,11 @@ class PretrainingRun(TaskRun):
 
     def trainer_options(self, examples, tokenizer):
         # The tokenizer (processing_class) is saved beside the model, so the output folder is complete for fine-tuning.
-        options = {"train_dataset": examples["train"], "eval_dataset": examples["validation"]}
+        options = {"train_dataset": examples["train"], "eval_dataset": examples["validation"],
+                   "data_collator": make_pretraining_collator(tokenizer, self.data_args)}
         if self.data_args.objective == "electra":
-            collator = make_electra_collator(tokenizer, self.data_args.mlm_probability, self.data_args.whole_word_mask)
-            return {**options, "data_collator": collator, "compute_metrics": compute_electra_metrics}
-        return {**options, "data_collator": make_collator(tokenizer, self.data_args)}
+            options["compute_metrics"] = compute_electra_metrics
+        return options
 
     def before_training(self, trainer):
         trainer.eval_seed = self.training_args.seed
