@@ -76,6 +76,7 @@ def test_replaced_labels_are_one_exactly_where_the_sampled_token_differs(tokeniz
     assert output.scored_tokens.item() == batch["scored_mask"].sum().item()
     assert output.masked_tokens.item() == masked.sum().item()
     assert 0 <= output.rtd_correct.item() <= output.scored_tokens.item()
+    assert 0 <= output.replaced_detected.item() <= output.replaced_tokens.item()
 
 
 def test_generator_and_discriminator_share_the_embeddings(tokenizer):

@@ -6,7 +6,8 @@ The text, blocks and masked positions are MLM's (pipelines/tasks/mlm.py); what d
 - the model is `ScratchTransformerForPreTraining` (pipelines/models/scratch_transformer): a small generator fills the
   masked positions with sampled tokens and the encoder learns for every token whether it was replaced;
 - evaluation reports, besides eval_loss, the generator's held-out MLM loss, the discriminator's accuracy over all
-  scored tokens and the share of scored tokens that were replaced: the gate that shows whether a checkpoint learned.
+  scored tokens, the share of the replaced tokens it finds, and the share of scored tokens that were replaced: the gate
+  that shows whether a checkpoint learned.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch
 from transformers import DataCollatorForLanguageModeling, EvalPrediction, PreTrainedTokenizerBase
 
 # The Trainer adds the "eval_" prefix; these are the gate metrics of an ELECTRA run (all_results.json, log_history).
-GATE_METRICS = ("eval_loss", "eval_generator_loss", "eval_rtd_accuracy", "eval_replaced_fraction")
+# A discriminator that learned nothing calls every token original: its accuracy is 1 - eval_replaced_fraction and its
+# eval_rtd_recall (the share of replaced tokens it finds) is 0.
+GATE_METRICS = ("eval_loss", "eval_generator_loss", "eval_rtd_accuracy", "eval_rtd_recall", "eval_replaced_fraction")
 
 
 @dataclass
@@ -49,9 +52,10 @@ def make_electra_collator(
 
 def compute_electra_metrics(prediction: EvalPrediction) -> dict[str, float]:
     """Add up the per-batch sums the model returns (ScratchTransformerForPreTrainingOutput, in field order)."""
-    loss_sum, masked, correct, scored, replaced = (float(part.sum()) for part in prediction.predictions)
+    loss_sum, masked, correct, scored, replaced, detected = (float(part.sum()) for part in prediction.predictions)
     return {
         "generator_loss": loss_sum / max(masked, 1.0),
         "rtd_accuracy": correct / max(scored, 1.0),
+        "rtd_recall": detected / max(replaced, 1.0),
         "replaced_fraction": replaced / max(scored, 1.0),
     }

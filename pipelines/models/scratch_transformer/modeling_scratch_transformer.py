@@ -531,6 +531,7 @@ class ScratchTransformerForPreTrainingOutput(ModelOutput):
     rtd_correct: torch.Tensor | None = None  # scored tokens the discriminator got right
     scored_tokens: torch.Tensor | None = None
     replaced_tokens: torch.Tensor | None = None  # scored tokens whose sampled token differs from the original
+    replaced_detected: torch.Tensor | None = None  # replaced tokens the discriminator called replaced
 
 
 class ScratchTransformerForPreTraining(ScratchTransformerPreTrainedModel):
@@ -606,7 +607,8 @@ class ScratchTransformerForPreTraining(ScratchTransformerPreTrainedModel):
         generator_loss = generator_loss_sum / masked_tokens.clamp(min=1)
         loss = generator_loss + getattr(self.config, "rtd_weight", 50.0) * rtd_loss
         with torch.no_grad():
-            correct = ((rtd_logits > 0) == replaced) & scored_mask
+            predicted = rtd_logits > 0
+            correct = (predicted == replaced) & scored_mask
         return ScratchTransformerForPreTrainingOutput(
             loss=loss,
             generator_loss_sum=generator_loss_sum.detach().reshape(1),
@@ -614,6 +616,7 @@ class ScratchTransformerForPreTraining(ScratchTransformerPreTrainedModel):
             rtd_correct=correct.sum().reshape(1).float(),
             scored_tokens=scored_mask.sum().reshape(1).float(),
             replaced_tokens=replaced.sum().reshape(1).float(),
+            replaced_detected=(predicted & replaced).sum().reshape(1).float(),
         )
 
 
