@@ -296,6 +296,17 @@ class PipelineTrainer(transformers.Trainer):
             )
         return loss
 
+    # When set, every evaluation draws the same random numbers (pretraining's masks and ELECTRA's sampled tokens), so
+    # the held-out values of all checkpoints are comparable; training's own random stream is left as it was.
+    eval_seed: int | None = None
+
+    def evaluate(self, *args, **kwargs):
+        if self.eval_seed is None:
+            return super().evaluate(*args, **kwargs)
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+            torch.manual_seed(self.eval_seed)
+            return super().evaluate(*args, **kwargs)
+
     def _get_train_sampler(self, train_dataset=None):
         """transformers' length grouping, with the order of its batches shuffled (see ShuffledLengthGroups)."""
         sampler = super()._get_train_sampler(train_dataset)

@@ -3,9 +3,11 @@
     python scripts/benchmark.py                      # MiniLM + scratch presets, appends to BENCHMARKS.md
     python scripts/benchmark.py --models minilm --steps 10 --no-append
     python scripts/benchmark.py --models minilm --levers   # also each lever changed alone (MiniLM: ~15 min)
+    python scripts/benchmark.py --pretraining --models scratch:small-3l-4h   # MLM vs ELECTRA pretraining steps
 """
 
 import argparse
+import datetime
 import json
 import shlex
 import sys
@@ -35,7 +37,12 @@ def main():
                         help="measure each setup twice and keep the second: the first run makes the kernel choices "
                              "for every batch shape (on a GPU it measured up to 3x slower). Default: on with a GPU")
     parser.add_argument("--no-append", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    parser.add_argument("--pretraining", action="store_true",
+                        help="time pretraining steps instead (mlm and electra, packed blocks of 128 from "
+                             "<data-dir>/corpus/enwiki_sample.txt); scratch models only")
     args = parser.parse_args()
+    if args.pretraining:
+        return pretraining_main(args)
 
     # The ceilings of the precisions the setups run in here: fp32 (reference) and what `precision: auto` picks.
     # An emulated precision is never timed (a 2048³ bf16 product takes minutes on an AVX2-only CPU).
@@ -72,6 +79,34 @@ def main():
         command = "python " + " ".join(shlex.quote(a) for a in ["scripts/benchmark.py", *sys.argv[1:]])
         note = args.note + (" Each setup measured twice in a row, the second kept (--warm)." if args.warm else "")
         benchmark.append_to_benchmarks(REPO / "BENCHMARKS.md", command, ceilings, results, tokenize, note)
+
+
+def pretraining_main(args):
+    """MLM and ELECTRA pretraining steps of the same scratch model on the same blocks, in one process."""
+    ceilings = {benchmark.machine_precision(): benchmark.matmul_ceiling(precision.DTYPES[benchmark.machine_precision()])}
+    print(f"Machine: {benchmark.machine_text()}; matmul ceiling: {benchmark.ceilings_text(ceilings)}", flush=True)
+    corpus = str(Path(args.data_dir) / "corpus" / "enwiki_sample.txt")
+    results = []
+    for name in args.models:
+        if not name.startswith("scratch:"):
+            raise SystemExit(f"--pretraining times scratch presets (scratch:<preset>), not {name}")
+        model_args = ModelArguments(scratch_preset=name.split(":", 1)[1], tokenizer_name="minilm",
+                                    config_overrides="norm_position=pre")
+        for objective in benchmark.PRETRAINING_OBJECTIVES:
+            result = benchmark.measure_pretraining(model_args, objective, corpus, args.steps, args.warmup_steps,
+                                                   args.batch_size, ceilings)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    rows = benchmark.pretraining_markdown_rows(results)
+    print("\n".join(rows))
+    if not args.no_append:
+        command = "python " + " ".join(shlex.quote(a) for a in ["scripts/benchmark.py", *sys.argv[1:]])
+        text = [f"\n## {datetime.date.today().isoformat()}: pretraining steps, mlm vs electra (scripts/benchmark.py)\n",
+                f"Command: `{command}`\n", f"Machine: {benchmark.machine_text()}. {args.note}\n",
+                f"Matmul ceiling: {benchmark.ceilings_text(ceilings)}. Blocks of 128 real tokens; MFU counts the "
+                "generator's FLOPs for electra (pipelines/benchmark.py pretraining_flops_per_token).\n", *rows, ""]
+        with (REPO / "BENCHMARKS.md").open("a", encoding="utf-8") as f:
+            f.write("\n".join(text) + "\n")
 
 
 if __name__ == "__main__":

@@ -42,3 +42,18 @@ def test_training_flops_count_attention(tiny_bert_dir):
     short, long = benchmark.training_flops_per_token(model, 10), benchmark.training_flops_per_token(model, 110)
     config = model.config
     assert long - short == pytest.approx(12 * config.num_hidden_layers * config.hidden_size * 100)
+
+
+def test_pretraining_flops_count_the_vocabulary_on_masked_tokens_and_the_generator():
+    from pipelines.benchmark import pretraining_flops_per_token
+    from pipelines.models import ScratchTransformerForMaskedLM, ScratchTransformerForPreTraining, config_from_preset
+
+    config = config_from_preset("tiny", vocab_size=1000)  # H 32, FFN 64, 2 layers
+    per_layer = 4 * 32 * 32 + 2 * 32 * 64  # Q, K, V, output; the two feed-forward matrices
+    vocabulary_share = 0.15 * (6 * 32 * 32 + 6 * 32 * 1000)  # MLM head's dense + tied decoder, on masked tokens only
+    expected = 6 * 2 * per_layer + 12 * 2 * 32 * 128 + vocabulary_share
+    assert pretraining_flops_per_token(ScratchTransformerForMaskedLM(config), 128, 0.15) == pytest.approx(expected)
+    small, large = (ScratchTransformerForPreTraining(config_from_preset("tiny", vocab_size=1000, generator_size=size))
+                    for size in (0.5, 1.0))
+    # ELECTRA = the MLM count (its generator head replaces the MLM head) + the discriminator head + the generator.
+    assert expected < pretraining_flops_per_token(small, 128, 0.15) < pretraining_flops_per_token(large, 128, 0.15)

@@ -22,6 +22,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForPreTraining,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
 )
@@ -29,6 +30,7 @@ from transformers import (
 from .scratch_transformer import (
     ScratchTransformerConfig,
     ScratchTransformerForMaskedLM,
+    ScratchTransformerForPreTraining,
     ScratchTransformerForQuestionAnswering,
     ScratchTransformerForSequenceClassification,
     ScratchTransformerModel,
@@ -40,6 +42,7 @@ AUTO_CLASS_REGISTRATIONS = (
     (AutoModelForSequenceClassification, ScratchTransformerForSequenceClassification),
     (AutoModelForQuestionAnswering, ScratchTransformerForQuestionAnswering),
     (AutoModelForMaskedLM, ScratchTransformerForMaskedLM),
+    (AutoModelForPreTraining, ScratchTransformerForPreTraining),
 )
 
 
@@ -76,6 +79,7 @@ __all__ = [
     "ScratchTransformerForSequenceClassification",
     "ScratchTransformerForQuestionAnswering",
     "ScratchTransformerForMaskedLM",
+    "ScratchTransformerForPreTraining",
     "register_scratch_transformer",
     *_PRESET_EXPORTS,
 ]

@@ -1,4 +1,4 @@
-"""Masked-language-model pretraining: text files -> packed token blocks -> 15% masking -> Trainer -> perplexity.
+"""Pretraining: text files -> packed token blocks -> 15% masking -> Trainer -> held-out loss (MLM or ELECTRA).
 
     accelerate launch --config_file configs/accelerate_cpu.yaml scripts/run_pretraining.py \
         configs/pretraining/ko_small_3l_4h_cpu.yaml
@@ -22,6 +22,8 @@ The steps, in the order `main` runs them:
 4. `main`: held-out loss and perplexity of the random (or loaded) model, training, the same evaluation again with the
    same masks, and a save that fine-tuning can load with `AutoModelForSequenceClassification` /
    `AutoModelForQuestionAnswering.from_pretrained(output_dir)`.
+
+`objective: electra` keeps steps 1-2 and swaps the collator, the model and the metrics (pipelines/tasks/electra.py).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import torch
 from transformers import (
     AutoModelForMaskedLM,
+    AutoModelForPreTraining,
     DataCollatorForLanguageModeling,
     PreTrainedTokenizerBase,
     Trainer,
@@ -45,11 +49,13 @@ from pipelines import training
 from pipelines.arguments import RecipeError
 from pipelines.data_files import DataError, DataFileNotFound
 from pipelines.run import TaskRun
+from pipelines.tasks.electra import GATE_METRICS, compute_electra_metrics, make_electra_collator
 
 logger = logging.getLogger("pipelines")
 
 # Lines per `datasets.map` batch. Packing happens within a batch, so this also bounds how much text is dropped.
 MAP_BATCH_SIZE = 1000
+OBJECTIVES = ("mlm", "electra")
 
 
 @dataclass
@@ -71,8 +77,28 @@ class PretrainingDataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N held-out blocks."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization (datasets num_proc)."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute tokenization instead of reusing the datasets cache."})
+    objective: str = field(
+        default="mlm",
+        metadata={"help": "mlm (masked-LM) or electra (replaced-token detection, pipelines/tasks/electra.py)."},
+    )
+    generator_size: float = field(
+        default=0.25, metadata={"help": "electra: generator width and heads as a fraction of the discriminator's."}
+    )
+    rtd_weight: float = field(
+        default=50.0, metadata={"help": "electra: loss = generator MLM loss + rtd_weight x discriminator BCE."}
+    )
+    pretraining_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Dropout while pretraining (Cramming: 0.0); the saved config keeps the model's own values."},
+    )
 
     def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}.")
+        if not 0 < self.generator_size <= 1:
+            raise ValueError(f"generator_size must be in (0, 1], got {self.generator_size}.")
+        if self.pretraining_dropout is not None and not 0 <= self.pretraining_dropout < 1:
+            raise ValueError(f"pretraining_dropout must be in [0, 1), got {self.pretraining_dropout}.")
         if not self.train_files:
             raise ValueError("PretrainingDataArguments: set train_files (one or more plain-text files).")
         if self.validation_file is None and not 0 < self.validation_split_percentage < 100:
@@ -254,19 +280,58 @@ def make_collator(tokenizer: PreTrainedTokenizerBase, data_args: PretrainingData
 # Run
 
 
-def evaluate_perplexity(trainer: Trainer, seed: int) -> dict[str, float]:
-    """Held-out masked-LM loss and perplexity.
+def make_pretraining_collator(tokenizer: PreTrainedTokenizerBase, data_args: PretrainingDataArguments):
+    """The objective's collator: BERT masking (mlm), or [MASK]-only masking plus the scored tokens (electra)."""
+    if data_args.objective == "electra":
+        return make_electra_collator(tokenizer, data_args.mlm_probability, data_args.whole_word_mask)
+    return make_collator(tokenizer, data_args)
 
-    Masking is random, so the seed is reset first: the evaluation before and after training then scores the same
-    masked positions, and the two perplexities are directly comparable.
+
+def load_pretraining_model(model_args, data_args: PretrainingDataArguments, tokenizer: PreTrainedTokenizerBase):
+    """The objective's model (MLM head, or ELECTRA's generator + discriminator), dropout set for pretraining.
+
+    A scratch preset gets random weights sized to the tokenizer; a checkpoint (continued pretraining) keeps its
+    encoder, and its MLM head (or ELECTRA generator) if it has one.
+    """
+    if tokenizer.mask_token is None or tokenizer.cls_token is None or tokenizer.sep_token is None:
+        raise RecipeError("The tokenizer lacks [MASK], [CLS] or [SEP]; train one with scripts/train_tokenizer.py.")
+    if data_args.objective == "electra":
+        extra = {"generator_size": data_args.generator_size, "rtd_weight": data_args.rtd_weight}
+        model = training.load_model(model_args, AutoModelForPreTraining, tokenizer,
+                                    max_seq_length=data_args.max_seq_length, **extra)
+    else:
+        model = training.load_model(model_args, AutoModelForMaskedLM, tokenizer, max_seq_length=data_args.max_seq_length)
+    if data_args.pretraining_dropout is not None:
+        set_dropout(model, data_args.pretraining_dropout)
+    return model
+
+
+def set_dropout(model, probability: float) -> None:
+    """Set every dropout of the built model to `probability` (Cramming pretrains with 0.0) without touching its config:
+    the saved config.json keeps the model's own dropout, so fine-tuning from the folder gets dropout back."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = probability
+        if hasattr(module, "dropout_prob"):  # attention-probability dropout, read at call time
+            module.dropout_prob = probability
+
+
+def evaluate_heldout(trainer: Trainer, seed: int, objective: str) -> dict[str, float]:
+    """The gate values: held-out masked-LM loss and perplexity (mlm), or the ELECTRA metrics (see electra.py).
+
+    Masking is random; the trainer's eval_seed makes every evaluation (before, during and after training) score the
+    same masked positions, so the values are directly comparable. The seed is also reset before, as it always was,
+    so that training starts from the same random state.
     """
     set_seed(seed)
     metrics = trainer.evaluate()
+    if objective == "electra":
+        return {name: metrics[name] for name in GATE_METRICS}
     return {"eval_loss": metrics["eval_loss"], "eval_perplexity": perplexity(metrics["eval_loss"])}
 
 
 class PretrainingRun(TaskRun):
-    """Masked-language-model pretraining: no task head, so no LoRA, no Hub push at the end and no model card."""
+    """Masked-language-model or ELECTRA pretraining: no task head, so no LoRA, no Hub push at the end, no model card."""
 
     name, data_arguments, uses_lora, push_at_end = "mlm", PretrainingDataArguments, False, False
 
@@ -275,8 +340,9 @@ class PretrainingRun(TaskRun):
         # The collator reads special_tokens_mask (and offset_mapping), which the model's forward does not take, so the
         # Trainer must not drop them; `preprocess` leaves only columns that the collator or the model use.
         args.remove_unused_columns = False
-        # Evaluation needs only the loss; gathering (blocks x 128 x vocab) logits would take gigabytes.
-        args.prediction_loss_only = True
+        # Evaluation needs only the loss; gathering (blocks x 128 x vocab) logits would take gigabytes. ELECTRA's model
+        # returns a few per-batch sums instead of logits, which compute_electra_metrics adds up.
+        args.prediction_loss_only = self.data_args.objective == "mlm"
         if not self.data_args.line_by_line and args.train_sampling_strategy == "group_by_length":
             # Packed blocks all have the same length: grouping by length has nothing to group and would only scan the data.
             logger.info("Packed blocks have equal lengths: train_sampling_strategy group_by_length -> random")
@@ -286,11 +352,7 @@ class PretrainingRun(TaskRun):
         return load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
 
     def load_model(self, tokenizer):
-        if tokenizer.mask_token is None or tokenizer.cls_token is None or tokenizer.sep_token is None:
-            raise RecipeError("The tokenizer lacks [MASK], [CLS] or [SEP]; train one with scripts/train_tokenizer.py.")
-        # A scratch preset gets random weights sized to the tokenizer; a checkpoint (continued pretraining) keeps its
-        # encoder, and its MLM head if it has one.
-        return training.load_model(self.model_args, AutoModelForMaskedLM, tokenizer, max_seq_length=self.data_args.max_seq_length)
+        return load_pretraining_model(self.model_args, self.data_args, tokenizer)
 
     def preprocess(self, raw, tokenizer):
         return preprocess(raw, tokenizer, self.data_args, self.training_args)
@@ -298,21 +360,27 @@ class PretrainingRun(TaskRun):
     def describe(self, raw, examples):
         logger.info("%d training and %d held-out examples of up to %d tokens", len(examples["train"]), len(examples["validation"]), self.data_args.max_seq_length)
         return {"train_lines": len(raw["train"]), "eval_lines": len(raw["validation"]),
-                "train_blocks": len(examples["train"]), "eval_blocks": len(examples["validation"])}
+                "train_blocks": len(examples["train"]), "eval_blocks": len(examples["validation"]),
+                "objective": self.data_args.objective}
 
     def trainer_options(self, examples, tokenizer):
         # The tokenizer (processing_class) is saved beside the model, so the output folder is complete for fine-tuning.
-        return {"train_dataset": examples["train"], "eval_dataset": examples["validation"],
-                "data_collator": make_collator(tokenizer, self.data_args)}
+        options = {"train_dataset": examples["train"], "eval_dataset": examples["validation"],
+                   "data_collator": make_pretraining_collator(tokenizer, self.data_args)}
+        if self.data_args.objective == "electra":
+            options["compute_metrics"] = compute_electra_metrics
+        return options
 
     def before_training(self, trainer):
-        self.before = evaluate_perplexity(trainer, self.training_args.seed)
-        logger.info("Before training: eval_loss %.4f, perplexity %.1f", self.before["eval_loss"], self.before["eval_perplexity"])
+        trainer.eval_seed = self.training_args.seed
+        self.before = evaluate_heldout(trainer, self.training_args.seed, self.data_args.objective)
+        logger.info("Before training: %s", ", ".join(f"{name} {value:.4f}" for name, value in self.before.items()))
 
     def evaluate(self, trainer, raw, examples):
-        after = evaluate_perplexity(trainer, self.training_args.seed)
-        results = {"train_samples": len(examples["train"]), "eval_samples": len(examples["validation"]),
-                   "eval_loss_before": self.before["eval_loss"], "eval_perplexity_before": self.before["eval_perplexity"], **after}
+        after = evaluate_heldout(trainer, self.training_args.seed, self.data_args.objective)
+        before = {f"{name}_before": value for name, value in self.before.items()}
+        counts = {"train_samples": len(examples["train"]), "eval_samples": len(examples["validation"])}
+        results = {**counts, **before, **after}
         trainer.log_metrics("eval", results)
         return results, {}
 

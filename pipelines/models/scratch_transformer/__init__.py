@@ -8,6 +8,7 @@ Import `pipelines.models` (not this subpackage directly) to also register the cl
 from .configuration_scratch_transformer import ScratchTransformerConfig
 from .modeling_scratch_transformer import (
     ScratchTransformerForMaskedLM,
+    ScratchTransformerForPreTraining,
     ScratchTransformerForQuestionAnswering,
     ScratchTransformerForSequenceClassification,
     ScratchTransformerModel,
@@ -21,4 +22,5 @@ __all__ = [
     "ScratchTransformerForSequenceClassification",
     "ScratchTransformerForQuestionAnswering",
     "ScratchTransformerForMaskedLM",
+    "ScratchTransformerForPreTraining",
 ]

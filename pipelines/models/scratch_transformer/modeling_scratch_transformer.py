@@ -9,6 +9,9 @@ Like the configuration, this file is copied into every checkpoint (`save_pretrai
 transformers and, relatively, the configuration: never anything else from `pipelines`.
 """
 
+import copy
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -22,7 +25,7 @@ from transformers.modeling_outputs import (
     QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
 )
-from transformers.utils import can_return_tuple
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_scratch_transformer import ScratchTransformerConfig
 
@@ -157,6 +160,7 @@ AUTO_CLASS_BY_MODEL_NAME = {
     "ScratchTransformerForSequenceClassification": "AutoModelForSequenceClassification",
     "ScratchTransformerForQuestionAnswering": "AutoModelForQuestionAnswering",
     "ScratchTransformerForMaskedLM": "AutoModelForMaskedLM",
+    "ScratchTransformerForPreTraining": "AutoModelForPreTraining",
 }
 
 
@@ -190,6 +194,8 @@ class ScratchTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, ScratchTransformerGeneratorHead):
+            init.zeros_(module.bias)  # its own vocabulary bias; the weight is the shared embedding matrix
 
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:
@@ -457,7 +463,165 @@ class ScratchTransformerForMaskedLM(ScratchTransformerPreTrainedModel):
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# ELECTRA pretraining (Clark et al. 2020): a small masked-LM generator fills the masked positions with sampled
+# tokens, and the encoder (the discriminator) learns from every token whether it was replaced.
+
+
+def generator_config(config: ScratchTransformerConfig) -> ScratchTransformerConfig:
+    """The discriminator's config scaled by `config.generator_size` (ELECTRA: 1/4 for small models).
+
+    Heads scale and keep their width, so hidden_size stays a multiple of the head count (256 wide, 4 heads, 0.25
+    -> 64 wide, 1 head); the feed-forward width scales alike; the number of layers stays the same.
+    """
+    size = getattr(config, "generator_size", 0.25)
+    head_dim = config.hidden_size // config.num_attention_heads
+    heads = max(1, round(config.num_attention_heads * size))
+    generator = copy.deepcopy(config)
+    generator.num_attention_heads = heads
+    generator.hidden_size = heads * head_dim
+    generator.intermediate_size = max(1, round(config.intermediate_size * size))
+    return generator
+
+
+class ScratchTransformerGenerator(nn.Module):
+    """The generator's encoder: shared embeddings (width H) projected down to its width h, then its own blocks."""
+
+    def __init__(self, config: ScratchTransformerConfig, generator: ScratchTransformerConfig):
+        super().__init__()
+        self.embeddings_project = nn.Linear(config.hidden_size, generator.hidden_size)
+        self.layers = nn.ModuleList([ScratchTransformerLayer(generator) for _ in range(generator.num_hidden_layers)])
+        pre_norm = generator.norm_position == "pre"  # pre-LN needs one LayerNorm at the end (as the encoder)
+        self.final_layer_norm = nn.LayerNorm(generator.hidden_size, eps=generator.layer_norm_eps) if pre_norm else None
+
+    def forward(self, embeddings: torch.Tensor, keep_mask: torch.Tensor | None) -> torch.Tensor:
+        hidden_states = self.embeddings_project(embeddings)  # (B, S, H) -> (B, S, h)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, keep_mask)
+        if self.final_layer_norm is not None:
+            hidden_states = self.final_layer_norm(hidden_states)
+        return hidden_states  # (B, S, h)
+
+
+class ScratchTransformerGeneratorHead(nn.Module):
+    """ElectraGeneratorPredictions: dense h -> H, activation, LayerNorm, then the shared word-embedding matrix
+    (transposed) plus its own bias onto the vocabulary. The projection back up is what lets a narrow generator
+    tie its output layer to the discriminator's embeddings."""
+
+    def __init__(self, config: ScratchTransformerConfig, generator: ScratchTransformerConfig):
+        super().__init__()
+        self.dense = nn.Linear(generator.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden_states: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.layer_norm(self.activation(self.dense(hidden_states)))  # (M, h) -> (M, H)
+        return F.linear(hidden_states, word_embeddings, self.bias)  # (M, V)
+
+
+@dataclass
+class ScratchTransformerForPreTrainingOutput(ModelOutput):
+    """loss = generator MLM loss + rtd_weight x discriminator BCE. The other fields are (1,) sums over the batch,
+    so that an evaluation can add them up exactly across batches (the Trainer concatenates them)."""
+
+    loss: torch.Tensor | None = None
+    generator_loss_sum: torch.Tensor | None = None  # cross-entropy summed over the masked tokens
+    masked_tokens: torch.Tensor | None = None
+    rtd_correct: torch.Tensor | None = None  # scored tokens the discriminator got right
+    scored_tokens: torch.Tensor | None = None
+    replaced_tokens: torch.Tensor | None = None  # scored tokens whose sampled token differs from the original
+    replaced_detected: torch.Tensor | None = None  # replaced tokens the discriminator called replaced
+
+
+class ScratchTransformerForPreTraining(ScratchTransformerPreTrainedModel):
+    """ELECTRA replaced-token detection. `self.transformer` is the discriminator's encoder, under the same name as
+    in every other head, so a saved folder fine-tunes as a classifier or QA model; the generator and the RTD head
+    are then unexpected keys and are dropped. The generator shares `self.transformer.embeddings` (token, position
+    and segment tables) and ties its output layer to the word embeddings.
+
+    Config fields read besides the encoder's: generator_size (default 0.25), rtd_weight (default 50, as ELECTRA).
+    """
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config)
+        self.transformer = ScratchTransformerModel(config)
+        small = generator_config(config)
+        self.generator = ScratchTransformerGenerator(config, small)
+        self.generator_head = ScratchTransformerGeneratorHead(config, small)
+        # ElectraDiscriminatorPredictions: dense, activation, one logit per token.
+        self.discriminator_dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.discriminator_activation = ACT2FN[config.hidden_act]
+        self.discriminator_head = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def replace_masked_tokens(self, input_ids, labels, token_type_ids, position_ids, keep_mask):
+        """Generator pass: its MLM loss on the masked positions, and input_ids with those positions replaced by
+        tokens sampled from its softmax (no gradient flows through the sampling)."""
+        embeddings = self.transformer.embeddings(input_ids, token_type_ids, position_ids, None)  # (B, S, H)
+        hidden = self.generator(embeddings, keep_mask)  # (B, S, h)
+        masked = labels != -100  # (B, S)
+        logits = self.generator_head(hidden[masked], self.transformer.get_input_embeddings().weight)  # (M, V)
+        loss_sum = F.cross_entropy(logits.float(), labels[masked], reduction="sum")
+        with torch.no_grad():
+            sampled = torch.multinomial(torch.softmax(logits.float(), dim=-1), 1).squeeze(-1)  # (M,)
+        corrupted = input_ids.clone()
+        corrupted[masked] = sampled
+        return corrupted, loss_sum, masked
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,  # (B, S), [MASK] at the masked positions
+        attention_mask: torch.Tensor | None = None,  # (B, S)
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,  # (B, S) original ids at masked positions, -100 elsewhere
+        scored_mask: torch.Tensor | None = None,  # (B, S) True = scored (not special, not padding)
+        **kwargs,
+    ) -> ScratchTransformerForPreTrainingOutput:
+        if input_ids is None or labels is None:
+            raise ValueError("ELECTRA pretraining needs input_ids (with [MASK]) and labels (the masked originals).")
+        if scored_mask is None:  # without the collator's mask: every non-padding token
+            no_padding = torch.ones_like(input_ids, dtype=torch.bool)
+            scored_mask = no_padding if attention_mask is None else attention_mask.bool()
+        keep_mask = padding_keep_mask(attention_mask)
+
+        corrupted, generator_loss_sum, masked = self.replace_masked_tokens(
+            input_ids, labels, token_type_ids, position_ids, keep_mask
+        )
+        original = torch.where(masked, labels, input_ids)  # (B, S)
+        # A sampled token equal to the original counts as original (ELECTRA): the label is "replaced?", not "masked?".
+        replaced = (corrupted != original) & scored_mask  # (B, S)
+
+        hidden = self.transformer(
+            corrupted, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            return_dict=True,
+        ).last_hidden_state  # (B, S, H)
+        rtd_logits = self.discriminator_head(self.discriminator_activation(self.discriminator_dense(hidden)))
+        rtd_logits = rtd_logits.squeeze(-1).float()  # (B, S)
+        rtd_loss = F.binary_cross_entropy_with_logits(rtd_logits[scored_mask], replaced[scored_mask].float())
+
+        masked_tokens = masked.sum()
+        # A batch without masked tokens keeps the graph and avoids a NaN mean (as ScratchTransformerForMaskedLM).
+        generator_loss = generator_loss_sum / masked_tokens.clamp(min=1)
+        loss = generator_loss + getattr(self.config, "rtd_weight", 50.0) * rtd_loss
+        with torch.no_grad():
+            predicted = rtd_logits > 0
+            correct = (predicted == replaced) & scored_mask
+        return ScratchTransformerForPreTrainingOutput(
+            loss=loss,
+            generator_loss_sum=generator_loss_sum.detach().reshape(1),
+            masked_tokens=masked_tokens.reshape(1).float(),
+            rtd_correct=correct.sum().reshape(1).float(),
+            scored_tokens=scored_mask.sum().reshape(1).float(),
+            replaced_tokens=replaced.sum().reshape(1).float(),
+            replaced_detected=(predicted & replaced).sum().reshape(1).float(),
+        )
+
+
 __all__ = [
+    "ScratchTransformerForPreTraining",
     "ScratchTransformerPreTrainedModel",
     "ScratchTransformerModel",
     "ScratchTransformerForSequenceClassification",
