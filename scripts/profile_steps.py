@@ -1,0 +1,107 @@
+"""Where a training step and an evaluation step spend their time: torch.profiler's top operators, as markdown.
+
+    python scripts/profile_steps.py                                  # MiniLM, project defaults, 2 + 5 steps
+    python scripts/profile_steps.py --model minilm --steps 5 --eval-samples 512 --threads 2
+
+The steps are the project's (scripts/benchmark.py's `project` setup): the real Trainer (PipelineTrainer) on real MNLI
+pairs, dynamic padding, length-grouped batches of 32, fused AdamW with gradient clipping, the precision that
+`precision: auto` picks here; evaluation of length-sorted dev-matched pairs in batches of 128. The profiler starts
+after the warm-up steps. Operators are ranked by self CPU time (time in the operator itself, not in the operators it
+calls), so the shares add up to the profiled total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from pipelines import benchmark, cli, training
+from pipelines.arguments import ModelArguments
+from pipelines.tasks import mnli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def top_ops(prof, rows: int) -> list[str]:
+    """Markdown rows: operator, calls, self CPU ms, share of the total self CPU time."""
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    lines = ["| operator | calls | self CPU ms | share |", "|---|---:|---:|---:|"]
+    for e in events[:rows]:
+        lines.append(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e3:.1f} | "
+                     f"{100 * e.self_cpu_time_total / total:.1f}% |")
+    lines.append(f"| total (all operators) | | {total / 1e3:.1f} | 100% |")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--warmup-steps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5, help="profiled training steps")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-samples", type=int, default=512, help="dev-matched pairs in the profiled evaluation")
+    parser.add_argument("--eval-batch-size", type=int, default=benchmark.PROJECT.eval_batch_size)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rows", type=int, default=15)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainerCallback
+    from transformers import TrainingArguments
+
+    precision = benchmark.machine_precision()
+    model_args = ModelArguments(model_name_or_path=args.model)
+    data_args = mnli.MnliDataArguments(data_dir=f"{args.data_dir}/mnli", max_seq_length=128,
+                                       max_train_samples=(args.warmup_steps + args.steps) * args.batch_size,
+                                       max_eval_samples=args.eval_samples, sort_eval_by_length=True)
+    prof = profile(activities=[ProfilerActivity.CPU])
+
+    class ProfileAfterWarmup(TrainerCallback):
+        def on_step_begin(self, args_, state, control, **kwargs):
+            if state.global_step == args.warmup_steps:
+                prof.start()
+
+        def on_train_end(self, args_, state, control, **kwargs):
+            prof.stop()
+
+    with tempfile.TemporaryDirectory() as output_dir:
+        training_args = TrainingArguments(
+            output_dir=output_dir, use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16",
+            fp16=precision == "fp16", report_to=[], per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.eval_batch_size, max_steps=args.warmup_steps + args.steps,
+            train_sampling_strategy="group_by_length", save_strategy="no", logging_strategy="no", disable_tqdm=True,
+            seed=0, average_tokens_across_devices=False)
+        tokenizer = training.load_tokenizer(model_args)
+        model = training.load_model(model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128,
+                                    num_labels=3)
+        features = mnli.preprocess(mnli.load_raw_datasets(data_args), tokenizer, data_args, training_args)
+        trainer = training.PipelineTrainer(model=model, args=training_args, train_dataset=features["train"],
+                                           eval_dataset=features["validation_matched"], processing_class=tokenizer,
+                                           data_collator=DataCollatorWithPadding(tokenizer),
+                                           callbacks=[ProfileAfterWarmup()])
+        trainer.train()
+        train_table = top_ops(prof, args.rows)
+        trainer.evaluate()  # warm-up: oneDNN builds its kernels for each new shape once
+        with profile(activities=[ProfilerActivity.CPU]) as eval_prof:
+            trainer.evaluate()
+        eval_table = top_ops(eval_prof, args.rows)
+
+    print(f"Machine: {benchmark.machine_text()}; precision {precision}; attention "
+          f"{model.config._attn_implementation}\n")
+    print(f"Training: {args.steps} steps of {args.batch_size} pairs after {args.warmup_steps} warm-up steps\n")
+    print("\n".join(train_table))
+    print(f"\nEvaluation: {args.eval_samples} length-sorted dev-matched pairs in batches of {args.eval_batch_size} "
+          "(second pass)\n")
+    print("\n".join(eval_table))
+
+
+if __name__ == "__main__":
+    cli.run(main)
