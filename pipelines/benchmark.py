@@ -245,6 +245,7 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
         # on a GPU, the memory that matters is the GPU's
         **({"peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9} if torch.cuda.is_available() else {}),
         "eval_samples_per_second": len(features["validation_matched"]) / eval_seconds,
+        "parameters": sum(p.numel() for p in model.parameters()),
     }
 
 
@@ -268,8 +269,8 @@ def tokenization_times(model_args: ModelArguments, data_dir: str) -> dict:
 def markdown_rows(results: list[dict], ceilings: dict) -> list[str]:
     """One row per measurement; ratios against the reference and against the project defaults of the same model."""
     rows = ["| model | setup | train samples/s | × ref | × project | real tokens/s | MFU | peak memory GB | "
-            "eval samples/s | × ref | × project | precision |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "eval samples/s | × ref | × project | precision | parameters (M) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by_setup = {(r["model"], r["setup"]): r for r in results}
 
     def ratio(r, setup, key):
@@ -278,15 +279,21 @@ def markdown_rows(results: list[dict], ceilings: dict) -> list[str]:
 
     for r in results:
         if "not_timed" in r:  # a lever this machine cannot run natively: why, instead of a misleading loss
-            rows.append(f"| {r['model']} | {r['setup']} | {r['not_timed']} | | | | | | | | | |")
+            rows.append(f"| {r['model']} | {r['setup']} | {r['not_timed']} | | | | | | | | | | |")
             continue
         rows.append(f"| {r['model']} | {r['setup']} | {r['train_samples_per_second']:.1f} | "
                     f"{ratio(r, 'reference', 'train_samples_per_second')} | "
                     f"{ratio(r, 'project', 'train_samples_per_second')} | "
                     f"{r['train_real_tokens_per_second']:.0f} | {r['mfu']:.3f} | {r.get('peak_gpu_memory_gb', r['peak_rss_gb']):.2f} | "
                     f"{r['eval_samples_per_second']:.1f} | {ratio(r, 'reference', 'eval_samples_per_second')} | "
-                    f"{ratio(r, 'project', 'eval_samples_per_second')} | {r.get('precision', '-')} |")
+                    f"{ratio(r, 'project', 'eval_samples_per_second')} | {r.get('precision', '-')} | "
+                    f"{parameters_text(r)} |")
     return rows
+
+
+def parameters_text(result: dict) -> str:
+    """Millions of parameters, so a student and its teacher can be compared with their speeds (distillation)."""
+    return f"{result['parameters'] / 1e6:.2f}" if "parameters" in result else "-"
 
 
 def ceilings_text(ceilings: dict) -> str:

@@ -22,7 +22,8 @@ def test_each_lever_changes_exactly_one_thing():
 def test_markdown_rows_ratios_against_reference_and_project():
     def row(setup, train, evaluation):
         return {"model": "m", "setup": setup, "train_samples_per_second": train, "train_real_tokens_per_second": 1.0,
-                "mfu": 0.1, "peak_rss_gb": 1.0, "eval_samples_per_second": evaluation}
+                "mfu": 0.1, "peak_rss_gb": 1.0, "eval_samples_per_second": evaluation,
+                "parameters": 10_350_000}
 
     rows = benchmark.markdown_rows([row("reference", 10, 50), row("project", 40, 200), row("project + x", 20, 100)],
                                    {"fp32": 1, "bf16": 2})
@@ -31,6 +32,7 @@ def test_markdown_rows_ratios_against_reference_and_project():
     assert cells[0][3:5] == ["1.00", "0.25"] and cells[0][9:11] == ["1.00", "0.25"]
     assert cells[1][3:5] == ["4.00", "1.00"] and cells[1][9:11] == ["4.00", "1.00"]
     assert cells[2][3:5] == ["2.00", "0.50"] and cells[2][9:11] == ["2.00", "0.50"]
+    assert cells[0][-1] == "10.35"  # parameter counts beside the speeds (a student against its teacher)
     assert cells[3][2] == "bf16 not native here"  # an emulated lever is named, not timed as a 50x loss
     assert all(len(c) == len(cells[0]) for c in cells)
 
