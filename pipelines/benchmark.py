@@ -37,7 +37,7 @@ import numpy as np
 import psutil
 import torch
 
-from pipelines import precision, training
+from pipelines import model_loading, precision, training
 from pipelines.arguments import ModelArguments
 from pipelines.tasks import mnli
 
@@ -125,7 +125,7 @@ def synchronize() -> None:
 
 def training_flops_per_token(model, seq_len: float) -> float:
     """6 x non-embedding parameters (forward + backward) + attention scores and values, per real token."""
-    params = training.count_parameters(model)["non_embedding"]
+    params = model_loading.count_parameters(model)["non_embedding"]
     config = model.config
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers")
     hidden = getattr(config, "hidden_size", None) or getattr(config, "dim")
@@ -212,8 +212,9 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
             dataloader_num_workers=setup.dataloader_num_workers, dataloader_pin_memory=setup.dataloader_pin_memory,
         )
         raw = mnli.load_raw_datasets(data_args)
-        tokenizer = training.load_tokenizer(model_args)
-        model = training.load_model(model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128, num_labels=3)
+        tokenizer = model_loading.load_tokenizer(model_args)
+        model = model_loading.load_model(model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128,
+                                         num_labels=3)
         features = mnli.preprocess(raw, tokenizer, data_args, args)
         timer = StepTimer(warmup_steps)
         trainer = training.PipelineTrainer(model=model, args=args, train_dataset=features["train"],
@@ -253,7 +254,7 @@ def tokenization_times(model_args: ModelArguments, data_dir: str) -> dict:
     """Tokenizing the MNLI train file into an empty datasets cache, then again from that cache."""
     from transformers import TrainingArguments
 
-    tokenizer = training.load_tokenizer(model_args)
+    tokenizer = model_loading.load_tokenizer(model_args)
     with tempfile.TemporaryDirectory() as cache:
         args = TrainingArguments(output_dir=cache, use_cpu=True, report_to=[])
         data_args = mnli.MnliDataArguments(data_dir=f"{data_dir}/mnli")
@@ -375,7 +376,7 @@ def measure_pretraining(model_args: ModelArguments, objective: str, corpus: str,
             max_steps=warmup_steps + steps, save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0,
             remove_unused_columns=False, average_tokens_across_devices=False,
         )
-        tokenizer = training.load_tokenizer(model_args)
+        tokenizer = model_loading.load_tokenizer(model_args)
         blocks = mlm.preprocess(mlm.load_raw_datasets(data_args), tokenizer, data_args, args)
         model = mlm.load_pretraining_model(model_args, data_args, tokenizer)
         timer = StepTimer(warmup_steps)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
-from pipelines import training
+from pipelines import model_loading, training
 from pipelines.arguments import RecipeError
 from pipelines.hub import ModelLoadError, load_pretrained, resolve_model_path, run_caveat
 from pipelines.tasks.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
@@ -134,13 +134,13 @@ def load_teacher(args: DistillationArguments, path: str, task, model_args, max_s
                           f"{sorted(missing)[0]}); give a model fine-tuned on the task, such as a finished run folder")
     check_head(model.config, task, path)
     try:
-        training.check_model_fits(model, tokenizer, max_seq_length)
+        model_loading.check_model_fits(model, tokenizer, max_seq_length)
     except RecipeError as error:
         raise RecipeError(f"teacher {path}: {error}") from error
     info = read_run_info(Path(path))
     description = {
         "path": args.teacher, "resolved": str(Path(path).resolve()) if Path(path).exists() else path,
-        "model": info.get("model", path), "task": info.get("task"), "parameters": training.count_parameters(model),
+        "model": info.get("model", path), "task": info.get("task"), "parameters": model_loading.count_parameters(model),
         "alpha": args.distill_alpha, "temperature": args.distill_temperature, "augment": args.distill_augment,
     }
     caveat = run_caveat(info) if info else None

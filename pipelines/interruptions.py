@@ -10,7 +10,7 @@ only while training runs; before and after it, Ctrl-C interrupts as usual.
 
 A save that fails (full disk, a folder that cannot be written) raises SaveFailedError naming the path and the
 newest complete checkpoint, which stays usable: a checkpoint counts as complete only once its trainer_state.json
-is written, last (training.resolve_resume_checkpoint).
+is written, last (checkpoints.resolve_resume_checkpoint).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ A recipe turns LoRA on with the keys of `PeftArguments`:
 
 The order of use in a task's `main`:
 
-    model = training.load_model(...)                      # the pretrained encoder with a new task head
+    model = model_loading.load_model(...)                 # the pretrained encoder with a new task head
     model = apply_lora(model, peft_args, "SEQ_CLS")       # frozen encoder + trainable adapters and head
     ... train with the Trainer ...
     save_lora_run(trainer.model, output_dir, tokenizer)   # output_dir/adapter/ + merged full model in output_dir

@@ -20,7 +20,9 @@ from pathlib import Path
 import datasets
 from transformers import TrainingArguments
 
-from pipelines import distillation, hub_push, interruptions, run_guard, run_lock, training
+from pipelines import (
+    checkpoints, distillation, hub_push, interruptions, model_loading, run_guard, run_lock, run_outputs, training,
+)
 from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
 from pipelines.lora import PeftArguments
 from pipelines.run_guard import RunArguments
@@ -67,19 +69,19 @@ class TaskRun:
             except OSError as error:  # a write of the Trainer or the task into the folder (full disk, ...)
                 if not interruptions.wrote_into(error, args.output_dir):
                     raise
-                last = training.newest_checkpoint(args.output_dir)
+                last = checkpoints.newest_checkpoint(args.output_dir)
                 raise interruptions.write_failed(error, error.filename, args.output_dir, last) from error
 
     def run_in_locked_folder(self, args, push_request) -> dict:
-        resume_from = training.resolve_resume_checkpoint(args)
+        resume_from = checkpoints.resolve_resume_checkpoint(args)
         run_guard.check_output_dir(args, self.run_args, resume_from)
         self.adjust_arguments()
 
         raw = self.load_data()
-        tokenizer = training.load_tokenizer(self.model_args)
+        tokenizer = model_loading.load_tokenizer(self.model_args)
         model = self.load_model(tokenizer)
         if self.uses_lora:
-            model = training.apply_peft(model, self.peft_args, self.task)
+            model = model_loading.apply_peft(model, self.peft_args, self.task)
         self.teacher = distillation.Distillation.for_run(self)  # None without a teacher
         features = self.preprocess(raw, tokenizer)
         run_guard.make_room(args, self.run_args, resume_from)
@@ -91,7 +93,7 @@ class TaskRun:
                                **self.trainer_options(features, tokenizer))
 
         all_results, tables = self.train_and_evaluate(trainer, raw, features, tokenizer, resume_from)
-        training.finish_run(trainer, all_results, tables)
+        run_outputs.finish_run(trainer, all_results, tables)
         if push_request is not None and trainer.is_world_process_zero():
             hub_push.push_after_run(args.output_dir, push_request)
         return all_results
@@ -106,14 +108,14 @@ class TaskRun:
         if training_split:
             train_result = trainer.train(resume_from_checkpoint=resume_from)
             if not lora:
-                training.save_trained_model(trainer, self.peft_args, tokenizer)
+                model_loading.save_trained_model(trainer, self.peft_args, tokenizer)
             trainer.save_state()
             all_results.update(train_result.metrics)
             trainer.log_metrics("train", train_result.metrics)
         metrics, tables = self.evaluate(trainer, raw, features)
         all_results.update(metrics)
         if lora and training_split:
-            training.save_trained_model(trainer, self.peft_args, tokenizer)
+            model_loading.save_trained_model(trainer, self.peft_args, tokenizer)
         return all_results, tables
 
     def start_outputs(self, model, raw, features) -> dict:
@@ -121,8 +123,8 @@ class TaskRun:
         extra = self.describe(raw, features)
         if getattr(self, "teacher", None) is not None:
             extra["teacher"] = self.teacher.description
-        return training.start_outputs(self.name, self.model_args, self.tracking_args, self.training_args, self.recipe,
-                                      model, extra)
+        return run_outputs.start_outputs(self.name, self.model_args, self.tracking_args, self.training_args,
+                                         self.recipe, model, extra)
 
     # --- A task's steps -------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from pipelines import benchmark, cli, training
+from pipelines import benchmark, cli, model_loading, training
 from pipelines.arguments import ModelArguments
 from pipelines.tasks import mnli
 
@@ -79,9 +79,9 @@ def main():
             per_device_eval_batch_size=args.eval_batch_size, max_steps=args.warmup_steps + args.steps,
             train_sampling_strategy="group_by_length", save_strategy="no", logging_strategy="no", disable_tqdm=True,
             seed=0, average_tokens_across_devices=False)
-        tokenizer = training.load_tokenizer(model_args)
-        model = training.load_model(model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128,
-                                    num_labels=3)
+        tokenizer = model_loading.load_tokenizer(model_args)
+        model = model_loading.load_model(model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128,
+                                         num_labels=3)
         features = mnli.preprocess(mnli.load_raw_datasets(data_args), tokenizer, data_args, training_args)
         trainer = training.PipelineTrainer(model=model, args=training_args, train_dataset=features["train"],
                                            eval_dataset=features["validation_matched"], processing_class=tokenizer,

@@ -17,10 +17,10 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from conftest import REPO, shared_data_dir, subprocess_env, write_tiny_mnli
+from pipelines.checkpoints import resolve_resume_checkpoint
 from pipelines.models import ScratchTransformerForPreTraining, config_from_preset
 from pipelines.tasks.electra import GATE_METRICS, make_electra_collator
 from pipelines.tasks.mlm import set_dropout
-from pipelines.training import resolve_resume_checkpoint
 
 SENTENCES = [
     "The generator fills the masked positions with plausible tokens.",

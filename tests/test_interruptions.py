@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO, launch_command, subprocess_env
-from pipelines.training import resolve_resume_checkpoint
+from pipelines.checkpoints import resolve_resume_checkpoint
 
 # Made-up pairs: never dev data in training.
 ROWS = [{"premise": f"A man plays song number {i} on a guitar.", "hypothesis": "A man makes music." if i % 2 else "Nobody plays.",

@@ -76,7 +76,7 @@ def test_sigkill_then_resume_gives_the_same_metrics(tmp_path, tiny_bert_dir, sma
 def test_half_written_checkpoint_is_never_picked(tmp_path):
     from transformers import TrainingArguments
 
-    from pipelines.training import resolve_resume_checkpoint
+    from pipelines.checkpoints import resolve_resume_checkpoint
 
     good = tmp_path / "checkpoint-4"
     good.mkdir()
@@ -147,7 +147,8 @@ def test_wandb_process_crash_mid_run(tmp_path, tiny_bert_dir):
 
     from pipelines import tracking
     from pipelines.arguments import TrackingArguments
-    from pipelines.training import finish_run, make_trainer
+    from pipelines.run_outputs import finish_run
+    from pipelines.training import make_trainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import REPO, subprocess_env
-from pipelines import run_lock, study_backends, training
+from pipelines import run_lock, run_outputs, study_backends
 from pipelines.interruptions import SaveFailedError
 from pipelines.run_guard import OutputDirError, RunArguments, check_output_dir
 from pipelines.tasks import mnli
@@ -177,7 +177,7 @@ def full_filesystem(tmp_path):
 def test_a_failed_write_names_the_file_and_what_is_intact(full_filesystem):
     path = full_filesystem / "all_results.json"
     with pytest.raises(SaveFailedError) as error:
-        training.write_json(path, {"accuracy": 0.5, "text": "x" * 100000})
+        run_outputs.write_json(path, {"accuracy": 0.5, "text": "x" * 100000})
     assert str(error.value).startswith(f"Could not write {path}: OSError: [Errno 28] No space left on device")
     assert ("Intact: all_results.json is unchanged (written whole or not at all). Free space or fix the folder, then "
             "run the same command.") in str(error.value)

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.special import softmax
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-from pipelines import training
+from pipelines import model_loading, run_outputs
 from pipelines.arguments import RecipeError
 from pipelines.data_files import DataError, LocalFile, label_id, load_from_hub, load_local_file, require_columns
 from pipelines.metrics import load_metric
@@ -258,7 +258,7 @@ def evaluate_split(trainer, features: datasets.Dataset, split: str, task: Task, 
             rows.append({"idx": int(idx[i]), "gold": int(gold[i]), "predicted": int(probabilities.argmax()),
                          "probabilities": [round(float(p), 6) for p in probabilities]})
     if trainer.is_world_process_zero():
-        training.write_jsonl(Path(output_dir) / f"predictions_{split}.jsonl", rows)
+        run_outputs.write_jsonl(Path(output_dir) / f"predictions_{split}.jsonl", rows)
     sample = [[r["idx"], task.label_name(r["gold"]), task.label_name(r["predicted"])] for r in rows[:200]]
     return dict(output.metrics), {f"{prefix}/predictions_sample": (["idx", "gold", "predicted"], sample)}
 
@@ -280,7 +280,7 @@ class GlueRun(TaskRun):
 
     def load_model(self, tokenizer):
         labels = {"id2label": dict(enumerate(self.task.label_names)), "label2id": {n: i for i, n in enumerate(self.task.label_names)}}
-        return training.load_model(
+        return model_loading.load_model(
             self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
             num_labels=self.task.num_labels, finetuning_task=self.task.name,
             **(labels if self.task.kind == CLASSIFICATION else {"problem_type": "regression"}),

@@ -45,7 +45,7 @@ from transformers import (
     set_seed,
 )
 
-from pipelines import training
+from pipelines import model_loading
 from pipelines.arguments import RecipeError
 from pipelines.data_files import DataError, DataFileNotFound
 from pipelines.run import TaskRun
@@ -297,10 +297,11 @@ def load_pretraining_model(model_args, data_args: PretrainingDataArguments, toke
         raise RecipeError("The tokenizer lacks [MASK], [CLS] or [SEP]; train one with scripts/train_tokenizer.py.")
     if data_args.objective == "electra":
         extra = {"generator_size": data_args.generator_size, "rtd_weight": data_args.rtd_weight}
-        model = training.load_model(model_args, AutoModelForPreTraining, tokenizer,
-                                    max_seq_length=data_args.max_seq_length, **extra)
+        model = model_loading.load_model(model_args, AutoModelForPreTraining, tokenizer,
+                                         max_seq_length=data_args.max_seq_length, **extra)
     else:
-        model = training.load_model(model_args, AutoModelForMaskedLM, tokenizer, max_seq_length=data_args.max_seq_length)
+        model = model_loading.load_model(model_args, AutoModelForMaskedLM, tokenizer,
+                                         max_seq_length=data_args.max_seq_length)
     if data_args.pretraining_dropout is not None:
         set_dropout(model, data_args.pretraining_dropout)
     return model

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.special import softmax
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
 
-from pipelines import training
+from pipelines import model_loading, run_outputs
 from pipelines.data_files import DataError, LocalFile, find_split_file, label_id, load_from_hub, load_local_file, require_columns
 from pipelines.hub import SHORT_NAMES
 from pipelines.metrics import load_metric
@@ -244,7 +244,7 @@ def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.D
             row["genre"] = genre_of_idx[int(idx[i])]
         rows.append(row)
     if trainer.is_world_process_zero():
-        training.write_jsonl(Path(output_dir) / f"predictions_{split}.jsonl", rows)
+        run_outputs.write_jsonl(Path(output_dir) / f"predictions_{split}.jsonl", rows)
 
     confusion_rows = [[LABEL_NAMES[g], *full["confusion_matrix"][g]] for g in range(3)]
     sample_rows = [[r["idx"], LABEL_NAMES[r["gold"]], LABEL_NAMES[r["predicted"]], max(r["probabilities"])] for r in rows[:200]]
@@ -266,7 +266,7 @@ class MnliRun(TaskRun):
         return load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
 
     def load_model(self, tokenizer):
-        return training.load_model(
+        return model_loading.load_model(
             self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
             num_labels=3, id2label=dict(enumerate(LABEL_NAMES)), label2id={name: i for i, name in enumerate(LABEL_NAMES)},
             finetuning_task="mnli",

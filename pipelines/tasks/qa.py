@@ -28,7 +28,7 @@ from typing import Any
 
 import datasets
 
-from pipelines import training
+from pipelines import model_loading, run_outputs, training
 from pipelines.arguments import RecipeError
 from pipelines.data_files import load_from_hub
 from pipelines.metrics import load_metric, metric_path  # noqa: F401 (metric_path is part of this module's API)
@@ -418,8 +418,8 @@ class QARun(TaskRun):
         from transformers import AutoModelForQuestionAnswering
 
         # num_labels=2: the QA head's two outputs (start, end), whatever head the checkpoint was saved with.
-        return training.load_model(self.model_args, AutoModelForQuestionAnswering, tokenizer,
-                                   max_seq_length=self.data_args.max_seq_length, num_labels=2)
+        return model_loading.load_model(self.model_args, AutoModelForQuestionAnswering, tokenizer,
+                                        max_seq_length=self.data_args.max_seq_length, num_labels=2)
 
     def preprocess(self, raw, tokenizer):
         return preprocess(raw, tokenizer, self.data_args, self.training_args)
@@ -435,7 +435,7 @@ class QARun(TaskRun):
     def start_outputs(self, model, raw, features):
         info = super().start_outputs(model, raw, features)
         if self.training_args.process_index == 0:
-            training.write_json(Path(self.training_args.output_dir) / "data_splits.json", self.description)
+            run_outputs.write_json(Path(self.training_args.output_dir) / "data_splits.json", self.description)
         return info
 
     def trainer_options(self, features, tokenizer):
