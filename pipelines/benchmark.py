@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import datetime
 import gc
-import json
 import os
 import tempfile
 import threading
@@ -58,10 +57,22 @@ class Setup:
     threads: int | None = None  # None: torch's default (one per core)
 
 
-REFERENCE = Setup("reference", pad_to_max_length=True, precision="fp32", train_sampling_strategy="random",
-                  sort_eval_by_length=False, eval_batch_size=8)
-PROJECT = Setup("project", pad_to_max_length=False, precision="auto", train_sampling_strategy="group_by_length",
-                sort_eval_by_length=True, eval_batch_size=128)
+REFERENCE = Setup(
+    "reference",
+    pad_to_max_length=True,
+    precision="fp32",
+    train_sampling_strategy="random",
+    sort_eval_by_length=False,
+    eval_batch_size=8,
+)
+PROJECT = Setup(
+    "project",
+    pad_to_max_length=False,
+    precision="auto",
+    train_sampling_strategy="group_by_length",
+    sort_eval_by_length=True,
+    eval_batch_size=128,
+)
 
 # One lever at a time, against PROJECT. The names say what changed.
 LEVERS = [
@@ -92,8 +103,10 @@ def not_native_lever(setup: Setup) -> str | None:
         return None
     hardware = precision.detect_hardware(use_cpu=True)
     measured = precision.slowdown(hardware, "bf16")
-    return (f"bf16 not native here (CPU capability {hardware.cpu_capability}; a {precision.MATMUL_SIZE}² bf16 matmul "
-            f"ran {measured:.0f}x slower than fp32): the project already runs fp32, so this lever is not timed")
+    return (
+        f"bf16 not native here (CPU capability {hardware.cpu_capability}; a {precision.MATMUL_SIZE}² bf16 matmul "
+        f"ran {measured:.0f}x slower than fp32): the project already runs fp32, so this lever is not timed"
+    )
 
 
 def ceiling_matrix_size() -> int:
@@ -188,8 +201,17 @@ class StepTimer:
         self.start = self.end = None
 
 
-def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_samples: int, eval_samples: int,
-            steps: int, warmup_steps: int, batch_size: int, ceilings: dict) -> dict:
+def measure(
+    model_args: ModelArguments,
+    setup: Setup,
+    data_dir: str,
+    train_samples: int,
+    eval_samples: int,
+    steps: int,
+    warmup_steps: int,
+    batch_size: int,
+    ceilings: dict,
+) -> dict:
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
     setup_precision = resolve_precision(setup)
@@ -198,29 +220,52 @@ def measure(model_args: ModelArguments, setup: Setup, data_dir: str, train_sampl
     default_threads = torch.get_num_threads()
     if setup.threads:
         torch.set_num_threads(setup.threads)
-    data_args = mnli.MnliDataArguments(data_dir=f"{data_dir}/mnli", max_seq_length=128, max_train_samples=train_samples,
-                                       max_eval_samples=eval_samples, pad_to_max_length=setup.pad_to_max_length,
-                                       sort_eval_by_length=setup.sort_eval_by_length)
+    data_args = mnli.MnliDataArguments(
+        data_dir=f"{data_dir}/mnli",
+        max_seq_length=128,
+        max_train_samples=train_samples,
+        max_eval_samples=eval_samples,
+        pad_to_max_length=setup.pad_to_max_length,
+        sort_eval_by_length=setup.sort_eval_by_length,
+    )
     with tempfile.TemporaryDirectory() as output_dir:
         args = TrainingArguments(
-            output_dir=output_dir, use_cpu=not torch.cuda.is_available(), bf16=setup_precision == "bf16",
-            fp16=setup_precision == "fp16", report_to=[],
-            per_device_train_batch_size=batch_size, per_device_eval_batch_size=setup.eval_batch_size,
-            max_steps=warmup_steps + steps, train_sampling_strategy=setup.train_sampling_strategy, save_strategy="no",
-            logging_strategy="no", disable_tqdm=True, optim=setup.optim, seed=0,
-            average_tokens_across_devices=False, torch_compile=setup.torch_compile,
-            dataloader_num_workers=setup.dataloader_num_workers, dataloader_pin_memory=setup.dataloader_pin_memory,
+            output_dir=output_dir,
+            use_cpu=not torch.cuda.is_available(),
+            bf16=setup_precision == "bf16",
+            fp16=setup_precision == "fp16",
+            report_to=[],
+            per_device_train_batch_size=batch_size,
+            per_device_eval_batch_size=setup.eval_batch_size,
+            max_steps=warmup_steps + steps,
+            train_sampling_strategy=setup.train_sampling_strategy,
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            optim=setup.optim,
+            seed=0,
+            average_tokens_across_devices=False,
+            torch_compile=setup.torch_compile,
+            dataloader_num_workers=setup.dataloader_num_workers,
+            dataloader_pin_memory=setup.dataloader_pin_memory,
         )
         raw = mnli.load_raw_datasets(data_args)
         tokenizer = model_loading.load_tokenizer(model_args)
-        model = model_loading.load_model(model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128,
-                                         num_labels=3)
+        model = model_loading.load_model(
+            model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128, num_labels=3
+        )
         features = mnli.preprocess(raw, tokenizer, data_args, args)
         timer = StepTimer(warmup_steps)
-        trainer = training.PipelineTrainer(model=model, args=args, train_dataset=features["train"],
-                                           eval_dataset=features["validation_matched"], processing_class=tokenizer,
-                                           data_collator=DataCollatorWithPadding(tokenizer), callbacks=[timer.callback],
-                                           optimizer_cls_and_kwargs=foreach_adamw(args) if setup.adamw_foreach else None)
+        trainer = training.PipelineTrainer(
+            model=model,
+            args=args,
+            train_dataset=features["train"],
+            eval_dataset=features["validation_matched"],
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            callbacks=[timer.callback],
+            optimizer_cls_and_kwargs=foreach_adamw(args) if setup.adamw_foreach else None,
+        )
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         with PeakRss() as memory:
@@ -269,9 +314,11 @@ def tokenization_times(model_args: ModelArguments, data_dir: str) -> dict:
 
 def markdown_rows(results: list[dict], ceilings: dict) -> list[str]:
     """One row per measurement; ratios against the reference and against the project defaults of the same model."""
-    rows = ["| model | setup | train samples/s | × ref | × project | real tokens/s | MFU | peak memory GB | "
-            "eval samples/s | × ref | × project | precision | parameters (M) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | setup | train samples/s | × ref | × project | real tokens/s | MFU | peak memory GB | "
+        "eval samples/s | × ref | × project | precision | parameters (M) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     by_setup = {(r["model"], r["setup"]): r for r in results}
 
     def ratio(r, setup, key):
@@ -282,13 +329,16 @@ def markdown_rows(results: list[dict], ceilings: dict) -> list[str]:
         if "not_timed" in r:  # a lever this machine cannot run natively: why, instead of a misleading loss
             rows.append(f"| {r['model']} | {r['setup']} | {r['not_timed']} | | | | | | | | | | |")
             continue
-        rows.append(f"| {r['model']} | {r['setup']} | {r['train_samples_per_second']:.1f} | "
-                    f"{ratio(r, 'reference', 'train_samples_per_second')} | "
-                    f"{ratio(r, 'project', 'train_samples_per_second')} | "
-                    f"{r['train_real_tokens_per_second']:.0f} | {r['mfu']:.3f} | {r.get('peak_gpu_memory_gb', r['peak_rss_gb']):.2f} | "
-                    f"{r['eval_samples_per_second']:.1f} | {ratio(r, 'reference', 'eval_samples_per_second')} | "
-                    f"{ratio(r, 'project', 'eval_samples_per_second')} | {r.get('precision', '-')} | "
-                    f"{parameters_text(r)} |")
+        rows.append(
+            f"| {r['model']} | {r['setup']} | {r['train_samples_per_second']:.1f} | "
+            f"{ratio(r, 'reference', 'train_samples_per_second')} | "
+            f"{ratio(r, 'project', 'train_samples_per_second')} | "
+            f"{r['train_real_tokens_per_second']:.0f} | {r['mfu']:.3f} | "
+            f"{r.get('peak_gpu_memory_gb', r['peak_rss_gb']):.2f} | "
+            f"{r['eval_samples_per_second']:.1f} | {ratio(r, 'reference', 'eval_samples_per_second')} | "
+            f"{ratio(r, 'project', 'eval_samples_per_second')} | {r.get('precision', '-')} | "
+            f"{parameters_text(r)} |"
+        )
     return rows
 
 
@@ -303,19 +353,28 @@ def ceilings_text(ceilings: dict) -> str:
 
 def machine_text() -> str:
     """Cores, threads, GPU and torch's CPU capability (AVX2, AVX512, ...): which CPU a timing was measured on."""
-    return (f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}, {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
+    return (
+        f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, "
+        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
+    )
 
 
-def append_to_benchmarks(path: Path, command: str, ceilings: dict, results: list[dict], tokenize: dict, note: str) -> None:
+def append_to_benchmarks(
+    path: Path, command: str, ceilings: dict, results: list[dict], tokenize: dict, note: str
+) -> None:
     lines = [
         f"\n## {datetime.date.today().isoformat()}: reference setup vs project defaults (scripts/benchmark.py)\n",
         f"Command: `{command}`\n",
         f"Machine: {machine_text()}. {note}\n",
         f"Matmul ceiling ({ceiling_matrix_size()}³, best of 5): {ceilings_text(ceilings)} (only the precisions in use "
         "here). MFU counts real (non-pad) tokens against the ceiling of the precision in use. Peak memory: "
-        + ("GPU memory allocated by torch (training)" if torch.cuda.is_available()
-           else "resident set size of the process (training)") + ".\n",
+        + (
+            "GPU memory allocated by torch (training)"
+            if torch.cuda.is_available()
+            else "resident set size of the process (training)"
+        )
+        + ".\n",
         *markdown_rows(results, ceilings),
         "",
         f"Tokenization of the MNLI train file: first time {tokenize['tokenize_first_seconds']:.2f} s, "
@@ -356,8 +415,16 @@ def pretraining_flops_per_token(model, seq_len: int, mlm_probability: float) -> 
     return 6 * body_params + attention + mlm_probability * (6 * head_params + 3 * vocabulary)
 
 
-def measure_pretraining(model_args: ModelArguments, objective: str, corpus: str, steps: int, warmup_steps: int,
-                        batch_size: int, ceilings: dict, seq_len: int = 128) -> dict:
+def measure_pretraining(
+    model_args: ModelArguments,
+    objective: str,
+    corpus: str,
+    steps: int,
+    warmup_steps: int,
+    batch_size: int,
+    ceilings: dict,
+    seq_len: int = 128,
+) -> dict:
     """Tokens/s and MFU of `steps` pretraining steps (after `warmup_steps`) with the real Trainer and collator."""
     from transformers import TrainingArguments
 
@@ -366,23 +433,42 @@ def measure_pretraining(model_args: ModelArguments, objective: str, corpus: str,
     setup_precision = machine_precision()
     release_freed_memory()
     torch.manual_seed(0)
-    data_args = mlm.PretrainingDataArguments(train_files=[corpus], validation_split_percentage=5.0,
-                                             max_seq_length=seq_len, objective=objective, pretraining_dropout=0.0,
-                                             max_train_samples=(steps + warmup_steps) * batch_size, max_eval_samples=8)
+    data_args = mlm.PretrainingDataArguments(
+        train_files=[corpus],
+        validation_split_percentage=5.0,
+        max_seq_length=seq_len,
+        objective=objective,
+        pretraining_dropout=0.0,
+        max_train_samples=(steps + warmup_steps) * batch_size,
+        max_eval_samples=8,
+    )
     with tempfile.TemporaryDirectory() as output_dir:
         args = TrainingArguments(
-            output_dir=output_dir, use_cpu=not torch.cuda.is_available(), bf16=setup_precision == "bf16",
-            fp16=setup_precision == "fp16", report_to=[], per_device_train_batch_size=batch_size,
-            max_steps=warmup_steps + steps, save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0,
-            remove_unused_columns=False, average_tokens_across_devices=False,
+            output_dir=output_dir,
+            use_cpu=not torch.cuda.is_available(),
+            bf16=setup_precision == "bf16",
+            fp16=setup_precision == "fp16",
+            report_to=[],
+            per_device_train_batch_size=batch_size,
+            max_steps=warmup_steps + steps,
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            seed=0,
+            remove_unused_columns=False,
+            average_tokens_across_devices=False,
         )
         tokenizer = model_loading.load_tokenizer(model_args)
         blocks = mlm.preprocess(mlm.load_raw_datasets(data_args), tokenizer, data_args, args)
         model = mlm.load_pretraining_model(model_args, data_args, tokenizer)
         timer = StepTimer(warmup_steps)
-        trainer = training.PipelineTrainer(model=model, args=args, train_dataset=blocks["train"],
-                                           data_collator=mlm.make_pretraining_collator(tokenizer, data_args),
-                                           callbacks=[timer.callback])
+        trainer = training.PipelineTrainer(
+            model=model,
+            args=args,
+            train_dataset=blocks["train"],
+            data_collator=mlm.make_pretraining_collator(tokenizer, data_args),
+            callbacks=[timer.callback],
+        )
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         with PeakRss() as memory:
@@ -402,7 +488,13 @@ def measure_pretraining(model_args: ModelArguments, objective: str, corpus: str,
 
 
 def pretraining_markdown_rows(results: list[dict]) -> list[str]:
-    rows = ["| model | objective | s/step | tokens/s | MFU | peak memory GB | precision |", "|---|---|---|---|---|---|---|"]
-    rows += [f"| {r['model']} | {r['objective']} | {r['seconds_per_step']:.3f} | {r['tokens_per_second']:.0f} | "
-             f"{r['mfu']:.3f} | {r['peak_memory_gb']:.2f} | {r['precision']} |" for r in results]
+    rows = [
+        "| model | objective | s/step | tokens/s | MFU | peak memory GB | precision |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {r['model']} | {r['objective']} | {r['seconds_per_step']:.3f} | {r['tokens_per_second']:.0f} | "
+        f"{r['mfu']:.3f} | {r['peak_memory_gb']:.2f} | {r['precision']} |"
+        for r in results
+    ]
     return rows

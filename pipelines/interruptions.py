@@ -103,13 +103,18 @@ class StopOnSignal(TrainerCallback):
         output_dir = Path(args.output_dir)
         checkpoint = output_dir / f"checkpoint-{state.global_step}"
         if args.save_strategy != "no" and (checkpoint / "trainer_state.json").is_file():
-            how = (f"Saved {checkpoint}. To resume, run the same command with --resume_from_checkpoint auto "
-                   f"(same output_dir {output_dir}).")
+            how = (
+                f"Saved {checkpoint}. To resume, run the same command with --resume_from_checkpoint auto "
+                f"(same output_dir {output_dir})."
+            )
         else:
-            how = ("No checkpoint was saved (save_strategy is no), so the run cannot resume: set save_strategy: steps "
-                   "and save_steps in the recipe to make runs resumable.")
-        raise RunInterrupted(f"Interrupted by {name} at step {state.global_step} of {state.max_steps}. {how}",
-                             self.signal_number)
+            how = (
+                "No checkpoint was saved (save_strategy is no), so the run cannot resume: set save_strategy: steps "
+                "and save_steps in the recipe to make runs resumable."
+            )
+        raise RunInterrupted(
+            f"Interrupted by {name} at step {state.global_step} of {state.max_steps}. {how}", self.signal_number
+        )
 
 
 def save_failed(error: Exception, path: str | Path, last_complete: str | None) -> SaveFailedError:
@@ -117,13 +122,21 @@ def save_failed(error: Exception, path: str | Path, last_complete: str | None) -
     path = Path(path)
     if path.name.startswith("checkpoint-") and path.is_dir() and str(path) != str(last_complete):
         shutil.rmtree(path, ignore_errors=True)  # incomplete: never picked for resuming, and it holds the space
-    kept = (f"The last complete checkpoint, {last_complete}, is intact: free space or fix the folder, then run the same "
-            "command with --resume_from_checkpoint auto.") if last_complete else "No complete checkpoint was saved before it."
+    kept = (
+        (
+            f"The last complete checkpoint, {last_complete}, is intact: free space or fix the folder, "
+            "then run the same "
+            "command with --resume_from_checkpoint auto."
+        )
+        if last_complete
+        else "No complete checkpoint was saved before it."
+    )
     return SaveFailedError(f"Could not write {path}: {type(error).__name__}: {error}{_free_space(path)}. {kept}")
 
 
-def write_failed(error: Exception, path: str | Path, output_dir: str | Path, last_complete: str | None,
-                 atomic: bool = False) -> SaveFailedError:
+def write_failed(
+    error: Exception, path: str | Path, output_dir: str | Path, last_complete: str | None, atomic: bool = False
+) -> SaveFailedError:
     """The error for a failed write of one file of a run (results, predictions, records): names the file and what
     is still intact. `atomic`: the file is written through a temporary file, so its earlier version is unchanged."""
     path, output_dir = Path(path), Path(output_dir)
@@ -133,9 +146,10 @@ def write_failed(error: Exception, path: str | Path, output_dir: str | Path, las
         intact.append(f"the trained model {model}")
     if last_complete:
         intact.append(f"the last complete checkpoint {last_complete}")
-    kept = ("Intact: " + ", ".join(intact) + "." if intact else "No model or complete checkpoint was saved before it.")
-    retry = (" Free space or fix the folder, then run the same command"
-             + (" with --resume_from_checkpoint auto." if last_complete else "."))
+    kept = "Intact: " + ", ".join(intact) + "." if intact else "No model or complete checkpoint was saved before it."
+    retry = " Free space or fix the folder, then run the same command" + (
+        " with --resume_from_checkpoint auto." if last_complete else "."
+    )
     return SaveFailedError(f"Could not write {path}: {type(error).__name__}: {error}{_free_space(path)}. {kept}{retry}")
 
 

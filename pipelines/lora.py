@@ -46,23 +46,33 @@ ADAPTER_FOLDER = "adapter"  # inside a run's output folder
 class PeftArguments:
     """LoRA (low-rank adapters): train small matrices beside the frozen attention weights, plus the task head."""
 
-    use_lora: bool = field(default=False, metadata={"help": "Fine-tune with LoRA adapters instead of updating every weight."})
+    use_lora: bool = field(
+        default=False, metadata={"help": "Fine-tune with LoRA adapters instead of updating every weight."}
+    )
     lora_r: int = field(default=8, metadata={"help": "Rank of each adapter (the inner size of its two matrices)."})
-    lora_alpha: int = field(default=16, metadata={"help": "Adapter output scale: the update is multiplied by lora_alpha / lora_r."})
+    lora_alpha: int = field(
+        default=16, metadata={"help": "Adapter output scale: the update is multiplied by lora_alpha / lora_r."}
+    )
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the adapter's input."})
     lora_target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "Layers that get adapters (suffixes of module names, e.g. attention.self.query). "
-                  "Default: every Linear layer inside each layer's attention block."},
+        metadata={
+            "help": "Layers that get adapters (suffixes of module names, e.g. attention.self.query). "
+            "Default: every Linear layer inside each layer's attention block."
+        },
     )
     lora_modules_to_save: list[str] | None = field(
         default=None,
-        metadata={"help": "Modules trained in full and saved with the adapter. Default: the task head (and BERT's pooler)."},
+        metadata={
+            "help": "Modules trained in full and saved with the adapter. Default: the task head (and BERT's pooler)."
+        },
     )
 
     def __post_init__(self):
         if self.lora_r <= 0 or self.lora_alpha <= 0:
-            raise RecipeError(f"lora_r and lora_alpha must be positive, got lora_r={self.lora_r}, lora_alpha={self.lora_alpha}")
+            raise RecipeError(
+                f"lora_r and lora_alpha must be positive, got lora_r={self.lora_r}, lora_alpha={self.lora_alpha}"
+            )
         if not 0 <= self.lora_dropout < 1:
             raise RecipeError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
 
@@ -74,14 +84,19 @@ def encoder_of(model: nn.Module) -> nn.Module:
     """The pretrained body of a task model (`model.bert`, `model.distilbert`, `model.transformer`, ...)."""
     encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if not isinstance(encoder, nn.Module):
-        raise RecipeError(f"{type(model).__name__} has no encoder under base_model_prefix: set lora_target_modules and lora_modules_to_save.")
+        raise RecipeError(
+            f"{type(model).__name__} has no encoder under base_model_prefix: "
+            "set lora_target_modules and lora_modules_to_save."
+        )
     return encoder
 
 
 def find_task_head(model: nn.Module) -> list[str]:
     """Names of the modules that make up the task head (see the module docstring)."""
     encoder = encoder_of(model)
-    head = [name for name, child in model.named_children() if child is not encoder and any(True for _ in child.parameters())]
+    head = [
+        name for name, child in model.named_children() if child is not encoder and any(True for _ in child.parameters())
+    ]
     pooler = getattr(encoder, "pooler", None)
     if isinstance(pooler, nn.Module) and any(True for _ in pooler.parameters()):
         head.append("pooler")
@@ -89,7 +104,8 @@ def find_task_head(model: nn.Module) -> list[str]:
 
 
 def find_attention_projections(model: nn.Module) -> list[str]:
-    """Suffixes naming every Linear layer inside an attention block, one per kind, e.g. ["attention.qkv", "attention.out_proj"].
+    """Suffixes naming every Linear layer inside an attention block, one per kind,
+    e.g. ["attention.qkv", "attention.out_proj"].
 
     A full name like `encoder.layer.3.attention.self.query` becomes `attention.self.query` (what follows the layer
     number): PEFT matches target modules by name suffix, so one entry covers that layer in every block.
@@ -104,7 +120,8 @@ def find_attention_projections(model: nn.Module) -> list[str]:
     if not suffixes:
         linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise RecipeError(
-            f"No Linear layer inside an attention block of {type(model).__name__}: set lora_target_modules to some of {linear}."
+            f"No Linear layer inside an attention block of {type(model).__name__}: "
+            f"set lora_target_modules to some of {linear}."
         )
     return suffixes
 
@@ -123,7 +140,8 @@ def apply_lora(model, peft_args: PeftArguments, task_type: str):
         # A frozen random encoder cannot learn anything, and its weights would be in no file the adapter could refer to.
         raise RecipeError(
             "LoRA adapts a pretrained model, but this one has random weights (scratch_preset). Set model_name_or_path "
-            "to a checkpoint instead, e.g. an MLM-pretrained scratch_transformer folder from scripts/run_pretraining.py."
+            "to a checkpoint instead, e.g. an MLM-pretrained scratch_transformer folder from "
+            "scripts/run_pretraining.py."
         )
     config = LoraConfig(
         task_type=task_type,
@@ -138,8 +156,13 @@ def apply_lora(model, peft_args: PeftArguments, task_type: str):
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info(
         "LoRA r=%d alpha=%d on %s; trained in full: %s. Trainable parameters: %s of %s (%.2f%%)",
-        config.r, config.lora_alpha, sorted(config.target_modules), sorted(config.modules_to_save),
-        f"{trainable:,}", f"{total:,}", 100 * trainable / total,
+        config.r,
+        config.lora_alpha,
+        sorted(config.target_modules),
+        sorted(config.modules_to_save),
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
     )
     return peft_model
 
@@ -163,7 +186,9 @@ def load_adapter(base, adapter_dir: str | Path, auto_class=None, **model_kwargs)
 
     if isinstance(base, (str, Path)):
         if auto_class is None:
-            raise ValueError("load_adapter: give auto_class (e.g. AutoModelForSequenceClassification) to load the base from a path")
+            raise ValueError(
+                "load_adapter: give auto_class (e.g. AutoModelForSequenceClassification) to load the base from a path"
+            )
         base = auto_class.from_pretrained(base, **model_kwargs)
     return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
 

@@ -11,6 +11,7 @@ import pipelines.models  # noqa: F401  registers our model classes with the Auto
 from pipelines.arguments import RecipeError, parse_overrides
 from pipelines.hub import load_pretrained, resolve_model_path
 
+
 def load_tokenizer(model_args):
     name = model_args.tokenizer_name or model_args.model_name_or_path
     return load_pretrained(
@@ -37,8 +38,11 @@ def load_model(model_args, auto_model_class, tokenizer, max_seq_length: int | No
 
         try:
             config = config_from_preset(
-                model_args.scratch_preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                **overrides, **config_kwargs,
+                model_args.scratch_preset,
+                vocab_size=len(tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+                **overrides,
+                **config_kwargs,
             )
         except ValueError as error:  # an unknown preset, or config_overrides out of range
             raise RecipeError(str(error)) from error
@@ -46,12 +50,23 @@ def load_model(model_args, auto_model_class, tokenizer, max_seq_length: int | No
     else:
         path = resolve_model_path(model_args.model_name_or_path)
         config = load_pretrained(
-            AutoConfig, path, what="model config", cache_dir=model_args.cache_dir, revision=model_args.model_revision,
-            trust_remote_code=model_args.trust_remote_code, **overrides, **config_kwargs,
+            AutoConfig,
+            path,
+            what="model config",
+            cache_dir=model_args.cache_dir,
+            revision=model_args.model_revision,
+            trust_remote_code=model_args.trust_remote_code,
+            **overrides,
+            **config_kwargs,
         )
         model = load_pretrained(
-            auto_model_class, path, config=config, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
-            trust_remote_code=model_args.trust_remote_code, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+            auto_model_class,
+            path,
+            config=config,
+            cache_dir=model_args.cache_dir,
+            revision=model_args.model_revision,
+            trust_remote_code=model_args.trust_remote_code,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         )
     check_model_fits(model, tokenizer, max_seq_length)
     return model
@@ -99,4 +114,3 @@ def save_trained_model(trainer, peft_args, tokenizer) -> None:
             lora.save_lora_run(trainer.model, trainer.args.output_dir, tokenizer)
     else:
         trainer.save_model()
-

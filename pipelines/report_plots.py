@@ -14,13 +14,23 @@ from pipelines.report_runs import EVAL_LOSS_KEY, QUALITY_KEY, Run
 LINE_STYLES = ["-", "--", ":", "-."]
 
 
-def draw_plots(arms: dict[str, list[Run]], metrics: dict[str, dict], output_dir: Path, notes: list[str]) -> list[tuple[str, str]]:
-    """The report's PNGs in output_dir: (file name, caption) of each one drawn; what could not be drawn goes to notes."""
+def draw_plots(
+    arms: dict[str, list[Run]], metrics: dict[str, dict], output_dir: Path, notes: list[str]
+) -> list[tuple[str, str]]:
+    """The report's PNGs in output_dir: (file name, caption) of each one drawn; what could not be drawn goes to
+    notes."""
     plots = []
     loss_keys = ["loss", *history_keys(arms, EVAL_LOSS_KEY)]
     if plot_curves(arms, loss_keys, output_dir / "loss_curves.png", "Training and evaluation loss"):
-        plots.append(("loss_curves.png", "Training loss and evaluation loss over steps (one colour per arm, one line style per seed)"))
-    if plot_curves(arms, history_keys(arms, QUALITY_KEY), output_dir / "eval_metrics.png", "Evaluation during training"):
+        plots.append(
+            (
+                "loss_curves.png",
+                "Training loss and evaluation loss over steps (one colour per arm, one line style per seed)",
+            )
+        )
+    if plot_curves(
+        arms, history_keys(arms, QUALITY_KEY), output_dir / "eval_metrics.png", "Evaluation during training"
+    ):
         plots.append(("eval_metrics.png", "Evaluation metrics over steps"))
     else:
         notes.append("No evaluation during training in these runs (eval_strategy: no), so no metric curves over steps.")
@@ -30,7 +40,9 @@ def draw_plots(arms: dict[str, list[Run]], metrics: dict[str, dict], output_dir:
 
 
 def history_keys(arms: dict[str, list[Run]], pattern: re.Pattern) -> list[str]:
-    keys = dict.fromkeys(k for runs in arms.values() for r in runs for row in r.history for k in row if pattern.match(k))
+    keys = dict.fromkeys(
+        k for runs in arms.values() for r in runs for row in r.history for k in row if pattern.match(k)
+    )
     return [k for k in keys if "macro_f1" not in k]
 
 
@@ -54,15 +66,24 @@ def plot_curves(arms: dict[str, list[Run]], keys: list[str], path: Path, title: 
                 points = sorted((row["step"], row[key]) for row in run.history if key in row and "step" in row)
                 if points:
                     steps, values = zip(*points)
-                    ax.plot(steps, values, color=colors[arm_index % len(colors)], linestyle=LINE_STYLES[seed_index % 4],
-                            marker="o" if len(points) < 8 else None, markersize=3, label=f"{arm} (seed {run.seed})")
+                    ax.plot(
+                        steps,
+                        values,
+                        color=colors[arm_index % len(colors)],
+                        linestyle=LINE_STYLES[seed_index % 4],
+                        marker="o" if len(points) < 8 else None,
+                        markersize=3,
+                        label=f"{arm} (seed {run.seed})",
+                    )
         ax.set_title("train loss" if key == "loss" else key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize="small", frameon=False)
+    figure.legend(
+        handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize="small", frameon=False
+    )
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(labels) / 4), 1, 0.96))
     figure.savefig(path, dpi=110, bbox_inches="tight")  # keep a legend placed outside the axes in the image
@@ -77,7 +98,9 @@ def plot_final_metrics(arms: dict[str, list[Run]], metrics: dict[str, dict], pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in dict.fromkeys(k for m in metrics.values() for k in m) if QUALITY_KEY.match(k) and "macro_f1" not in k]
+    keys = [
+        k for k in dict.fromkeys(k for m in metrics.values() for k in m) if QUALITY_KEY.match(k) and "macro_f1" not in k
+    ]
     if not keys:
         return False
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -40,8 +40,12 @@ class Document:
             elif kind == "table":
                 header, rows = rest
                 cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-                out.append("\n".join(["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-                                     + ["| " + " | ".join(map(cell, row)) + " |" for row in rows]))
+                out.append(
+                    "\n".join(
+                        ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+                        + ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+                    )
+                )
             elif kind == "image":
                 out.append(f"![{rest[1]}]({rest[0]})")
         return "\n\n".join(out) + "\n"
@@ -60,18 +64,26 @@ class Document:
             elif kind == "table":
                 header, rows = rest
                 head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-                lines = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+                lines = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
+                )
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>")
             elif kind == "image":
                 data = base64.b64encode((folder / rest[0]).read_bytes()).decode("ascii")
-                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(rest[1])}">'
-                            f"<figcaption>{html.escape(rest[1])}</figcaption></figure>")
-        style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-                 "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;"
-                 "text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}code{background:#f3f3f3}"
-                 "figcaption{color:#666;font-size:0.9em}")
-        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-                f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+                body.append(
+                    f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(rest[1])}">'
+                    f"<figcaption>{html.escape(rest[1])}</figcaption></figure>"
+                )
+        style = (
+            "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;"
+            "text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}code{background:#f3f3f3}"
+            "figcaption{color:#666;font-size:0.9em}"
+        )
+        return (
+            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+        )
 
 
 def decimals(value: float) -> int:
@@ -106,14 +118,29 @@ def render(summary: dict, arms: dict[str, list[Run]], metrics: dict, plots: list
     doc = Document()
     baseline = summary["baseline"]
     doc.heading(summary["title"], 1)
-    doc.paragraph(f"{len(summary['runs'])} runs in {len(arms)} arms; baseline **{baseline}**. Generated {summary['created']}.")
+    doc.paragraph(
+        f"{len(summary['runs'])} runs in {len(arms)} arms; baseline **{baseline}**. Generated {summary['created']}."
+    )
     for note in summary["notes"]:
         doc.paragraph(f"Note: {note}")
 
     doc.heading("Runs")
-    doc.table(["arm", "seed", "run", "model", "job type", "parameters", "source"],
-              [[r.arm, fmt(r.seed), r.name, r.info.get("model", "—"), r.info.get("job_type") or "—", fmt_parameters(r), r.source]
-               for members in arms.values() for r in members])
+    doc.table(
+        ["arm", "seed", "run", "model", "job type", "parameters", "source"],
+        [
+            [
+                r.arm,
+                fmt(r.seed),
+                r.name,
+                r.info.get("model", "—"),
+                r.info.get("job_type") or "—",
+                fmt_parameters(r),
+                r.source,
+            ]
+            for members in arms.values()
+            for r in members
+        ],
+    )
     for arm, members in arms.items():
         caveat = run_caveat(members[0].info)
         if caveat:
@@ -123,31 +150,63 @@ def render(summary: dict, arms: dict[str, list[Run]], metrics: dict, plots: list
     keys = [k for k in dict.fromkeys(k for m in metrics.values() for k in m) if TABLE_KEY.match(k)]
     # Quality first, then losses, then cost (runtime, throughput); the order within each kind is the runs' own.
     keys.sort(key=lambda k: 2 if k.startswith("train_") and not k.endswith("loss") else 1 if k.endswith("loss") else 0)
-    doc.table(["arm", "seeds", *keys],
-              [[arm, len(members), *(fmt_mean_std(metrics[arm].get(k)) for k in keys)] for arm, members in arms.items()])
+    doc.table(
+        ["arm", "seeds", *keys],
+        [[arm, len(members), *(fmt_mean_std(metrics[arm].get(k)) for k in keys)] for arm, members in arms.items()],
+    )
 
     if summary["comparisons"]:
         doc.heading("Differences against the baseline")
         doc.paragraph(
-            "Difference = arm − baseline of the per-example score, seeds averaged per example, on the examples every run "
-            f"scored. 95% interval and p-value from a paired bootstrap over examples ({summary['bootstrap_resamples']} resamples). "
+            "Difference = arm − baseline of the per-example score, seeds averaged per example, "
+            "on the examples every run "
+            "scored. 95% interval and p-value from a paired bootstrap over examples "
+            f"({summary['bootstrap_resamples']} resamples). "
             "An interval that excludes 0 is a difference the evaluation set can resolve."
         )
         rows = []
         for c in summary["comparisons"]:
             for score, d in c["differences"].items():
-                rows.append([f"{c['arm']} − {c['baseline']}", c["split"], score, fmt(d["baseline_mean"]), fmt(d["other_mean"]),
-                             fmt(d["difference"]), f"[{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]", stats.format_p(d["p_value"]),
-                             fmt(c["n_examples"])])
-        doc.table(["comparison", "split", "score", "baseline", "arm", "difference", "95% CI", "p (bootstrap)", "examples"], rows)
+                rows.append(
+                    [
+                        f"{c['arm']} − {c['baseline']}",
+                        c["split"],
+                        score,
+                        fmt(d["baseline_mean"]),
+                        fmt(d["other_mean"]),
+                        fmt(d["difference"]),
+                        f"[{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]",
+                        stats.format_p(d["p_value"]),
+                        fmt(c["n_examples"]),
+                    ]
+                )
+        doc.table(
+            ["comparison", "split", "score", "baseline", "arm", "difference", "95% CI", "p (bootstrap)", "examples"],
+            rows,
+        )
 
         doc.heading("McNemar's test on per-example correctness, per seed pair")
-        doc.paragraph("b: baseline right, arm wrong; c: arm right, baseline wrong. Exact binomial test below 25 "
-                      "disagreements, chi-square with continuity correction above.")
-        doc.table(["comparison", "split", "seeds", "b", "c", "χ²", "p", "method"],
-                  [[f"{c['arm']} vs {c['baseline']}", c["split"], " / ".join(map(str, t["seeds"])), t["baseline_only"],
-                    t["other_only"], f"{t['statistic']:.3f}", stats.format_p(t["p_value"]), t["method"]]
-                   for c in summary["comparisons"] for t in c["mcnemar"]])
+        doc.paragraph(
+            "b: baseline right, arm wrong; c: arm right, baseline wrong. Exact binomial test below 25 "
+            "disagreements, chi-square with continuity correction above."
+        )
+        doc.table(
+            ["comparison", "split", "seeds", "b", "c", "χ²", "p", "method"],
+            [
+                [
+                    f"{c['arm']} vs {c['baseline']}",
+                    c["split"],
+                    " / ".join(map(str, t["seeds"])),
+                    t["baseline_only"],
+                    t["other_only"],
+                    f"{t['statistic']:.3f}",
+                    stats.format_p(t["p_value"]),
+                    t["method"],
+                ]
+                for c in summary["comparisons"]
+                for t in c["mcnemar"]
+            ],
+        )
 
     if plots:
         doc.heading("Plots")
@@ -163,11 +222,23 @@ def render_examples(doc: Document, comparisons: list[dict]) -> None:
     doc.heading("Examples one arm gets right and the other wrong")
     doc.paragraph("Right (or wrong) in every seed of the arm. Predictions are listed per seed, separated by ' / '.")
     for c in comparisons:
-        for direction, (right, wrong) in (("baseline_right_arm_wrong", (c["baseline"], c["arm"])),
-                                          ("arm_right_baseline_wrong", (c["arm"], c["baseline"]))):
+        for direction, (right, wrong) in (
+            ("baseline_right_arm_wrong", (c["baseline"], c["arm"])),
+            ("arm_right_baseline_wrong", (c["arm"], c["baseline"])),
+        ):
             examples = c["examples"][direction]
             doc.heading(f"{c['split']}: {right} right, {wrong} wrong ({examples['count']} examples)", 3)
             if examples["shown"]:
-                doc.table(["example", "text", "gold", f"{c['baseline']} predicted", f"{c['arm']} predicted"],
-                          [[e["key"], e["text"] or "—", e["gold"], " / ".join(e["baseline_predicted"]), " / ".join(e["arm_predicted"])]
-                           for e in examples["shown"]])
+                doc.table(
+                    ["example", "text", "gold", f"{c['baseline']} predicted", f"{c['arm']} predicted"],
+                    [
+                        [
+                            e["key"],
+                            e["text"] or "—",
+                            e["gold"],
+                            " / ".join(e["baseline_predicted"]),
+                            " / ".join(e["arm_predicted"]),
+                        ]
+                        for e in examples["shown"]
+                    ],
+                )

@@ -51,7 +51,9 @@ class RunFolder:
         folder = Path(folder)
         info = read_json(folder / "run_info.json", required=finished) or {}
         recipe_path = folder / "recipe.yaml"
-        recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) if recipe_path.is_file() else info.get("recipe", {})
+        recipe = (
+            yaml.safe_load(recipe_path.read_text(encoding="utf-8")) if recipe_path.is_file() else info.get("recipe", {})
+        )
         return cls(
             folder=folder,
             info=info,
@@ -76,12 +78,15 @@ class RunFolder:
     def eval_counts(self) -> dict[str, int]:
         """Evaluation examples per split, as the run recorded them."""
         splits = (self.info.get("data") or {}).get("splits") or {}
-        qa_counts = {name: split["questions"] for name, split in splits.items() if name != "train" and "questions" in split}
+        qa_counts = {
+            name: split["questions"] for name, split in splits.items() if name != "train" and "questions" in split
+        }
         return self.info.get("eval_examples") or qa_counts
 
     @property
     def heldout(self) -> bool:
-        """True when the evaluation questions were split off one file by article (KorQuAD here), not an official split."""
+        """True when the evaluation questions were split off one file by article (KorQuAD here), not an official
+        split."""
         return bool((self.info.get("data") or {}).get("heldout"))
 
     def setting(self, name: str, default=None):

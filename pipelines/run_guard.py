@@ -32,8 +32,16 @@ logger = logging.getLogger("pipelines")
 
 FINISHED_MARKER = "all_results.json"
 # Files that only a run of this pipeline (or a study job about to run) leaves; checkpoint-* folders count too.
-RUN_FILES = {FINISHED_MARKER, "run_info.json", "recipe.yaml", "job_recipe.yaml", "study_job.json", "study_job.log",
-             "trainer_state.json", "wandb"}
+RUN_FILES = {
+    FINISHED_MARKER,
+    "run_info.json",
+    "recipe.yaml",
+    "job_recipe.yaml",
+    "study_job.json",
+    "study_job.log",
+    "trainer_state.json",
+    "wandb",
+}
 
 
 class OutputDirError(RecipeError):
@@ -44,11 +52,14 @@ class OutputDirError(RecipeError):
 class RunArguments:
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Replace a finished run in output_dir: the old run is moved to <output_dir>.replaced-<UTC time>."},
+        metadata={
+            "help": "Replace a finished run in output_dir: the old run is moved to <output_dir>.replaced-<UTC time>."
+        },
     )
 
 
 # --- Numbers ------------------------------------------------------------------------------------------------
+
 
 # field name -> (test, what the value must be). Applied to every parsed dataclass that has the field.
 def _positive(value):
@@ -113,8 +124,10 @@ def check_numbers(*arguments) -> None:
                 raise RecipeError(f"{name} is {value}; it must be {expected}")
         epochs, max_steps = getattr(instance, "num_train_epochs", None), getattr(instance, "max_steps", None)
         if epochs is not None and max_steps is not None and epochs == 0 and max_steps <= 0:
-            raise RecipeError("num_train_epochs is 0 and max_steps is not set: the run would train 0 steps. "
-                              "Set num_train_epochs or max_steps above 0.")
+            raise RecipeError(
+                "num_train_epochs is 0 and max_steps is not set: the run would train 0 steps. "
+                "Set num_train_epochs or max_steps above 0."
+            )
 
 
 # --- The output folder --------------------------------------------------------------------------------------
@@ -140,7 +153,9 @@ def check_writable(output_dir: Path) -> None:
     if not existing.is_dir():
         raise OutputDirError(f"output_dir {output_dir} cannot be created: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):  # also false on a read-only filesystem, even for root
-        raise OutputDirError(f"output_dir {output_dir} cannot be written: {existing} is read-only or not writable by this user")
+        raise OutputDirError(
+            f"output_dir {output_dir} cannot be written: {existing} is read-only or not writable by this user"
+        )
 
 
 def check_output_dir(training_args, run_args: RunArguments, resume_from: str | None) -> None:
@@ -151,12 +166,15 @@ def check_output_dir(training_args, run_args: RunArguments, resume_from: str | N
     foreign = foreign_files(output_dir)
     if foreign and not run_args.overwrite_output_dir:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise OutputDirError(f"{output_dir} is not empty and is not a run of this pipeline (it holds {shown}). Choose "
-                             "a new or empty output_dir, or set overwrite_output_dir: true (--overwrite_output_dir) to "
-                             "write into it anyway.")
+        raise OutputDirError(
+            f"{output_dir} is not empty and is not a run of this pipeline (it holds {shown}). Choose "
+            "a new or empty output_dir, or set overwrite_output_dir: true (--overwrite_output_dir) to "
+            "write into it anyway."
+        )
     if foreign:
-        logger.warning("overwrite_output_dir: writing into %s, which holds other files (%s)", output_dir,
-                       ", ".join(foreign[:5]))
+        logger.warning(
+            "overwrite_output_dir: writing into %s, which holds other files (%s)", output_dir, ", ".join(foreign[:5])
+        )
     if resume_from is not None or run_args.overwrite_output_dir or not holds_finished_run(output_dir):
         return
     raise OutputDirError(

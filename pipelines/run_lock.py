@@ -51,9 +51,13 @@ def process_start(pid: int) -> str | None:
 
 
 def this_process() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "process_start": process_start(os.getpid()),
-            "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "command": shlex.join(sys.argv)}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "process_start": process_start(os.getpid()),
+        "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "command": shlex.join(sys.argv),
+    }
 
 
 def is_alive_here(record: dict) -> bool:
@@ -65,8 +69,10 @@ def is_alive_here(record: dict) -> bool:
 
 
 def describe(record: dict) -> str:
-    return (f"pid {record.get('pid')} on host {record.get('host')}, started {record.get('started')}"
-            f" ({record.get('command')})")
+    return (
+        f"pid {record.get('pid')} on host {record.get('host')}, started {record.get('started')}"
+        f" ({record.get('command')})"
+    )
 
 
 def _read(fd: int) -> dict:
@@ -109,8 +115,10 @@ def acquire(output_dir: str | os.PathLike) -> int:
         if not _try_flock(fd):
             record = _read(fd)
             os.close(fd)
-            raise RunLockedError(f"{output_dir} is in use by another run: {describe(record)}. Wait for it to end or "
-                                 "stop it, or choose another output_dir.")
+            raise RunLockedError(
+                f"{output_dir} is in use by another run: {describe(record)}. Wait for it to end or "
+                "stop it, or choose another output_dir."
+            )
         if _same_file(fd, path):
             break
         os.close(fd)  # we locked a file its holder had just removed: start again
@@ -118,8 +126,10 @@ def acquire(output_dir: str | os.PathLike) -> int:
     if record.get("pid") is not None:
         if is_alive_here(record) and record["pid"] != os.getpid():
             os.close(fd)
-            raise RunLockedError(f"{output_dir} is in use by another run: {describe(record)}. Wait for it to end or "
-                                 "stop it, or choose another output_dir.")
+            raise RunLockedError(
+                f"{output_dir} is in use by another run: {describe(record)}. Wait for it to end or "
+                "stop it, or choose another output_dir."
+            )
         logger.warning("Taking over the lock of %s: the run that held it is gone (%s)", output_dir, describe(record))
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(this_process(), indent=2) + "\n").encode("utf-8"), 0)

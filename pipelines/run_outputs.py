@@ -47,8 +47,9 @@ def write_text(path: str | Path, text: str) -> None:
         raise interruptions.write_failed(error, path, path.parent, last, atomic=True) from error
 
 
-def run_info(task: str, model_args, tracking_args, training_args, recipe: dict, model,
-             extra: dict | None = None) -> dict:
+def run_info(
+    task: str, model_args, tracking_args, training_args, recipe: dict, model, extra: dict | None = None
+) -> dict:
     """What a comparison needs to know about a run; saved as run_info.json and put in the W&B config."""
     info = {
         "task": task,
@@ -92,8 +93,9 @@ def redact_argv() -> None:
                 sys.argv[i + 1] = "<redacted>"
 
 
-def start_outputs(task: str, model_args, tracking_args, training_args, recipe: dict, model,
-                  extra: dict | None = None) -> dict:
+def start_outputs(
+    task: str, model_args, tracking_args, training_args, recipe: dict, model, extra: dict | None = None
+) -> dict:
     """Called once inputs, tokenizer and model have loaded, so a bad input leaves no output folder behind:
     sets up W&B, writes recipe.yaml and run_info.json (main process), and returns the run info."""
     recipe = redact(recipe)
@@ -105,8 +107,9 @@ def start_outputs(task: str, model_args, tracking_args, training_args, recipe: d
         write_text(Path(training_args.output_dir) / "recipe.yaml", recipe_text)
         write_json(Path(training_args.output_dir) / "run_info.json", info)
         params = info["parameters"]
-        logger.info("Model %s: %s parameters (%s trainable)", info["model"], f"{params['total']:,}",
-                    f"{params['trainable']:,}")
+        logger.info(
+            "Model %s: %s parameters (%s trainable)", info["model"], f"{params['total']:,}", f"{params['trainable']:,}"
+        )
     return info
 
 
@@ -121,8 +124,12 @@ def record_wandb_run(output_dir: Path) -> None:
     if run is None or not path.exists():
         return
     info = json.loads(path.read_text())
-    info["wandb"] = {"id": run.id, "project": run.project, "entity": getattr(run, "entity", None),
-                     "offline": bool(getattr(run, "offline", False) or os.environ.get("WANDB_MODE") == "offline")}
+    info["wandb"] = {
+        "id": run.id,
+        "project": run.project,
+        "entity": getattr(run, "entity", None),
+        "offline": bool(getattr(run, "offline", False) or os.environ.get("WANDB_MODE") == "offline"),
+    }
     if not info["wandb"]["offline"]:
         info["wandb"]["url"] = run.url
     write_json(path, info)
@@ -165,5 +172,6 @@ def _finish_run_on_main_process(trainer, all_results: dict, tables: dict | None)
             tracking.log_wandb_summary(scalars, tables)
             tracking.finish_wandb()
         except Exception as error:  # W&B must never cost the run its results, which are already on disk
-            logger.warning("W&B failed at the end of the run (%s: %s); results are in %s",
-                           type(error).__name__, error, output_dir)
+            logger.warning(
+                "W&B failed at the end of the run (%s: %s); results are in %s", type(error).__name__, error, output_dir
+            )

@@ -52,19 +52,31 @@ class TokenizerTrainingArguments:
     """Arguments of `scripts/train_tokenizer.py` (also readable from a YAML recipe in configs/tokenizers/)."""
 
     files: list[str] = field(metadata={"help": "Plain-text training files, one paragraph per line."})
-    output_dir: str = field(metadata={"help": "Folder to save the tokenizer in (AutoTokenizer.from_pretrained loads it)."})
+    output_dir: str = field(
+        metadata={"help": "Folder to save the tokenizer in (AutoTokenizer.from_pretrained loads it)."}
+    )
     language: str = field(
-        metadata={"help": "Normalisation preset: en (lower-case, strip accents) or ko (keep both, NFC).", "choices": list(LANGUAGE_PRESETS)}
+        metadata={
+            "help": "Normalisation preset: en (lower-case, strip accents) or ko (keep both, NFC).",
+            "choices": list(LANGUAGE_PRESETS),
+        }
     )
     vocab_size: int = field(default=32000, metadata={"help": "Vocabulary size, the 5 special tokens included."})
     model_type: str = field(
         default="wordpiece",
-        metadata={"help": "wordpiece (BERT, ## continuation pieces) or unigram (SentencePiece-style, ▁ word starts).", "choices": ["wordpiece", "unigram"]},
+        metadata={
+            "help": "wordpiece (BERT, ## continuation pieces) or unigram (SentencePiece-style, ▁ word starts).",
+            "choices": ["wordpiece", "unigram"],
+        },
     )
     min_frequency: int = field(default=2, metadata={"help": "WordPiece: a merge must occur at least this often."})
     lowercase: bool | None = field(default=None, metadata={"help": "Override the language preset's lower-casing."})
-    strip_accents: bool | None = field(default=None, metadata={"help": "Override the language preset's accent stripping."})
-    model_max_length: int = field(default=512, metadata={"help": "Longest input the saved tokenizer allows (truncation limit)."})
+    strip_accents: bool | None = field(
+        default=None, metadata={"help": "Override the language preset's accent stripping."}
+    )
+    model_max_length: int = field(
+        default=512, metadata={"help": "Longest input the saved tokenizer allows (truncation limit)."}
+    )
 
     def normalizer_settings(self) -> dict:
         settings = dict(LANGUAGE_PRESETS[self.language])
@@ -90,7 +102,9 @@ def make_normalizer(lowercase: bool, strip_accents: bool, nfc: bool) -> normaliz
     # BertNormalizer: drop control characters, map whitespace to spaces, put spaces around CJK ideographs (Hangul is
     # not in those ranges), then optionally strip accents and lower-case. strip_accents is passed explicitly because
     # its default (None) follows `lowercase`.
-    bert = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase)
+    bert = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
+    )
     return normalizers.Sequence([normalizers.NFC(), bert]) if nfc else bert
 
 
@@ -134,7 +148,10 @@ def train_wordpiece_tokenizer(
     tokenizer.normalizer = make_normalizer(lowercase, strip_accents, nfc)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # split on whitespace and punctuation
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##"
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        continuing_subword_prefix="##",
     )
     tokenizer.train(check_files(files), trainer)
     add_bert_template(tokenizer)
@@ -150,7 +167,8 @@ def train_unigram_tokenizer(
     nfc: bool = False,
     model_max_length: int = 512,
 ) -> PreTrainedTokenizerFast:
-    """A SentencePiece-style Unigram tokenizer (word starts marked with ▁) with the same BERT special tokens and template."""
+    """A SentencePiece-style Unigram tokenizer (word starts marked with ▁) with the same BERT special tokens and
+    template."""
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = make_normalizer(lowercase, strip_accents, nfc)
     # Split on spaces only and mark each word start with ▁, as SentencePiece does; punctuation is left to the model,
@@ -168,12 +186,20 @@ def train_tokenizer(args: TokenizerTrainingArguments) -> PreTrainedTokenizerFast
     settings = args.normalizer_settings()
     if args.model_type == "wordpiece":
         tokenizer = train_wordpiece_tokenizer(
-            args.files, args.vocab_size, min_frequency=args.min_frequency, model_max_length=args.model_max_length, **settings
+            args.files,
+            args.vocab_size,
+            min_frequency=args.min_frequency,
+            model_max_length=args.model_max_length,
+            **settings,
         )
     else:
-        tokenizer = train_unigram_tokenizer(args.files, args.vocab_size, model_max_length=args.model_max_length, **settings)
+        tokenizer = train_unigram_tokenizer(
+            args.files, args.vocab_size, model_max_length=args.model_max_length, **settings
+        )
     output_dir = Path(args.output_dir)
     tokenizer.save_pretrained(output_dir)
     record = {**asdict(args), "normalizer": settings, "actual_vocab_size": len(tokenizer)}
-    (output_dir / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (output_dir / TRAINING_RECORD_FILE).write_text(
+        json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return tokenizer

@@ -1,9 +1,9 @@
 """Benchmark the reference setup (HF examples' defaults) against this project's defaults, in one process.
 
-    python scripts/benchmark.py                      # MiniLM + scratch presets, appends to BENCHMARKS.md
-    python scripts/benchmark.py --models minilm --steps 10 --no-append
-    python scripts/benchmark.py --models minilm --levers   # also each lever changed alone (MiniLM: ~15 min)
-    python scripts/benchmark.py --pretraining --models scratch:small-3l-4h   # MLM vs ELECTRA pretraining steps
+python scripts/benchmark.py                      # MiniLM + scratch presets, appends to BENCHMARKS.md
+python scripts/benchmark.py --models minilm --steps 10 --no-append
+python scripts/benchmark.py --models minilm --levers   # also each lever changed alone (MiniLM: ~15 min)
+python scripts/benchmark.py --pretraining --models scratch:small-3l-4h   # MLM vs ELECTRA pretraining steps
 """
 
 import argparse
@@ -24,22 +24,36 @@ REPO = Path(__file__).resolve().parent.parent
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--models", nargs="+", default=["minilm", "scratch:small-3l-4h", "scratch:minilm-l6-h384"],
-                        help="model names/paths, or scratch:<preset> (tokenizer: minilm)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["minilm", "scratch:small-3l-4h", "scratch:minilm-l6-h384"],
+        help="model names/paths, or scratch:<preset> (tokenizer: minilm)",
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per setup")
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-samples", type=int, default=2048, help="dev-matched pairs evaluated per setup")
     parser.add_argument("--note", default="", help="free text recorded with the results (e.g. other load)")
-    parser.add_argument("--levers", action="store_true",
-                        help="also measure the project setup with one lever changed at a time (first model only)")
-    parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=torch.cuda.is_available(),
-                        help="measure each setup twice and keep the second: the first run makes the kernel choices "
-                             "for every batch shape (on a GPU it measured up to 3x slower). Default: on with a GPU")
+    parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="also measure the project setup with one lever changed at a time (first model only)",
+    )
+    parser.add_argument(
+        "--warm",
+        action=argparse.BooleanOptionalAction,
+        default=torch.cuda.is_available(),
+        help="measure each setup twice and keep the second: the first run makes the kernel choices "
+        "for every batch shape (on a GPU it measured up to 3x slower). Default: on with a GPU",
+    )
     parser.add_argument("--no-append", action="store_true", help="print only; do not append to BENCHMARKS.md")
-    parser.add_argument("--pretraining", action="store_true",
-                        help="time pretraining steps instead (mlm and electra, packed blocks of 128 from "
-                             "<data-dir>/corpus/enwiki_sample.txt); scratch models only")
+    parser.add_argument(
+        "--pretraining",
+        action="store_true",
+        help="time pretraining steps instead (mlm and electra, packed blocks of 128 from "
+        "<data-dir>/corpus/enwiki_sample.txt); scratch models only",
+    )
     args = parser.parse_args()
     if args.pretraining:
         return pretraining_main(args)
@@ -65,14 +79,28 @@ def main():
             reason = benchmark.not_native_lever(setup)
             if reason:
                 print(json.dumps({"model": name, "setup": setup.name, "not_timed": reason}), flush=True)
-                results.append({"model": model_args.model_name_or_path or name, "setup": setup.name, "not_timed": reason})
+                results.append(
+                    {"model": model_args.model_name_or_path or name, "setup": setup.name, "not_timed": reason}
+                )
                 continue
             for attempt in range(attempts):
-                result = benchmark.measure(model_args, setup, args.data_dir, train_samples, args.eval_samples,
-                                           args.steps, args.warmup_steps, args.batch_size, ceilings)
+                result = benchmark.measure(
+                    model_args,
+                    setup,
+                    args.data_dir,
+                    train_samples,
+                    args.eval_samples,
+                    args.steps,
+                    args.warmup_steps,
+                    args.batch_size,
+                    ceilings,
+                )
                 print(json.dumps({**result, "kept": attempt == attempts - 1}), flush=True)
             results.append(result)  # the last attempt
-    tokenize = benchmark.tokenization_times(ModelArguments(model_name_or_path=args.models[0] if not args.models[0].startswith("scratch:") else "minilm"), args.data_dir)
+    tokenize = benchmark.tokenization_times(
+        ModelArguments(model_name_or_path=args.models[0] if not args.models[0].startswith("scratch:") else "minilm"),
+        args.data_dir,
+    )
     print(json.dumps(tokenize))
     print("\n".join(benchmark.markdown_rows(results, ceilings)))
     if not args.no_append:
@@ -83,28 +111,37 @@ def main():
 
 def pretraining_main(args):
     """MLM and ELECTRA pretraining steps of the same scratch model on the same blocks, in one process."""
-    ceilings = {benchmark.machine_precision(): benchmark.matmul_ceiling(precision.DTYPES[benchmark.machine_precision()])}
+    ceilings = {
+        benchmark.machine_precision(): benchmark.matmul_ceiling(precision.DTYPES[benchmark.machine_precision()])
+    }
     print(f"Machine: {benchmark.machine_text()}; matmul ceiling: {benchmark.ceilings_text(ceilings)}", flush=True)
     corpus = str(Path(args.data_dir) / "corpus" / "enwiki_sample.txt")
     results = []
     for name in args.models:
         if not name.startswith("scratch:"):
             raise SystemExit(f"--pretraining times scratch presets (scratch:<preset>), not {name}")
-        model_args = ModelArguments(scratch_preset=name.split(":", 1)[1], tokenizer_name="minilm",
-                                    config_overrides="norm_position=pre")
+        model_args = ModelArguments(
+            scratch_preset=name.split(":", 1)[1], tokenizer_name="minilm", config_overrides="norm_position=pre"
+        )
         for objective in benchmark.PRETRAINING_OBJECTIVES:
-            result = benchmark.measure_pretraining(model_args, objective, corpus, args.steps, args.warmup_steps,
-                                                   args.batch_size, ceilings)
+            result = benchmark.measure_pretraining(
+                model_args, objective, corpus, args.steps, args.warmup_steps, args.batch_size, ceilings
+            )
             print(json.dumps(result), flush=True)
             results.append(result)
     rows = benchmark.pretraining_markdown_rows(results)
     print("\n".join(rows))
     if not args.no_append:
         command = "python " + " ".join(shlex.quote(a) for a in ["scripts/benchmark.py", *sys.argv[1:]])
-        text = [f"\n## {datetime.date.today().isoformat()}: pretraining steps, mlm vs electra (scripts/benchmark.py)\n",
-                f"Command: `{command}`\n", f"Machine: {benchmark.machine_text()}. {args.note}\n",
-                f"Matmul ceiling: {benchmark.ceilings_text(ceilings)}. Blocks of 128 real tokens; MFU counts the "
-                "generator's FLOPs for electra (pipelines/benchmark.py pretraining_flops_per_token).\n", *rows, ""]
+        text = [
+            f"\n## {datetime.date.today().isoformat()}: pretraining steps, mlm vs electra (scripts/benchmark.py)\n",
+            f"Command: `{command}`\n",
+            f"Machine: {benchmark.machine_text()}. {args.note}\n",
+            f"Matmul ceiling: {benchmark.ceilings_text(ceilings)}. Blocks of 128 real tokens; MFU counts the "
+            "generator's FLOPs for electra (pipelines/benchmark.py pretraining_flops_per_token).\n",
+            *rows,
+            "",
+        ]
         with (REPO / "BENCHMARKS.md").open("a", encoding="utf-8") as f:
             f.write("\n".join(text) + "\n")
 

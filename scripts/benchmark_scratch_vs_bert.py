@@ -167,7 +167,8 @@ def markdown_report(args, results: list[dict], mean_length: float) -> str:
         f"Command (from the repo root): `{command}`",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
-        f"(1-min load average {load:.1f} at the end), torch {torch.__version__}, torch threads: {torch.get_num_threads()}. "
+        f"(1-min load average {load:.1f} at the end), torch {torch.__version__}, "
+        f"torch threads: {torch.get_num_threads()}. "
         f"Real MNLI train pairs, MiniLM tokenizer, dynamic padding (mean padded length {mean_length:.0f}, "
         f"max {args.max_length}), batch {args.batch_size}, {args.warmup_steps} warm-up + {args.steps} timed steps "
         "per model and precision; step = forward + backward + AdamW; both models use sdpa attention. "
@@ -191,9 +192,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer()
-    batches = mnli_batches(
-        args.data_dir, tokenizer, args.warmup_steps + args.steps, args.batch_size, args.max_length
-    )
+    batches = mnli_batches(args.data_dir, tokenizer, args.warmup_steps + args.steps, args.batch_size, args.max_length)
     mean_length = sum(batch["input_ids"].shape[1] for batch in batches) / len(batches)
     print(f"{len(batches)} batches of {args.batch_size}, mean padded length {mean_length:.0f}", flush=True)
 
@@ -206,7 +205,9 @@ def main() -> None:
             print(f"  WARNING: parameter counts differ by {ours_params - bert_params:,}", flush=True)
         for precision in args.precisions:
             timing = time_pair(ours, bert, batches, args.warmup_steps, precision)
-            results.append(dict(timing, preset=preset, precision=precision, ours_params=ours_params, bert_params=bert_params))
+            results.append(
+                dict(timing, preset=preset, precision=precision, ours_params=ours_params, bert_params=bert_params)
+            )
             print(
                 f"  {precision}: ours {timing['ours']:7.1f} samples/s, BERT {timing['bert']:7.1f} samples/s, "
                 f"median step ratio ours/BERT {timing['ratio']:.2f}",

@@ -64,14 +64,32 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile(model={}, mnli_steps=300, qa_steps=150, resume_steps=400, batch_size=32, eval_samples=2000,
-                    dataloader_workers=4, benchmark_batches=(32, 256), benchmark_steps={32: 60, 256: 30},
-                    accelerate=True,
-                    timeouts={"mnli": 120, "qa": 150, "ddp": 150, "resume": 150, "benchmark": 150}),
-    "tiny": Profile(model={"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}, mnli_steps=4, qa_steps=2,
-                    resume_steps=40, batch_size=8, eval_samples=16, dataloader_workers=0, benchmark_batches=(8,),
-                    benchmark_steps={8: 2}, accelerate=False,
-                    timeouts={"mnli": 90, "qa": 90, "ddp": 120, "resume": 120, "benchmark": 120}),
+    "full": Profile(
+        model={},
+        mnli_steps=300,
+        qa_steps=150,
+        resume_steps=400,
+        batch_size=32,
+        eval_samples=2000,
+        dataloader_workers=4,
+        benchmark_batches=(32, 256),
+        benchmark_steps={32: 60, 256: 30},
+        accelerate=True,
+        timeouts={"mnli": 120, "qa": 150, "ddp": 150, "resume": 150, "benchmark": 150},
+    ),
+    "tiny": Profile(
+        model={"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64},
+        mnli_steps=4,
+        qa_steps=2,
+        resume_steps=40,
+        batch_size=8,
+        eval_samples=16,
+        dataloader_workers=0,
+        benchmark_batches=(8,),
+        benchmark_steps={8: 2},
+        accelerate=False,
+        timeouts={"mnli": 90, "qa": 90, "ddp": 120, "resume": 120, "benchmark": 120},
+    ),
 }
 
 
@@ -101,8 +119,17 @@ class Budget:
 def child_env() -> dict:
     """No Hub (everything is local), no W&B, this checkout importable (also in accelerate's child processes)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update({"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
-                "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "WANDB_MODE": "disabled",
+            "PYTHONUNBUFFERED": "1",
+            "TQDM_DISABLE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     return env
 
 
@@ -114,8 +141,16 @@ def run_process(cmd: list[str], timeout: float, log: Path, on_line=None) -> tupl
     timed_out = threading.Event()
     with log.open("a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(cmd)}\n")
-        process = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, errors="replace", start_new_session=True)
+        process = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
 
         def kill():
             timed_out.set()
@@ -167,8 +202,11 @@ def prepare_model(folder: Path, profile: Profile) -> str:
 
 
 def find_data_dir(given: str | None) -> Path | None:
-    candidates = [given] if given else [os.environ.get("PIPELINES_DATA_DIR"), REPO / "shared" / "data",
-                                        REPO.parent / "shared" / "data"]
+    candidates = (
+        [given]
+        if given
+        else [os.environ.get("PIPELINES_DATA_DIR"), REPO / "shared" / "data", REPO.parent / "shared" / "data"]
+    )
     for candidate in candidates:
         if candidate and (Path(candidate) / "mnli" / "train.jsonl").is_file():
             return Path(candidate)
@@ -185,8 +223,11 @@ def made_up_mnli(folder: Path, n_train: int, n_dev: int) -> Path:
         hypothesis = " ".join(words[(i + k * 5) % len(words)] for k in range(4 + i % 9)) + "."
         rows.append({"premise": premise, "hypothesis": hypothesis, "label": i % 3, "idx": i})
     folder.mkdir(parents=True, exist_ok=True)
-    splits = {"train": rows[:n_train], "validation_matched": rows[n_train:n_train + n_dev],
-              "validation_mismatched": rows[n_train + n_dev:]}
+    splits = {
+        "train": rows[:n_train],
+        "validation_matched": rows[n_train : n_train + n_dev],
+        "validation_mismatched": rows[n_train + n_dev :],
+    }
     for split, split_rows in splits.items():
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in split_rows))
     return folder
@@ -236,14 +277,25 @@ def write_recipe(base: str, path: Path, changes: dict, drop: tuple[str, ...] = (
 
 
 def mnli_recipe(inputs: Inputs, profile: Profile, work: Path, name: str, steps: int, **extra) -> Path:
-    changes = {"model_name_or_path": inputs.model, "data_dir": str(inputs.mnli_dir), "output_dir": str(work / name),
-               "max_steps": steps, "per_device_train_batch_size": profile.batch_size,
-               "max_train_samples": steps * profile.batch_size,  # tokenize only what the steps use
-               "max_eval_samples": profile.eval_samples, "eval_strategy": "no", "save_strategy": "no",
-               "logging_steps": max(1, steps // 5), "report_to": "none", "disable_tqdm": True,
-               "dataloader_num_workers": profile.dataloader_workers, **extra}
-    return write_recipe("configs/mnli/distilbert.yaml", work / f"{name}.yaml", changes,
-                        drop=("dataset_name", "dataset_config_name"))
+    changes = {
+        "model_name_or_path": inputs.model,
+        "data_dir": str(inputs.mnli_dir),
+        "output_dir": str(work / name),
+        "max_steps": steps,
+        "per_device_train_batch_size": profile.batch_size,
+        "max_train_samples": steps * profile.batch_size,  # tokenize only what the steps use
+        "max_eval_samples": profile.eval_samples,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_steps": max(1, steps // 5),
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": profile.dataloader_workers,
+        **extra,
+    }
+    return write_recipe(
+        "configs/mnli/distilbert.yaml", work / f"{name}.yaml", changes, drop=("dataset_name", "dataset_config_name")
+    )
 
 
 def read_json(path: Path) -> dict:
@@ -264,8 +316,11 @@ def check_precision(**_) -> Result:
     if on_gpu:
         major, _ = torch.cuda.get_device_capability()
         expected = "bf16" if major >= 8 else "fp16"
-        return Result("precision", "passed" if choice.precision == expected else "failed",
-                      numbers=f"{numbers} (expected {expected})")
+        return Result(
+            "precision",
+            "passed" if choice.precision == expected else "failed",
+            numbers=f"{numbers} (expected {expected})",
+        )
     return Result("precision", "passed" if choice.precision in ("bf16", "fp32") else "failed", numbers=numbers)
 
 
@@ -287,22 +342,33 @@ def check_mnli(inputs: Inputs, profile: Profile, work: Path, timeout: float, **_
         return Result("mnli", "failed", numbers=exit_text(status), log_tail=tail(lines))
     results, info = read_json(results_path), read_json(work / "mnli" / "run_info.json")
     run_precision = (info.get("precision") or {}).get("precision", info.get("mixed_precision"))
-    numbers = (f"{profile.mnli_steps} steps × {profile.batch_size}, {run_precision}: train "
-               f"{results['train_samples_per_second']:.1f} samples/s; eval matched "
-               f"{results['eval_matched_samples_per_second']:.0f} "
-               f"samples/s (accuracy {results['eval_matched_accuracy']:.3f}, random weights); peak memory "
-               f"{results['peak_memory_mb'] / 1024:.2f} GB")
+    numbers = (
+        f"{profile.mnli_steps} steps × {profile.batch_size}, {run_precision}: train "
+        f"{results['train_samples_per_second']:.1f} samples/s; eval matched "
+        f"{results['eval_matched_samples_per_second']:.0f} "
+        f"samples/s (accuracy {results['eval_matched_accuracy']:.3f}, random weights); peak memory "
+        f"{results['peak_memory_mb'] / 1024:.2f} GB"
+    )
     return Result("mnli", "passed", numbers=numbers)
 
 
 def check_qa(inputs: Inputs, profile: Profile, work: Path, timeout: float, **_) -> Result:
     output_dir = work / "qa"
-    changes = {"model_name_or_path": inputs.model, "train_file": str(inputs.squad_train),
-               "validation_file": str(inputs.squad_dev), "output_dir": str(output_dir), "max_steps": profile.qa_steps,
-               "max_train_samples": profile.qa_steps * profile.batch_size,
-               "per_device_train_batch_size": profile.batch_size, "max_eval_samples": profile.eval_samples,
-               "save_strategy": "no", "logging_steps": max(1, profile.qa_steps // 5), "report_to": "none",
-               "disable_tqdm": True, "dataloader_num_workers": profile.dataloader_workers}
+    changes = {
+        "model_name_or_path": inputs.model,
+        "train_file": str(inputs.squad_train),
+        "validation_file": str(inputs.squad_dev),
+        "output_dir": str(output_dir),
+        "max_steps": profile.qa_steps,
+        "max_train_samples": profile.qa_steps * profile.batch_size,
+        "per_device_train_batch_size": profile.batch_size,
+        "max_eval_samples": profile.eval_samples,
+        "save_strategy": "no",
+        "logging_steps": max(1, profile.qa_steps // 5),
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": profile.dataloader_workers,
+    }
     if profile.model:  # the tiny fixture's contexts are short: small windows
         changes.update({"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16})
     recipe = write_recipe("configs/qa/squad_distilbert.yaml", work / "qa.yaml", changes, drop=("dataset_name",))
@@ -311,10 +377,12 @@ def check_qa(inputs: Inputs, profile: Profile, work: Path, timeout: float, **_) 
     if status != 0 or not results_path.is_file():
         return Result("qa", "failed", numbers=exit_text(status), log_tail=tail(lines))
     results = read_json(results_path)
-    numbers = (f"{profile.qa_steps} steps × {profile.batch_size}: "
-               f"train {results['train_samples_per_second']:.1f} samples/s; "
-               f"{results['eval_total']} questions evaluated, EM {results['eval_exact_match']:.1f}, "
-               f"F1 {results['eval_f1']:.1f} (random weights)")
+    numbers = (
+        f"{profile.qa_steps} steps × {profile.batch_size}: "
+        f"train {results['train_samples_per_second']:.1f} samples/s; "
+        f"{results['eval_total']} questions evaluated, EM {results['eval_exact_match']:.1f}, "
+        f"F1 {results['eval_f1']:.1f} (random weights)"
+    )
     return Result("qa", "passed", numbers=numbers)
 
 
@@ -334,16 +402,19 @@ def check_ddp(inputs: Inputs, profile: Profile, work: Path, timeout: float, **_)
         return Result("ddp", "failed", numbers=exit_text(status), log_tail=tail(lines))
     info, results = read_json(work / "ddp" / "run_info.json"), read_json(results_path)
     world = info.get("world_size")
-    numbers = (f"{processes} processes ({config}): world size {world}, train {results['train_samples_per_second']:.1f} "
-               f"samples/s over all processes")
+    numbers = (
+        f"{processes} processes ({config}): world size {world}, train {results['train_samples_per_second']:.1f} "
+        f"samples/s over all processes"
+    )
     return Result("ddp", "passed" if world == processes else "failed", numbers=numbers)
 
 
 def check_resume(inputs: Inputs, profile: Profile, work: Path, timeout: float, **_) -> Result:
     """SIGTERM once the first loss is logged; the run saves a checkpoint and exits 143; the rerun resumes from it."""
     steps = profile.resume_steps
-    recipe = mnli_recipe(inputs, profile, work, "resume", steps, save_strategy="steps", save_steps=10 * steps,
-                         logging_steps=1)
+    recipe = mnli_recipe(
+        inputs, profile, work, "resume", steps, save_strategy="steps", save_steps=10 * steps, logging_steps=1
+    )
     command = [sys.executable, str(REPO / "scripts" / "run_mnli.py"), str(recipe)]
     log = work / "logs" / "resume.log"
     started = time.monotonic()
@@ -357,26 +428,46 @@ def check_resume(inputs: Inputs, profile: Profile, work: Path, timeout: float, *
     status, lines = run_process(command, timeout, log, on_line=stop_at_first_loss)
     checkpoints = sorted((work / "resume").glob("checkpoint-*"))
     if status != 128 + signal.SIGTERM or not checkpoints:
-        return Result("resume", "failed", log_tail=tail(lines),
-                      numbers=f"interrupted run: {exit_text(status)}, checkpoints: {len(checkpoints)} "
-                      f"(expected exit 143 and one checkpoint)")
+        return Result(
+            "resume",
+            "failed",
+            log_tail=tail(lines),
+            numbers=f"interrupted run: {exit_text(status)}, checkpoints: {len(checkpoints)} "
+            f"(expected exit 143 and one checkpoint)",
+        )
     stopped_at = int(checkpoints[-1].name.split("-")[1])
     remaining = timeout - (time.monotonic() - started)
     status, lines = run_process([*command, "--resume_from_checkpoint", "auto"], remaining, log)
     state_path = work / "resume" / "trainer_state.json"
     resumed = any("Resuming from" in line for line in lines)
     final_step = read_json(state_path).get("global_step") if state_path.is_file() else None
-    numbers = (f"SIGTERM at step {stopped_at} of {steps}: exit 143, {checkpoints[-1].name} saved; rerun with "
-               f"--resume_from_checkpoint auto: {exit_text(status)}, resumed: {resumed}, final step {final_step}")
+    numbers = (
+        f"SIGTERM at step {stopped_at} of {steps}: exit 143, {checkpoints[-1].name} saved; rerun with "
+        f"--resume_from_checkpoint auto: {exit_text(status)}, resumed: {resumed}, final step {final_step}"
+    )
     passed = status == 0 and resumed and final_step == steps
     return Result("resume", "passed" if passed else "failed", numbers=numbers, log_tail="" if passed else tail(lines))
 
 
 def check_benchmark(inputs: Inputs, profile: Profile, work: Path, timeout: float, batch: int, **_) -> Result:
     steps = profile.benchmark_steps[batch]
-    command = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--data-dir", str(inputs.mnli_dir.parent),
-               "--models", inputs.model, "--steps", str(steps), "--warmup-steps", str(max(1, steps // 6)),
-               "--batch-size", str(batch), "--eval-samples", str(min(2048, 8 * profile.eval_samples)), "--no-append"]
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "benchmark.py"),
+        "--data-dir",
+        str(inputs.mnli_dir.parent),
+        "--models",
+        inputs.model,
+        "--steps",
+        str(steps),
+        "--warmup-steps",
+        str(max(1, steps // 6)),
+        "--batch-size",
+        str(batch),
+        "--eval-samples",
+        str(min(2048, 8 * profile.eval_samples)),
+        "--no-append",
+    ]
     status, lines = run_process(command, timeout, work / "logs" / f"benchmark_b{batch}.log")
     rows = []
     for line in lines:
@@ -391,10 +482,12 @@ def check_benchmark(inputs: Inputs, profile: Profile, work: Path, timeout: float
     if not {"reference", "project"} <= set(by_setup):  # the rows are what this check is for; tokenization may time out
         return Result(f"benchmark b{batch}", "failed", numbers=exit_text(status), log_tail=tail(lines), rows=rows)
     project, reference = by_setup["project"], by_setup["reference"]
-    numbers = (f"project {project['train_samples_per_second']:.0f} samples/s "
-               f"({project['train_samples_per_second'] / reference['train_samples_per_second']:.2f}× reference), "
-               f"MFU {project['mfu']:.3f} ({project['precision']}); eval "
-               f"{project['eval_samples_per_second'] / reference['eval_samples_per_second']:.2f}× reference")
+    numbers = (
+        f"project {project['train_samples_per_second']:.0f} samples/s "
+        f"({project['train_samples_per_second'] / reference['train_samples_per_second']:.2f}× reference), "
+        f"MFU {project['mfu']:.3f} ({project['precision']}); eval "
+        f"{project['eval_samples_per_second'] / reference['eval_samples_per_second']:.2f}× reference"
+    )
     return Result(f"benchmark b{batch}", "passed", numbers=numbers, rows=rows)
 
 
@@ -409,9 +502,11 @@ def machine_lines() -> list[str]:
     import torch
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return [f"- torch {torch.__version__} (CUDA {torch.version.cuda}), {os.cpu_count()} CPU cores, CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}",
-            f"- GPUs: {len(gpus)}" + (f" ({', '.join(gpus)})" if gpus else "")]
+    return [
+        f"- torch {torch.__version__} (CUDA {torch.version.cuda}), {os.cpu_count()} CPU cores, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}",
+        f"- GPUs: {len(gpus)}" + (f" ({', '.join(gpus)})" if gpus else ""),
+    ]
 
 
 def write_summary(path: Path, header: list[str], results: list[Result], started: float) -> None:
@@ -419,18 +514,27 @@ def write_summary(path: Path, header: list[str], results: list[Result], started:
     for r in results:
         lines.append(f"| {r.check} | {r.status} | {r.seconds:.0f} | {r.numbers.replace('|', '/')} |")
     counts = {s: sum(r.status == s for r in results) for s in ("passed", "failed", "skipped")}
-    lines += ["", f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped; "
-              f"{time.monotonic() - started:.0f} s in all."]
+    lines += [
+        "",
+        f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped; "
+        f"{time.monotonic() - started:.0f} s in all.",
+    ]
     for r in results:
         if r.rows:
-            lines += ["", f"### {r.check}: scripts/benchmark.py rows", "",
-                      "| setup | precision | train samples/s | real tokens/s | MFU | peak memory GB | eval samples/s |",
-                      "|---|---|---:|---:|---:|---:|---:|"]
-            lines += [f"| {row['setup']} | {row.get('precision', '-')} | {row['train_samples_per_second']:.1f} | "
-                      f"{row['train_real_tokens_per_second']:.0f} | {row['mfu']:.3f} | "
-                      f"{row.get('peak_gpu_memory_gb', row['peak_rss_gb']):.2f} | "
-                      f"{row['eval_samples_per_second']:.1f} |"
-                      for row in r.rows]
+            lines += [
+                "",
+                f"### {r.check}: scripts/benchmark.py rows",
+                "",
+                "| setup | precision | train samples/s | real tokens/s | MFU | peak memory GB | eval samples/s |",
+                "|---|---|---:|---:|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {row['setup']} | {row.get('precision', '-')} | {row['train_samples_per_second']:.1f} | "
+                f"{row['train_real_tokens_per_second']:.0f} | {row['mfu']:.3f} | "
+                f"{row.get('peak_gpu_memory_gb', row['peak_rss_gb']):.2f} | "
+                f"{row['eval_samples_per_second']:.1f} |"
+                for row in r.rows
+            ]
     for r in results:
         if r.log_tail:
             lines += ["", f"### {r.check}: last lines of its output", "", "```", r.log_tail.rstrip(), "```"]
@@ -457,9 +561,13 @@ def main() -> int:
     profile = PROFILES[args.profile]
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu_check_"))
     output = Path(args.output).resolve()
-    header = [f"# gpu_check: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
-              f"Command: `python scripts/gpu_check.py {' '.join(sys.argv[1:])}` (profile {args.profile}, "
-              f"budget {args.budget:.0f} s); runs and logs in {work}", *machine_lines()]
+    header = [
+        f"# gpu_check: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `python scripts/gpu_check.py {' '.join(sys.argv[1:])}` (profile {args.profile}, "
+        f"budget {args.budget:.0f} s); runs and logs in {work}",
+        *machine_lines(),
+    ]
     results: list[Result] = []
 
     try:
@@ -472,8 +580,13 @@ def main() -> int:
         inputs = None
         header += ["- preparing the model or the data FAILED:", "```", traceback.format_exc().rstrip(), "```"]
 
-    checks = [("precision", check_precision, {}), ("mnli", check_mnli, {}), ("qa", check_qa, {}),
-              ("resume", check_resume, {}), ("ddp", check_ddp, {})]
+    checks = [
+        ("precision", check_precision, {}),
+        ("mnli", check_mnli, {}),
+        ("qa", check_qa, {}),
+        ("resume", check_resume, {}),
+        ("ddp", check_ddp, {}),
+    ]
     checks += [("benchmark", check_benchmark, {"batch": b}) for b in profile.benchmark_batches]
     for name, check, extra in checks:
         if args.checks and name not in args.checks:
@@ -490,8 +603,9 @@ def main() -> int:
             try:
                 result = check(inputs=inputs, profile=profile, work=work, timeout=timeout, **extra)
             except Exception as error:  # a bug or a missing file in one check must not stop the others
-                result = Result(label, "failed", numbers=f"{type(error).__name__}: {error}",
-                                log_tail=traceback.format_exc())
+                result = Result(
+                    label, "failed", numbers=f"{type(error).__name__}: {error}", log_tail=traceback.format_exc()
+                )
         result.seconds = time.monotonic() - start
         results.append(result)
         print(f"gpu_check: {label}: {result.status} ({result.seconds:.0f} s) {result.numbers}", flush=True)

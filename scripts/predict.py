@@ -61,21 +61,32 @@ def read_inputs(path: Path, fields: tuple[str, ...]) -> list[dict]:
             except ValueError as error:
                 raise InputError(f"{path}, line {number}: malformed JSON ({error})") from error
             if not isinstance(row, dict):
-                raise InputError(f"{path}, line {number}: expected a JSON object with {', '.join(fields)}, got {type(row).__name__}")
+                raise InputError(
+                    f"{path}, line {number}: expected a JSON object with {', '.join(fields)}, got {type(row).__name__}"
+                )
             for name in fields:
                 value = row.get(name)
                 if name not in row:
                     raise InputError(f"{path}, line {number}: field '{name}' is missing")
                 if not isinstance(value, str) or not value.strip():
-                    raise InputError(f"{path}, line {number}: field '{name}' is {'empty' if isinstance(value, str) else type(value).__name__ + ', not text'}")
+                    raise InputError(
+                        f"{path}, line {number}: field '{name}' is "
+                        f"{'empty' if isinstance(value, str) else type(value).__name__ + ', not text'}"
+                    )
             rows.append(row)
     if not rows:
         raise InputError(f"{path}: no input lines")
     return rows
 
 
-def predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32, device: str | None = None,
-            trust_remote_code: bool = False) -> int:
+def predict(
+    run_dir: Path,
+    input_path: Path,
+    output_path: Path,
+    batch_size: int = 32,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> int:
     """Write one output line per input line; returns the number of lines written."""
     run, task = read_run(run_dir)
     rows = read_inputs(input_path, task.input_fields)
@@ -87,8 +98,12 @@ def predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int 
     output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(output_path.name + ".partial")  # renamed when complete: no half-written output
     with partial.open("w", encoding="utf-8") as out:
-        progress = tqdm(zip(rows, predictions), total=len(rows), unit="example",
-                        desc=f"predicting ({run.info.get('task') or task.name})")
+        progress = tqdm(
+            zip(rows, predictions),
+            total=len(rows),
+            unit="example",
+            desc=f"predicting ({run.info.get('task') or task.name})",
+        )
         for row, prediction in progress:
             out.write(json.dumps(task.behaviour.output_row(row, prediction), ensure_ascii=False) + "\n")
     os.replace(partial, output_path)
@@ -98,12 +113,22 @@ def predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="Output folder of a finished run (config.json, weights, tokenizer).")
-    parser.add_argument("--input", type=Path, required=True, help="JSON-lines file: the task's text fields (premise/hypothesis, sentence, question/context, ...) per line.")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="JSON-lines file: the task's text fields (premise/hypothesis, sentence, question/context, ...) per line.",
+    )
     parser.add_argument("--output", type=Path, required=True, help="JSON-lines file to write.")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else CPU).")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="Allow model code from the run folder (only needed without the pipelines package's own classes).")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else CPU)."
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="Allow model code from the run folder (only needed without the pipelines package's own classes).",
+    )
     args = parser.parse_args(argv)
     count = predict(args.run_dir, args.input, args.output, args.batch_size, args.device, args.trust_remote_code)
     print(f"Wrote {count} predictions to {args.output}")

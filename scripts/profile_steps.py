@@ -33,8 +33,10 @@ def top_ops(prof, rows: int) -> list[str]:
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     lines = ["| operator | calls | self CPU ms | share |", "|---|---:|---:|---:|"]
     for e in events[:rows]:
-        lines.append(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e3:.1f} | "
-                     f"{100 * e.self_cpu_time_total / total:.1f}% |")
+        lines.append(
+            f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e3:.1f} | "
+            f"{100 * e.self_cpu_time_total / total:.1f}% |"
+        )
     lines.append(f"| total (all operators) | | {total / 1e3:.1f} | 100% |")
     return lines
 
@@ -54,14 +56,22 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainerCallback
-    from transformers import TrainingArguments
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     precision = benchmark.machine_precision()
     model_args = ModelArguments(model_name_or_path=args.model)
-    data_args = mnli.MnliDataArguments(data_dir=f"{args.data_dir}/mnli", max_seq_length=128,
-                                       max_train_samples=(args.warmup_steps + args.steps) * args.batch_size,
-                                       max_eval_samples=args.eval_samples, sort_eval_by_length=True)
+    data_args = mnli.MnliDataArguments(
+        data_dir=f"{args.data_dir}/mnli",
+        max_seq_length=128,
+        max_train_samples=(args.warmup_steps + args.steps) * args.batch_size,
+        max_eval_samples=args.eval_samples,
+        sort_eval_by_length=True,
+    )
     prof = profile(activities=[ProfilerActivity.CPU])
 
     class ProfileAfterWarmup(TrainerCallback):
@@ -74,19 +84,35 @@ def main():
 
     with tempfile.TemporaryDirectory() as output_dir:
         training_args = TrainingArguments(
-            output_dir=output_dir, use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16",
-            fp16=precision == "fp16", report_to=[], per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=args.eval_batch_size, max_steps=args.warmup_steps + args.steps,
-            train_sampling_strategy="group_by_length", save_strategy="no", logging_strategy="no", disable_tqdm=True,
-            seed=0, average_tokens_across_devices=False)
+            output_dir=output_dir,
+            use_cpu=not torch.cuda.is_available(),
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
+            report_to=[],
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.eval_batch_size,
+            max_steps=args.warmup_steps + args.steps,
+            train_sampling_strategy="group_by_length",
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            seed=0,
+            average_tokens_across_devices=False,
+        )
         tokenizer = model_loading.load_tokenizer(model_args)
-        model = model_loading.load_model(model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128,
-                                         num_labels=3)
+        model = model_loading.load_model(
+            model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128, num_labels=3
+        )
         features = mnli.preprocess(mnli.load_raw_datasets(data_args), tokenizer, data_args, training_args)
-        trainer = training.PipelineTrainer(model=model, args=training_args, train_dataset=features["train"],
-                                           eval_dataset=features["validation_matched"], processing_class=tokenizer,
-                                           data_collator=DataCollatorWithPadding(tokenizer),
-                                           callbacks=[ProfileAfterWarmup()])
+        trainer = training.PipelineTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=features["train"],
+            eval_dataset=features["validation_matched"],
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            callbacks=[ProfileAfterWarmup()],
+        )
         trainer.train()
         train_table = top_ops(prof, args.rows)
         trainer.evaluate()  # warm-up: oneDNN builds its kernels for each new shape once
@@ -94,12 +120,15 @@ def main():
             trainer.evaluate()
         eval_table = top_ops(eval_prof, args.rows)
 
-    print(f"Machine: {benchmark.machine_text()}; precision {precision}; attention "
-          f"{model.config._attn_implementation}\n")
+    print(
+        f"Machine: {benchmark.machine_text()}; precision {precision}; attention {model.config._attn_implementation}\n"
+    )
     print(f"Training: {args.steps} steps of {args.batch_size} pairs after {args.warmup_steps} warm-up steps\n")
     print("\n".join(train_table))
-    print(f"\nEvaluation: {args.eval_samples} length-sorted dev-matched pairs in batches of {args.eval_batch_size} "
-          "(second pass)\n")
+    print(
+        f"\nEvaluation: {args.eval_samples} length-sorted dev-matched pairs in batches of {args.eval_batch_size} "
+        "(second pass)\n"
+    )
     print("\n".join(eval_table))
 
 

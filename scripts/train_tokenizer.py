@@ -16,7 +16,10 @@ def main(argv=None):
     args, _resolved = parse_recipe([TokenizerTrainingArguments], argv)
     run_guard.check_numbers(args)
     tokenizer = train_tokenizer(args)
-    print(f"Saved a {args.model_type} tokenizer with {len(tokenizer)} tokens ({args.language} normalisation) to {args.output_dir}")
+    print(
+        f"Saved a {args.model_type} tokenizer with {len(tokenizer)} tokens ({args.language} normalisation) "
+        f"to {args.output_dir}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ def shared_data_dir() -> Path:
 def data_dir() -> Path:
     path = shared_data_dir()
     if not (path / "mnli").is_dir():
-        pytest.skip(f"shared data not found at {path} (set PIPELINES_DATA_DIR to the folder described in shared/data/README.md)")
+        pytest.skip(
+            f"shared data not found at {path} (set PIPELINES_DATA_DIR to the folder described in shared/data/README.md)"
+        )
     return path
 
 
@@ -42,8 +44,15 @@ def tiny_bert_dir(tmp_path_factory, minilm_path) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=3)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=3,
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -56,7 +65,9 @@ def subprocess_env(**extra) -> dict:
     return env
 
 
-def launch_command(script: str, recipe: Path, *overrides: str, config_file: str = "configs/accelerate_cpu.yaml") -> list[str]:
+def launch_command(
+    script: str, recipe: Path, *overrides: str, config_file: str = "configs/accelerate_cpu.yaml"
+) -> list[str]:
     accelerate = str(Path(sys.executable).parent / "accelerate")
     return [accelerate, "launch", "--config_file", str(REPO / config_file), str(REPO / script), str(recipe), *overrides]
 

@@ -56,18 +56,22 @@ def test_tokenizer_larger_than_the_embeddings(tmp_path, minilm_path):
     from transformers import BertConfig, BertForSequenceClassification
 
     small_vocab = tmp_path / "small-vocab-model"
-    config = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=3)
+    config = BertConfig(
+        vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=3
+    )
     BertForSequenceClassification(config).save_pretrained(small_vocab)
     data = mnli_dir(tmp_path / "data")
-    error, _ = run_mnli(tmp_path, "--model_name_or_path", str(small_vocab), "--tokenizer_name", minilm_path,
-                        "--data_dir", str(data))
+    error, _ = run_mnli(
+        tmp_path, "--model_name_or_path", str(small_vocab), "--tokenizer_name", minilm_path, "--data_dir", str(data)
+    )
     assert "30522 tokens" in str(error) and "1000 rows" in str(error)
 
 
 def test_max_seq_length_beyond_positions(tmp_path, tiny_bert_dir):
     data = mnli_dir(tmp_path / "data")
-    error, _ = run_mnli(tmp_path, "--model_name_or_path", str(tiny_bert_dir), "--data_dir", str(data), "--max_seq_length", "256")
+    error, _ = run_mnli(
+        tmp_path, "--model_name_or_path", str(tiny_bert_dir), "--data_dir", str(data), "--max_seq_length", "256"
+    )
     assert "max_seq_length 256" in str(error) and "128 positions" in str(error)
 
 
@@ -80,19 +84,67 @@ def test_qa_doc_stride_not_below_window(tmp_path, tiny_bert_dir):
     fixture = Path(__file__).parent / "fixtures" / "qa" / "tiny_squad.json"
     output_dir = tmp_path / "out"
     with pytest.raises(RecipeError, match="doc_stride"):
-        qa.main(["--model_name_or_path", str(tiny_bert_dir), "--validation_file", str(fixture), "--max_seq_length", "64",
-                 "--doc_stride", "64", "--output_dir", str(output_dir), "--report_to", "none"])
+        qa.main(
+            [
+                "--model_name_or_path",
+                str(tiny_bert_dir),
+                "--validation_file",
+                str(fixture),
+                "--max_seq_length",
+                "64",
+                "--doc_stride",
+                "64",
+                "--output_dir",
+                str(output_dir),
+                "--report_to",
+                "none",
+            ]
+        )
     assert not output_dir.exists()
 
 
 def test_qa_answer_not_matching_its_start(tmp_path, tiny_bert_dir):
-    bad = {"version": "1.1", "data": [{"title": "T", "paragraphs": [{"context": "The cat sat on the mat.", "qas": [
-        {"id": "q1", "question": "Where did the cat sit?", "answers": [{"text": "the mat", "answer_start": 3}]}]}]}]}
+    bad = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "T",
+                "paragraphs": [
+                    {
+                        "context": "The cat sat on the mat.",
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "Where did the cat sit?",
+                                "answers": [{"text": "the mat", "answer_start": 3}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
     output_dir = tmp_path / "out"
     with pytest.raises(DataError) as error:
-        qa.main(["--model_name_or_path", str(tiny_bert_dir), "--validation_file", str(path), "--max_seq_length", "64",
-                 "--doc_stride", "16", "--max_query_length", "16", "--output_dir", str(output_dir), "--report_to", "none"])
+        qa.main(
+            [
+                "--model_name_or_path",
+                str(tiny_bert_dir),
+                "--validation_file",
+                str(path),
+                "--max_seq_length",
+                "64",
+                "--doc_stride",
+                "16",
+                "--max_query_length",
+                "16",
+                "--output_dir",
+                str(output_dir),
+                "--report_to",
+                "none",
+            ]
+        )
     assert "bad.json" in str(error.value) and "q1" in str(error.value) and "answer_start" in str(error.value)
     assert not output_dir.exists()

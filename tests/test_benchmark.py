@@ -13,21 +13,33 @@ def test_each_lever_changes_exactly_one_thing():
     for lever in benchmark.LEVERS:
         changed = {k for k, v in asdict(lever).items() if v != project[k] and k != "name"}
         # one lever, two fields: workers come with pinned memory; foreach replaces the fused kernel
-        assert len(changed) == 1 or changed in ({"dataloader_num_workers", "dataloader_pin_memory"},
-                                                {"optim", "adamw_foreach"}), (lever.name, changed)
+        assert len(changed) == 1 or changed in (
+            {"dataloader_num_workers", "dataloader_pin_memory"},
+            {"optim", "adamw_foreach"},
+        ), (lever.name, changed)
         names.add(lever.name)
     assert len(names) == len(benchmark.LEVERS)
 
 
 def test_markdown_rows_ratios_against_reference_and_project():
     def row(setup, train, evaluation):
-        return {"model": "m", "setup": setup, "train_samples_per_second": train, "train_real_tokens_per_second": 1.0,
-                "mfu": 0.1, "peak_rss_gb": 1.0, "eval_samples_per_second": evaluation,
-                "parameters": 10_350_000}
+        return {
+            "model": "m",
+            "setup": setup,
+            "train_samples_per_second": train,
+            "train_real_tokens_per_second": 1.0,
+            "mfu": 0.1,
+            "peak_rss_gb": 1.0,
+            "eval_samples_per_second": evaluation,
+            "parameters": 10_350_000,
+        }
 
-    rows = benchmark.markdown_rows([row("reference", 10, 50), row("project", 40, 200), row("project + x", 20, 100)],
-                                   {"fp32": 1, "bf16": 2})
-    rows += benchmark.markdown_rows([{"model": "m", "setup": "project - bf16", "not_timed": "bf16 not native here"}], {})[2:]
+    rows = benchmark.markdown_rows(
+        [row("reference", 10, 50), row("project", 40, 200), row("project + x", 20, 100)], {"fp32": 1, "bf16": 2}
+    )
+    rows += benchmark.markdown_rows(
+        [{"model": "m", "setup": "project - bf16", "not_timed": "bf16 not native here"}], {}
+    )[2:]
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows[2:]]
     assert cells[0][3:5] == ["1.00", "0.25"] and cells[0][9:11] == ["1.00", "0.25"]
     assert cells[1][3:5] == ["4.00", "1.00"] and cells[1][9:11] == ["4.00", "1.00"]
@@ -55,7 +67,9 @@ def test_pretraining_flops_count_the_vocabulary_on_masked_tokens_and_the_generat
     vocabulary_share = 0.15 * (6 * 32 * 32 + 6 * 32 * 1000)  # MLM head's dense + tied decoder, on masked tokens only
     expected = 6 * 2 * per_layer + 12 * 2 * 32 * 128 + vocabulary_share
     assert pretraining_flops_per_token(ScratchTransformerForMaskedLM(config), 128, 0.15) == pytest.approx(expected)
-    small, large = (ScratchTransformerForPreTraining(config_from_preset("tiny", vocab_size=1000, generator_size=size))
-                    for size in (0.5, 1.0))
+    small, large = (
+        ScratchTransformerForPreTraining(config_from_preset("tiny", vocab_size=1000, generator_size=size))
+        for size in (0.5, 1.0)
+    )
     # ELECTRA = the MLM count (its generator head replaces the MLM head) + the discriminator head + the generator.
     assert expected < pretraining_flops_per_token(small, 128, 0.15) < pretraining_flops_per_token(large, 128, 0.15)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, subprocess_env
+
 from pipelines.arguments import ModelArguments, RecipeError, TrackingArguments, parse_recipe
 from pipelines.data_files import DataError
 from pipelines.run_guard import OutputDirError, RunArguments, check_numbers, check_output_dir
@@ -24,8 +24,14 @@ from pipelines.tasks import mnli
 from pipelines.tasks.mnli import MnliDataArguments, load_raw_datasets
 
 # Made-up pairs: never dev data in training.
-ROWS = [{"premise": f"A man plays song number {i} on a guitar.", "hypothesis": "A man makes music." if i % 2 else "Nobody plays.",
-         "label": i % 3} for i in range(24)]
+ROWS = [
+    {
+        "premise": f"A man plays song number {i} on a guitar.",
+        "hypothesis": "A man makes music." if i % 2 else "Nobody plays.",
+        "label": i % 3,
+    }
+    for i in range(24)
+]
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -44,16 +50,30 @@ def data(tmp_path) -> Path:
 
 
 def recipe_file(tmp_path, tiny_bert_dir, data, **extra) -> Path:
-    recipe = {"model_name_or_path": str(tiny_bert_dir), "data_dir": str(data), "max_seq_length": 32,
-              "per_device_train_batch_size": 8, "learning_rate": 1e-3, "max_steps": 2, "report_to": "none", **extra}
+    recipe = {
+        "model_name_or_path": str(tiny_bert_dir),
+        "data_dir": str(data),
+        "max_seq_length": 32,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-3,
+        "max_steps": 2,
+        "report_to": "none",
+        **extra,
+    }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
 
 
 def run_script(script: str, *args, cwd, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *map(str, args)], cwd=cwd,
-                          env=subprocess_env(TQDM_DISABLE="1", **env), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), *map(str, args)],
+        cwd=cwd,
+        env=subprocess_env(TQDM_DISABLE="1", **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def first_line(result) -> str:
@@ -73,7 +93,8 @@ def test_second_run_into_a_finished_run_is_refused_and_overwrite_moves_it_aside(
     assert again.returncode == 2, again.stderr[-2000:]
     assert first_line(again) == (
         f"error: {output_dir} already holds a finished run (all_results.json). Choose a new output_dir, or set "
-        "overwrite_output_dir: true (--overwrite_output_dir) to move the old run aside and start again.")
+        "overwrite_output_dir: true (--overwrite_output_dir) to move the old run aside and start again."
+    )
     assert (output_dir / "all_results.json").read_text() == first_results
 
     replaced = run_script("run_mnli.py", recipe, "--overwrite_output_dir", cwd=tmp_path)
@@ -109,7 +130,9 @@ def test_unwritable_output_dir_is_refused_before_anything_runs(tmp_path, where):
     if where == "a read-only filesystem":  # root writes through chmod, not through a read-only mount
         readonly = tmp_path / "ro"
         readonly.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(readonly)], capture_output=True).returncode:
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(readonly)], capture_output=True
+        ).returncode:
             pytest.skip("cannot mount a tmpfs here (needs root)")
         Args.output_dir = str(readonly / "out")
     try:
@@ -123,13 +146,23 @@ def test_unwritable_output_dir_is_refused_before_anything_runs(tmp_path, where):
 # --- Numbers checked before the output folder exists --------------------------------------------------------
 
 
-@pytest.mark.parametrize("in_recipe, on_command_line, message", [
-    ({}, ["--num_train_epochs", "0", "--max_steps", "-1"],
-     "error: num_train_epochs is 0 and max_steps is not set: the run would train 0 steps. Set num_train_epochs or "
-     "max_steps above 0."),
-    ({"learning_rate": -1}, [], "error: learning_rate is -1; it must be a positive number"),
-], ids=["zero-epochs", "negative-learning-rate-in-recipe"])
-def test_numbers_that_cannot_train_stop_before_the_output_folder(tmp_path, tiny_bert_dir, data, in_recipe, on_command_line, message):
+@pytest.mark.parametrize(
+    "in_recipe, on_command_line, message",
+    [
+        (
+            {},
+            ["--num_train_epochs", "0", "--max_steps", "-1"],
+            "error: num_train_epochs is 0 and max_steps is not set: the run would train 0 steps. "
+            "Set num_train_epochs or "
+            "max_steps above 0.",
+        ),
+        ({"learning_rate": -1}, [], "error: learning_rate is -1; it must be a positive number"),
+    ],
+    ids=["zero-epochs", "negative-learning-rate-in-recipe"],
+)
+def test_numbers_that_cannot_train_stop_before_the_output_folder(
+    tmp_path, tiny_bert_dir, data, in_recipe, on_command_line, message
+):
     output_dir = tmp_path / "out"
     recipe = recipe_file(tmp_path, tiny_bert_dir, data, output_dir=str(output_dir), **in_recipe)
     result = run_script("run_mnli.py", recipe, *on_command_line, cwd=tmp_path)
@@ -137,11 +170,22 @@ def test_numbers_that_cannot_train_stop_before_the_output_folder(tmp_path, tiny_
     assert not output_dir.exists()
 
 
-@pytest.mark.parametrize("name, value", [
-    ("learning_rate", 0.0), ("learning_rate", float("nan")), ("per_device_train_batch_size", 0),
-    ("per_device_eval_batch_size", -1), ("gradient_accumulation_steps", 0), ("max_steps", 0), ("weight_decay", -0.1),
-    ("adam_beta2", 1.0), ("max_seq_length", 0), ("max_train_samples", 0), ("save_steps", 0),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("learning_rate", 0.0),
+        ("learning_rate", float("nan")),
+        ("per_device_train_batch_size", 0),
+        ("per_device_eval_batch_size", -1),
+        ("gradient_accumulation_steps", 0),
+        ("max_steps", 0),
+        ("weight_decay", -0.1),
+        ("adam_beta2", 1.0),
+        ("max_seq_length", 0),
+        ("max_train_samples", 0),
+        ("save_steps", 0),
+    ],
+)
 def test_every_checked_number(tmp_path, name, value):
     from transformers import TrainingArguments
 
@@ -157,8 +201,13 @@ def test_every_checked_number(tmp_path, name, value):
 
 
 def load_train(folder: Path, train: Path):
-    return load_raw_datasets(MnliDataArguments(train_file=str(train), validation_matched_file=str(folder / "validation_matched.jsonl"),
-                                               validation_mismatched_file=str(folder / "validation_mismatched.jsonl")))["train"]
+    return load_raw_datasets(
+        MnliDataArguments(
+            train_file=str(train),
+            validation_matched_file=str(folder / "validation_matched.jsonl"),
+            validation_mismatched_file=str(folder / "validation_mismatched.jsonl"),
+        )
+    )["train"]
 
 
 def test_byte_order_mark_is_accepted(data):
@@ -195,7 +244,10 @@ def test_integral_float_labels_are_read_as_ints(data):
     path = write_jsonl(data / "half.jsonl", [ROWS[0], dict(ROWS[1], label=1.5)])
     with pytest.raises(DataError) as error:
         load_train(data, path)
-    assert str(error.value) == f"{path}, line 2: field 'label' is 1.5; expected 0, 1, 2 (GLUE order) or one of entailment, neutral, contradiction"
+    assert (
+        str(error.value) == f"{path}, line 2: field 'label' is 1.5; expected 0, 1, 2 (GLUE order) "
+        "or one of entailment, neutral, contradiction"
+    )
 
 
 # --- The recipe anywhere on the command line ----------------------------------------------------------------
@@ -228,25 +280,82 @@ def broken_model(folder: Path, tiny_bert_dir: str) -> Path:
 
 # case -> (script, arguments(tmp_path, tiny model, data folder), the first line of stderr starts with)
 CASES = {
-    "run_mnli.py data": ("run_mnli.py", lambda t, m, d: ["--model_name_or_path", m, "--data_dir", d, "--train_file",
-                                                       write_jsonl(t / "bad.jsonl", [ROWS[0], dict(ROWS[1], label=7)]), "--output_dir", t / "out"],
-                         "error: {t}/bad.jsonl, line 2: field 'label' is 7; expected 0, 1, 2 (GLUE order) or one of entailment, neutral, contradiction"),
-    "run_mnli.py model folder": ("run_mnli.py", lambda t, m, d: ["--model_name_or_path", broken_model(t / "broken", m), "--tokenizer_name", m,
-                                                               "--data_dir", d, "--output_dir", t / "out"],
-                                 "error: Could not load model config from {t}/broken: OSError: "),
-    "run_qa.py hub": ("run_qa.py", lambda t, m, d: ["--model_name_or_path", "no-such-user/no-such-model", "--validation_file", TINY_SQUAD,
-                                                    "--output_dir", t / "out"],
-                      "error: Could not load tokenizer 'no-such-user/no-such-model': OSError: "),
-    "run_pretraining.py": ("run_pretraining.py", lambda t, m, d: ["--scratch_preset", "small-3l-4h", "--tokenizer_name", m, "--train_files",
-                                                                  t / "none.txt", "--output_dir", t / "out"],
-                           "error: Pretraining text file(s) not found: {t}/none.txt"),
-    "train_tokenizer.py": ("train_tokenizer.py", lambda t, m, d: ["--files", t / "none.txt", "--language", "en", "--output_dir", t / "out"],
-                           "error: Tokenizer training file(s) not found: {t}/none.txt"),
+    "run_mnli.py data": (
+        "run_mnli.py",
+        lambda t, m, d: [
+            "--model_name_or_path",
+            m,
+            "--data_dir",
+            d,
+            "--train_file",
+            write_jsonl(t / "bad.jsonl", [ROWS[0], dict(ROWS[1], label=7)]),
+            "--output_dir",
+            t / "out",
+        ],
+        "error: {t}/bad.jsonl, line 2: field 'label' is 7; expected 0, 1, 2 (GLUE order) "
+        "or one of entailment, neutral, contradiction",
+    ),
+    "run_mnli.py model folder": (
+        "run_mnli.py",
+        lambda t, m, d: [
+            "--model_name_or_path",
+            broken_model(t / "broken", m),
+            "--tokenizer_name",
+            m,
+            "--data_dir",
+            d,
+            "--output_dir",
+            t / "out",
+        ],
+        "error: Could not load model config from {t}/broken: OSError: ",
+    ),
+    "run_qa.py hub": (
+        "run_qa.py",
+        lambda t, m, d: [
+            "--model_name_or_path",
+            "no-such-user/no-such-model",
+            "--validation_file",
+            TINY_SQUAD,
+            "--output_dir",
+            t / "out",
+        ],
+        "error: Could not load tokenizer 'no-such-user/no-such-model': OSError: ",
+    ),
+    "run_pretraining.py": (
+        "run_pretraining.py",
+        lambda t, m, d: [
+            "--scratch_preset",
+            "small-3l-4h",
+            "--tokenizer_name",
+            m,
+            "--train_files",
+            t / "none.txt",
+            "--output_dir",
+            t / "out",
+        ],
+        "error: Pretraining text file(s) not found: {t}/none.txt",
+    ),
+    "train_tokenizer.py": (
+        "train_tokenizer.py",
+        lambda t, m, d: ["--files", t / "none.txt", "--language", "en", "--output_dir", t / "out"],
+        "error: Tokenizer training file(s) not found: {t}/none.txt",
+    ),
     "run_study.py": ("run_study.py", lambda t, m, d: [t / "none.yaml"], "error: Study file not found: {t}/none.yaml"),
-    "compare.py": ("compare.py", lambda t, m, d: [d, "--output-dir", t / "out"], "error: {d}: no all_results.json, so not a finished run"),
-    "predict.py": ("predict.py", lambda t, m, d: [d, "--input", t / "in.jsonl", "--output", t / "out"], "error: {d} is not a run folder: no config.json"),
-    "push_to_hub.py": ("push_to_hub.py", lambda t, m, d: [d, "--repo-id", "someone/model", "--dry-run", t / "out"],
-                       "error: {d}/config.json not found: {d} is not the output folder of a finished run"),
+    "compare.py": (
+        "compare.py",
+        lambda t, m, d: [d, "--output-dir", t / "out"],
+        "error: {d}: no all_results.json, so not a finished run",
+    ),
+    "predict.py": (
+        "predict.py",
+        lambda t, m, d: [d, "--input", t / "in.jsonl", "--output", t / "out"],
+        "error: {d} is not a run folder: no config.json",
+    ),
+    "push_to_hub.py": (
+        "push_to_hub.py",
+        lambda t, m, d: [d, "--repo-id", "someone/model", "--dry-run", t / "out"],
+        "error: {d}/config.json not found: {d} is not the output folder of a finished run",
+    ),
 }
 
 
@@ -265,6 +374,12 @@ def test_traceback_on_request_and_for_bugs(tmp_path):
     assert shown.returncode == 2 and shown.stderr.startswith("Traceback") and "StudyError" in shown.stderr
     assert f"error: Study file not found: {tmp_path}/none.yaml" in shown.stderr
 
-    bug = subprocess.run([sys.executable, "-c", "from pipelines import cli; cli.run(lambda: {}['missing'])"], cwd=tmp_path,
-                         env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    bug = subprocess.run(
+        [sys.executable, "-c", "from pipelines import cli; cli.run(lambda: {}['missing'])"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bug.returncode == 1 and bug.stderr.startswith("Traceback") and "KeyError: 'missing'" in bug.stderr

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from conftest import REPO, write_tiny_mnli
+from scipy import stats
+from test_hub_and_cards import make_qa_run
+
 from pipelines.compute_curve import CurveError, draw, metric_scale, pretraining_flops_per_step, read_curve, read_group
 from pipelines.run_folder import RunFolder
 from pipelines.tasks.mlm import main as run_pretraining
 from pipelines.tasks.mnli import main as run_mnli
-from test_hub_and_cards import make_qa_run
 
 pytestmark = pytest.mark.slow
 SEEDS = (1, 2)
@@ -33,13 +33,42 @@ def tiny_pretraining(tmp_path_factory, minilm_path) -> Path:
     contexts = [p["context"] for article in squad["data"] for p in article["paragraphs"]]
     corpus = folder / "corpus.txt"
     corpus.write_text("\n".join(contexts * 8) + "\n", encoding="utf-8")
-    run_pretraining([
-        "--scratch_preset", "tiny", "--tokenizer_name", minilm_path, "--train_files", str(corpus),
-        "--validation_split_percentage", "20", "--max_seq_length", "32", "--max_eval_samples", "8",
-        "--output_dir", str(folder / "run"), "--cache_dir", str(folder / "cache"), "--report_to", "none",
-        "--max_steps", "4", "--per_device_train_batch_size", "4", "--seed", "0",
-        "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2",
-    ])
+    run_pretraining(
+        [
+            "--scratch_preset",
+            "tiny",
+            "--tokenizer_name",
+            minilm_path,
+            "--train_files",
+            str(corpus),
+            "--validation_split_percentage",
+            "20",
+            "--max_seq_length",
+            "32",
+            "--max_eval_samples",
+            "8",
+            "--output_dir",
+            str(folder / "run"),
+            "--cache_dir",
+            str(folder / "cache"),
+            "--report_to",
+            "none",
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "4",
+            "--seed",
+            "0",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "2",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "2",
+        ]
+    )
     return folder / "run"
 
 
@@ -48,15 +77,37 @@ def study(tiny_pretraining, tmp_path_factory, data_dir) -> Path:
     """Fine-tuning runs in a study's layout: curve/{step2,final}/seed<k>, buys/{scratch,pretrained}/seed<k>."""
     root = tmp_path_factory.mktemp("curve-study")
     mnli = write_tiny_mnli(root / "mnli", data_dir, n_train=16, n_dev=16)
-    starts = {"curve/step2": ["--model_name_or_path", str(tiny_pretraining / "checkpoint-2")],
-              "curve/final": ["--model_name_or_path", str(tiny_pretraining)],
-              "buys/scratch": ["--scratch_preset", "tiny", "--tokenizer_name", "minilm"]}
+    starts = {
+        "curve/step2": ["--model_name_or_path", str(tiny_pretraining / "checkpoint-2")],
+        "curve/final": ["--model_name_or_path", str(tiny_pretraining)],
+        "buys/scratch": ["--scratch_preset", "tiny", "--tokenizer_name", "minilm"],
+    }
     jobs = [(arm, seed) for arm in starts for seed in SEEDS]
     for arm, seed in jobs + [("buys/pretrained", 1)]:
         start = starts.get(arm, ["--model_name_or_path", "minilm"])
-        run_mnli([*start, "--data_dir", str(mnli), "--max_seq_length", "32", "--max_steps", "2",
-                  "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16", "--learning_rate", "1e-3",
-                  "--seed", str(seed), "--report_to", "none", "--output_dir", str(root / arm / f"seed{seed}")])
+        run_mnli(
+            [
+                *start,
+                "--data_dir",
+                str(mnli),
+                "--max_seq_length",
+                "32",
+                "--max_steps",
+                "2",
+                "--per_device_train_batch_size",
+                "8",
+                "--per_device_eval_batch_size",
+                "16",
+                "--learning_rate",
+                "1e-3",
+                "--seed",
+                str(seed),
+                "--report_to",
+                "none",
+                "--output_dir",
+                str(root / arm / f"seed{seed}"),
+            ]
+        )
     return root
 
 
@@ -113,12 +164,24 @@ def test_qa_scores_keep_their_0_to_100_scale(tmp_path_factory, tiny_bert_dir):
 def test_the_command_writes_the_figure_and_the_table(tiny_pretraining, study, tmp_path, capsys):
     output, table_file = tmp_path / "curve.png", tmp_path / "curve.md"
     plot_main = runpy.run_path(str(REPO / "scripts" / "plot_compute_curve.py"))["main"]  # in-process: no second start
-    plot_main([
-        "--metric", "eval_matched_accuracy", "--output", str(output), "--table", str(table_file),
-        "--curve", f"mlm={tiny_pretraining}:{study / 'curve' / 'step2'}:{study / 'curve' / 'final'}",
-        "--curve", f"mlm-early={tiny_pretraining}:{study / 'curve' / 'step2'}",
-        "--scratch", str(study / "buys" / "scratch"), "--reference", f"minilm={study / 'buys' / 'pretrained'}",
-    ])
+    plot_main(
+        [
+            "--metric",
+            "eval_matched_accuracy",
+            "--output",
+            str(output),
+            "--table",
+            str(table_file),
+            "--curve",
+            f"mlm={tiny_pretraining}:{study / 'curve' / 'step2'}:{study / 'curve' / 'final'}",
+            "--curve",
+            f"mlm-early={tiny_pretraining}:{study / 'curve' / 'step2'}",
+            "--scratch",
+            str(study / "buys" / "scratch"),
+            "--reference",
+            f"minilm={study / 'buys' / 'pretrained'}",
+        ]
+    )
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = table_file.read_text()
     assert table in capsys.readouterr().out
@@ -127,8 +190,10 @@ def test_the_command_writes_the_figure_and_the_table(tiny_pretraining, study, tm
     assert names == ["mlm", "mlm", "mlm-early", "scratch", "minilm (reference)*"]
     assert "eval_loss" in rows[0] and "AllNLI" in table
 
-    curves = {name: read_curve(name, tiny_pretraining, [study / "curve" / arm], "eval_matched_accuracy")[0]
-              for name, arm in (("mlm", "final"), ("mlm-early", "step2"))}
+    curves = {
+        name: read_curve(name, tiny_pretraining, [study / "curve" / arm], "eval_matched_accuracy")[0]
+        for name, arm in (("mlm", "final"), ("mlm-early", "step2"))
+    }
     scratch, scale = read_group("scratch", [study / "buys" / "scratch"], "eval_matched_accuracy")
     reference, _ = read_group("minilm", [study / "buys" / "pretrained"], "eval_matched_accuracy")
     figure = draw(curves, scratch, [reference], scale)

@@ -14,17 +14,24 @@ import datasets
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, subprocess_env
+
 from pipelines.arguments import RecipeError
 from pipelines.distillation import TARGETS, augment_examples, distillation_loss, same_tokenizer
 from pipelines.tasks.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
 
 # Made-up pairs (never dev data in training); gold labels cycle through the three classes.
-ROWS = [{"premise": f"A man plays song number {i} on a guitar.",
-         "hypothesis": "A man makes music." if i % 2 else "Nobody plays.", "label": i % 3} for i in range(40)]
-DEV = [{"premise": f"A woman sings tune {i} at night.", "hypothesis": "Someone sings.", "label": i % 3}
-       for i in range(8)]
+ROWS = [
+    {
+        "premise": f"A man plays song number {i} on a guitar.",
+        "hypothesis": "A man makes music." if i % 2 else "Nobody plays.",
+        "label": i % 3,
+    }
+    for i in range(40)
+]
+DEV = [
+    {"premise": f"A woman sings tune {i} at night.", "hypothesis": "Someone sings.", "label": i % 3} for i in range(8)
+]
 SQUAD = REPO / "tests" / "fixtures" / "qa" / "tiny_squad.json"
 
 
@@ -60,10 +67,29 @@ def as_recipe(folder: Path, args: list[str]) -> list[str]:
 
 
 def student_args(data: Path, output_dir: Path, *extra: str) -> list[str]:
-    return ["--scratch_preset", "small-3l-4h", "--tokenizer_name", "minilm", "--config_overrides",
-            "num_hidden_layers=1", "--data_dir", str(data), "--max_seq_length", "32",
-            "--per_device_train_batch_size", "8", "--report_to", "none", "--disable_tqdm", "true",
-            "--logging_steps", "1", "--output_dir", str(output_dir), *extra]
+    return [
+        "--scratch_preset",
+        "small-3l-4h",
+        "--tokenizer_name",
+        "minilm",
+        "--config_overrides",
+        "num_hidden_layers=1",
+        "--data_dir",
+        str(data),
+        "--max_seq_length",
+        "32",
+        "--per_device_train_batch_size",
+        "8",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--logging_steps",
+        "1",
+        "--output_dir",
+        str(output_dir),
+        *extra,
+    ]
 
 
 # --- The loss -----------------------------------------------------------------------------------------------
@@ -85,7 +111,8 @@ def test_loss_is_hintons_kl_and_masks_padding_and_mse_for_regression():
     loss = distillation_loss(qa_student, qa_teacher, mask, TARGETS[EXTRACTIVE_QA], 1.0)
     assert loss.item() == pytest.approx(0, abs=1e-5)
     assert distillation_loss(student[:, :1], teacher[:, :1], None, TARGETS[REGRESSION], t).item() == pytest.approx(
-        torch.mean((student[:, 0] - teacher[:, 0]) ** 2).item(), rel=1e-5)
+        torch.mean((student[:, 0] - teacher[:, 0]) ** 2).item(), rel=1e-5
+    )
 
 
 # --- Augmentation -------------------------------------------------------------------------------------------
@@ -116,8 +143,18 @@ def test_student_learns_the_teachers_labels_and_the_teacher_runs_once(tmp_path, 
     from pipelines.tasks import mnli
 
     data, cache = write_data(tmp_path / "data"), tmp_path / "cache"
-    distil = ["--teacher", str(biased_teacher), "--distill_alpha", "1.0", "--distill_temperature", "1.0",
-              "--distill_cache_dir", str(cache), "--distill_augment", "12"]
+    distil = [
+        "--teacher",
+        str(biased_teacher),
+        "--distill_alpha",
+        "1.0",
+        "--distill_temperature",
+        "1.0",
+        "--distill_cache_dir",
+        str(cache),
+        "--distill_augment",
+        "12",
+    ]
     first = tmp_path / "student"
     mnli.main(student_args(data, first, "--max_steps", "30", "--learning_rate", "3e-3", *distil))
 
@@ -137,8 +174,16 @@ def test_student_learns_the_teachers_labels_and_the_teacher_runs_once(tmp_path, 
     tokenizer = AutoTokenizer.from_pretrained(biased_teacher)
     cached = torch.tensor(datasets.load_from_disk(str(train_cache))["teacher_logits"][:5])
     with torch.no_grad():
-        direct = teacher(**tokenizer([r["premise"] for r in ROWS[:5]], [r["hypothesis"] for r in ROWS[:5]],
-                                     truncation=True, max_length=32, padding=True, return_tensors="pt")).logits
+        direct = teacher(
+            **tokenizer(
+                [r["premise"] for r in ROWS[:5]],
+                [r["hypothesis"] for r in ROWS[:5]],
+                truncation=True,
+                max_length=32,
+                padding=True,
+                return_tensors="pt",
+            )
+        ).logits
     torch.testing.assert_close(cached, direct, atol=1e-4, rtol=1e-4)
 
     card = str(build_model_card(first))
@@ -174,13 +219,18 @@ def test_a_teacher_without_a_head_or_with_other_labels_is_refused(tmp_path, mini
 
 def test_bad_teacher_path_is_one_error_line(tmp_path):
     data = write_data(tmp_path / "data")
-    command = [sys.executable, str(REPO / "scripts" / "run_mnli.py"),
-               *as_recipe(tmp_path, student_args(data, tmp_path / "out", "--teacher", str(tmp_path / "no-such-run")))]
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "run_mnli.py"),
+        *as_recipe(tmp_path, student_args(data, tmp_path / "out", "--teacher", str(tmp_path / "no-such-run"))),
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == [f"error: teacher: {tmp_path / 'no-such-run'} is not a folder (give a finished run folder, or a "
-                      "model folder with a MNLI head)"]
+    assert errors == [
+        f"error: teacher: {tmp_path / 'no-such-run'} is not a folder (give a finished run folder, or a "
+        "model folder with a MNLI head)"
+    ]
 
 
 # --- Resuming -----------------------------------------------------------------------------------------------
@@ -189,11 +239,27 @@ def test_bad_teacher_path_is_one_error_line(tmp_path):
 def test_a_distilled_run_resumes_from_its_checkpoint_with_the_cached_logits(tmp_path, biased_teacher):
     data = write_data(tmp_path / "data")
     output_dir = tmp_path / "out"
-    args = student_args(data, output_dir, "--teacher", str(biased_teacher), "--max_steps", "12",
-                        "--save_strategy", "steps", "--save_steps", "100")
+    args = student_args(
+        data,
+        output_dir,
+        "--teacher",
+        str(biased_teacher),
+        "--max_steps",
+        "12",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "100",
+    )
     command = [sys.executable, str(REPO / "scripts" / "run_mnli.py"), *as_recipe(tmp_path, args)]
-    process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(TQDM_DISABLE="1"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=subprocess_env(TQDM_DISABLE="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in process.stdout:
         if "'loss'" in line:
             process.send_signal(signal.SIGTERM)
@@ -202,8 +268,14 @@ def test_a_distilled_run_resumes_from_its_checkpoint_with_the_cached_logits(tmp_
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert not (output_dir / "all_results.json").exists()
 
-    resumed = subprocess.run([*command, "--resume_from_checkpoint", "auto"], cwd=tmp_path,
-                             env=subprocess_env(TQDM_DISABLE="1"), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*command, "--resume_from_checkpoint", "auto"],
+        cwd=tmp_path,
+        env=subprocess_env(TQDM_DISABLE="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stdout and "Teacher logits reused" in resumed.stdout
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 12
@@ -219,8 +291,14 @@ def qa_teacher(tmp_path_factory, minilm_path) -> Path:
 
     folder = tmp_path_factory.mktemp("qa-teacher")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(0)
     BertForQuestionAnswering(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -228,11 +306,37 @@ def qa_teacher(tmp_path_factory, minilm_path) -> Path:
 
 
 def qa_args(output_dir: Path, teacher: Path, *extra: str) -> list[str]:
-    return ["--scratch_preset", "small-3l-4h", "--tokenizer_name", "minilm", "--config_overrides",
-            "num_hidden_layers=1", "--train_file", str(SQUAD), "--validation_file", str(SQUAD),
-            "--max_seq_length", "64", "--doc_stride", "16", "--max_query_length", "16",
-            "--per_device_train_batch_size", "4", "--max_steps", "3", "--report_to", "none", "--disable_tqdm", "true",
-            "--output_dir", str(output_dir), "--teacher", str(teacher), *extra]
+    return [
+        "--scratch_preset",
+        "small-3l-4h",
+        "--tokenizer_name",
+        "minilm",
+        "--config_overrides",
+        "num_hidden_layers=1",
+        "--train_file",
+        str(SQUAD),
+        "--validation_file",
+        str(SQUAD),
+        "--max_seq_length",
+        "64",
+        "--doc_stride",
+        "16",
+        "--max_query_length",
+        "16",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        "3",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        str(output_dir),
+        "--teacher",
+        str(teacher),
+        *extra,
+    ]
 
 
 def test_qa_student_distils_start_and_end_logits_of_every_window(tmp_path, qa_teacher):
@@ -258,8 +362,9 @@ def test_qa_student_distils_start_and_end_logits_of_every_window(tmp_path, qa_te
     raw, _ = load_raw_datasets(data_args)
     windows = prepare_train_features(raw["train"][:1], AutoTokenizer.from_pretrained(qa_teacher), data_args)
     with torch.no_grad():
-        out = teacher(**{name: torch.tensor(windows[name][:1])
-                         for name in ("input_ids", "attention_mask", "token_type_ids")})
+        out = teacher(
+            **{name: torch.tensor(windows[name][:1]) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        )
     assert len(logits[0][0]) == len(windows["input_ids"][0])
     direct = torch.stack([out.start_logits[0], out.end_logits[0]])
     torch.testing.assert_close(torch.tensor(logits[0]), direct, atol=1e-4, rtol=1e-4)
@@ -277,8 +382,14 @@ def test_qa_distillation_needs_a_shared_tokenizer_and_has_no_augmentation(tmp_pa
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     tokenizer.add_tokens(["qqzzy"])
     assert not same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(minilm_path))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertForQuestionAnswering(config).save_pretrained(other)
     tokenizer.save_pretrained(other)
     with pytest.raises(RecipeError, match="distillation needs a shared tokenizer"):

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO, shared_data_dir, subprocess_env, write_tiny_mnli
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from conftest import REPO, shared_data_dir, subprocess_env, write_tiny_mnli
 from pipelines.checkpoints import resolve_resume_checkpoint
 from pipelines.models import ScratchTransformerForPreTraining, config_from_preset
 from pipelines.tasks.electra import GATE_METRICS, make_electra_collator
@@ -35,8 +35,14 @@ def tokenizer(minilm_path):
 
 
 def tiny_electra(tokenizer, **overrides) -> ScratchTransformerForPreTraining:
-    config = config_from_preset("tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                norm_position="pre", generator_size=0.5, **overrides)
+    config = config_from_preset(
+        "tiny",
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        norm_position="pre",
+        generator_size=0.5,
+        **overrides,
+    )
     return ScratchTransformerForPreTraining(config)
 
 
@@ -129,8 +135,14 @@ def test_saved_electra_folder_loads_with_trust_remote_code_without_our_package(t
     script.write_text(REMOTE_CODE_SCRIPT)
     env = {key: value for key, value in subprocess_env().items() if key != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-I", str(script), str(folder)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-I", str(script), str(folder)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "loaded ScratchTransformerForPreTraining" in result.stdout
 
@@ -147,23 +159,49 @@ def pretraining_recipe(tmp_path: Path) -> Path:
     with corpus.open(encoding="utf-8") as f:
         text.write_text("".join(next(f) for _ in range(200)), encoding="utf-8")
     recipe = tmp_path / "electra.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "objective": "electra", "scratch_preset": "tiny", "tokenizer_name": "minilm",
-        "config_overrides": "norm_position=pre",
-        "pretraining_dropout": 0.0, "train_files": [str(text)], "validation_split_percentage": 10, "max_seq_length": 64,
-        "max_eval_samples": 16, "cache_dir": str(tmp_path / "cache"), "report_to": "none", "disable_tqdm": True,
-        "max_steps": 30, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 0.1,
-        "lr_scheduler_type": "linear", "logging_steps": 1, "save_strategy": "steps", "save_steps": 10,
-        "eval_strategy": "steps", "eval_steps": 10, "seed": 0,
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "objective": "electra",
+                "scratch_preset": "tiny",
+                "tokenizer_name": "minilm",
+                "config_overrides": "norm_position=pre",
+                "pretraining_dropout": 0.0,
+                "train_files": [str(text)],
+                "validation_split_percentage": 10,
+                "max_seq_length": 64,
+                "max_eval_samples": 16,
+                "cache_dir": str(tmp_path / "cache"),
+                "report_to": "none",
+                "disable_tqdm": True,
+                "max_steps": 30,
+                "per_device_train_batch_size": 8,
+                "learning_rate": 1e-3,
+                "warmup_steps": 0.1,
+                "lr_scheduler_type": "linear",
+                "logging_steps": 1,
+                "save_strategy": "steps",
+                "save_steps": 10,
+                "eval_strategy": "steps",
+                "eval_steps": 10,
+                "seed": 0,
+            }
+        )
+    )
     return recipe
 
 
 def launch(recipe: Path, output_dir: Path, *overrides: str) -> subprocess.Popen:
     script = REPO / "scripts" / "run_pretraining.py"
     cmd = [sys.executable, str(script), str(recipe), "--output_dir", str(output_dir), *overrides]
-    return subprocess.Popen(cmd, cwd=recipe.parent, env=subprocess_env(TQDM_DISABLE="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=recipe.parent,
+        env=subprocess_env(TQDM_DISABLE="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def encoder_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -216,16 +254,44 @@ def test_electra_run_resumes_records_its_gate_and_fine_tunes(tmp_path, data_dir)
 
     mnli_data = write_tiny_mnli(tmp_path / "mnli", data_dir, n_train=16, n_dev=4)
     squad = REPO / "tests" / "fixtures" / "qa" / "tiny_squad.json"
-    fine_tuning = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-5",
-                   "--report_to", "none", "--max_seq_length", "64", "--seed", "0"]
+    fine_tuning = [
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "1e-5",
+        "--report_to",
+        "none",
+        "--max_seq_length",
+        "64",
+        "--seed",
+        "0",
+    ]
     for folder in (output_dir, output_dir / "checkpoint-20"):
         pretrained = encoder_weights(folder)
         assert pretrained
         out = tmp_path / f"mnli-{folder.name}"
-        mnli.main(["--model_name_or_path", str(folder), "--data_dir", str(mnli_data), "--output_dir", str(out),
-                   *fine_tuning])
+        mnli.main(
+            ["--model_name_or_path", str(folder), "--data_dir", str(mnli_data), "--output_dir", str(out), *fine_tuning]
+        )
         assert_encoder_loaded(pretrained, out)
         out = tmp_path / f"qa-{folder.name}"
-        qa.main(["--model_name_or_path", str(folder), "--train_file", str(squad), "--validation_file", str(squad),
-                 "--doc_stride", "16", "--max_query_length", "16", "--output_dir", str(out), *fine_tuning])
+        qa.main(
+            [
+                "--model_name_or_path",
+                str(folder),
+                "--train_file",
+                str(squad),
+                "--validation_file",
+                str(squad),
+                "--doc_stride",
+                "16",
+                "--max_query_length",
+                "16",
+                "--output_dir",
+                str(out),
+                *fine_tuning,
+            ]
+        )
         assert_encoder_loaded(pretrained, out)

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO, subprocess_env
 from huggingface_hub import ModelCard
 
-from conftest import REPO, subprocess_env
 from pipelines.hub_push import (
     PushError,
     UploadCheckError,
@@ -39,8 +39,16 @@ pytestmark = pytest.mark.slow
 FAKE_HF_TOKEN = "hf_" + "Fake0Token1For2Tests3Only4abcdefgh"
 PAIRS = [("A man is playing a guitar.", "A man is making music."), ("A dog sleeps.", "The dog runs in the park.")]
 EXPECTED_UPLOAD = {
-    "README.md", "training_curve.png", "config.json", "model.safetensors", "configuration_scratch_transformer.py",
-    "modeling_scratch_transformer.py", "tokenizer.json", "tokenizer_config.json", "all_results.json", "run_info.json",
+    "README.md",
+    "training_curve.png",
+    "config.json",
+    "model.safetensors",
+    "configuration_scratch_transformer.py",
+    "modeling_scratch_transformer.py",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "all_results.json",
+    "run_info.json",
     "recipe.yaml",
 }
 
@@ -57,25 +65,46 @@ def make_run(tmp_path_factory, name: str, script: str, recipe: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     recipe_path = root / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump({"output_dir": str(output_dir), **recipe}))
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / script), str(recipe_path)], cwd=root,
-                            env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), str(recipe_path)],
+        cwd=root,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return output_dir
 
 
 def make_mnli_run(tmp_path_factory, data_dir: Path) -> Path:
-    """Our ScratchTransformer (`tiny` preset) trained 4 steps on 32 MNLI pairs, evaluated on 32 per split, W&B offline."""
+    """Our ScratchTransformer (`tiny` preset) trained 4 steps on 32 MNLI pairs, evaluated on 32 per split,
+    W&B offline."""
     small = tmp_path_factory.getbasetemp() / "shared-runs" / "mnli-data"
     if not small.is_dir():
         small.mkdir(parents=True)
         for split in ("train", "validation_matched", "validation_mismatched"):
             lines = (data_dir / "mnli" / f"{split}.jsonl").read_text().splitlines()[:32]
             (small / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return make_run(tmp_path_factory, "mnli-scratch-tiny", "run_mnli.py", {
-        "scratch_preset": "tiny", "tokenizer_name": "minilm", "data_dir": str(small), "max_seq_length": 64,
-        "max_steps": 4, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 16, "learning_rate": 1e-3,
-        "logging_steps": 1, "seed": 7, "report_to": "wandb", "wandb_project": "pipelines-tests",
-    })
+    return make_run(
+        tmp_path_factory,
+        "mnli-scratch-tiny",
+        "run_mnli.py",
+        {
+            "scratch_preset": "tiny",
+            "tokenizer_name": "minilm",
+            "data_dir": str(small),
+            "max_seq_length": 64,
+            "max_steps": 4,
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 16,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "seed": 7,
+            "report_to": "wandb",
+            "wandb_project": "pipelines-tests",
+        },
+    )
 
 
 def make_qa_run(tmp_path_factory, tiny_bert_dir: Path) -> Path:
@@ -84,12 +113,25 @@ def make_qa_run(tmp_path_factory, tiny_bert_dir: Path) -> Path:
     fp32 on every machine: predict.py runs in fp32, and a tiny model's span scores are near ties, so a bf16
     evaluation (what `precision: auto` picks on AVX-512 BF16 CPUs) can pick another span than predict.py does."""
     fixture = str(REPO / "tests" / "fixtures" / "qa" / "tiny_squad.json")
-    return make_run(tmp_path_factory, "qa-bert-tiny", "run_qa.py", {
-        "model_name_or_path": str(tiny_bert_dir), "train_file": fixture, "validation_file": fixture,
-        "max_seq_length": 64, "doc_stride": 16, "max_query_length": 16, "max_steps": 4,
-        "per_device_train_batch_size": 4, "learning_rate": 1e-3, "logging_steps": 1, "report_to": "none",
-        "precision": "fp32",
-    })
+    return make_run(
+        tmp_path_factory,
+        "qa-bert-tiny",
+        "run_qa.py",
+        {
+            "model_name_or_path": str(tiny_bert_dir),
+            "train_file": fixture,
+            "validation_file": fixture,
+            "max_seq_length": 64,
+            "doc_stride": 16,
+            "max_query_length": 16,
+            "max_steps": 4,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "report_to": "none",
+            "precision": "fp32",
+        },
+    )
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +184,11 @@ def test_dry_run_folder_and_card_metadata(scratch_run, tmp_path):
     assert by_split["validation_matched"].dataset_type == "nyu-mll/glue"
     data = card.data.to_dict()
     assert data["license"] == "apache-2.0" and data["library_name"] == "transformers"
-    assert data["pipeline_tag"] == "text-classification" and data["datasets"] == ["nyu-mll/glue"] and data["language"] == ["en"]
+    assert (
+        data["pipeline_tag"] == "text-classification"
+        and data["datasets"] == ["nyu-mll/glue"]
+        and data["language"] == ["en"]
+    )
     assert "base_model" not in data  # trained from scratch
     assert {"custom_code", "trained-from-scratch"} <= set(data["tags"])
 
@@ -152,9 +198,20 @@ def test_dry_run_folder_and_card_metadata(scratch_run, tmp_path):
     assert "wandb sync wandb/offline-run-" in text  # offline W&B run: how to upload it
     assert f"{100 * results['eval_matched_accuracy']:.2f}%" in text
     precision = json.loads((scratch_run / "run_info.json").read_text())["precision"]  # pipelines/precision.py
-    assert f"CPU capability {precision['hardware']['cpu_capability']}; precision {precision['precision']} (auto: " in text
-    for section in ("## Results", "## Model", "## Training procedure", "**Hardware:**", "**Wall time:**",
-                    "## How to use", "## Intended use", "## Limitations", "## Licence"):
+    assert (
+        f"CPU capability {precision['hardware']['cpu_capability']}; precision {precision['precision']} (auto: " in text
+    )
+    for section in (
+        "## Results",
+        "## Model",
+        "## Training procedure",
+        "**Hardware:**",
+        "**Wall time:**",
+        "## How to use",
+        "## Intended use",
+        "## Limitations",
+        "## Licence",
+    ):
         assert section in text, section
 
 
@@ -269,8 +326,19 @@ def test_push_without_network_fails_clearly_and_leaves_the_run(scratch_run, tmp_
     env = subprocess_env(HF_TOKEN=FAKE_HF_TOKEN, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
     env.pop("HF_HUB_OFFLINE", None)  # a real attempt, to an address where nothing answers
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "push_to_hub.py"), str(scratch_run), "--repo-id", "someone/tiny", "--private"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "push_to_hub.py"),
+            str(scratch_run),
+            "--repo-id",
+            "someone/tiny",
+            "--private",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Push failed while creating the private repo someone/tiny" in result.stderr
@@ -282,8 +350,14 @@ def test_push_without_network_fails_clearly_and_leaves_the_run(scratch_run, tmp_
 def test_recipe_push_is_taken_from_the_trainer_and_failure_is_not_fatal(scratch_run, tmp_path):
     from transformers import TrainingArguments
 
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), push_to_hub=True, hub_model_id="someone/x",
-                             hub_private_repo=True, hub_token=FAKE_HF_TOKEN, report_to="none")
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        push_to_hub=True,
+        hub_model_id="someone/x",
+        hub_private_repo=True,
+        hub_token=FAKE_HF_TOKEN,
+        report_to="none",
+    )
     request = take_over_trainer_push(args)
     assert (request.repo_id, request.private, request.token) == ("someone/x", True, FAKE_HF_TOKEN)
     assert args.push_to_hub is False  # the Trainer would otherwise create the repo when built (fails offline)
@@ -320,9 +394,21 @@ def run_where_pipelines_is_absent(code: str, *args: str, tmp_path: Path) -> subp
     """
     workdir = tmp_path / "elsewhere"
     workdir.mkdir(exist_ok=True)
-    env = {"PATH": os.environ["PATH"], "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, "-I", "-S", "-c", code, sysconfig.get_paths()["purelib"], *args],
-                          cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, sysconfig.get_paths()["purelib"], *args],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_pushed_layout_loads_with_remote_code_where_pipelines_is_absent(scratch_run, tmp_path):

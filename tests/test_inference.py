@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, subprocess_env
+from test_hub_and_cards import make_mnli_run, make_qa_run
 from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering, pipeline
 
-from conftest import REPO, subprocess_env
 from pipelines.inference import QA_TASK, WindowSettings, classification_pipeline, question_answering_pipeline
-from test_hub_and_cards import make_mnli_run, make_qa_run
 
 LABELS = ["entailment", "neutral", "contradiction"]
 PAIRS = [
@@ -23,9 +23,14 @@ PAIRS = [
     {"premise": "A dog sleeps on the sofa.", "hypothesis": "The dog runs in the park."},
     {"premise": "She bought a car.", "hypothesis": "The car is red."},
 ]
-CONTEXT = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
-           "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. ") * 3
-QUESTIONS = [{"question": "Who is the tower named after?", "context": CONTEXT}, {"question": "Where?", "context": "In Paris."}]
+CONTEXT = (
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
+    "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. "
+) * 3
+QUESTIONS = [
+    {"question": "Who is the tower named after?", "context": CONTEXT},
+    {"question": "Where?", "context": "In Paris."},
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +54,16 @@ def qa_models(tokenizer):
     scratch = ScratchTransformerForQuestionAnswering(
         config_from_preset("tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     )
-    bert = BertForQuestionAnswering(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                               num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
+    bert = BertForQuestionAnswering(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+    )
     return {"scratch_transformer": scratch.eval(), "bert": bert.eval()}
 
 
@@ -81,7 +94,8 @@ def test_nli_pipeline_labels_scores_and_batching(nli_model, tokenizer):
         assert single["scores"]["neutral"] == pytest.approx(in_batch["scores"]["neutral"], abs=1e-5)
     # The same as transformers' own pipeline called with text / text_pair.
     direct = pipeline("text-classification", model=nli_model, tokenizer=tokenizer, top_k=None)(
-        {"text": PAIRS[0]["premise"], "text_pair": PAIRS[0]["hypothesis"]})
+        {"text": PAIRS[0]["premise"], "text_pair": PAIRS[0]["hypothesis"]}
+    )
     assert {d["label"]: d["score"] for d in direct} == pytest.approx(one["scores"], abs=1e-6)
 
 
@@ -96,9 +110,15 @@ def test_nli_pipeline_errors_name_the_field(nli_model, tokenizer):
 def test_nli_pipeline_truncates_to_the_models_positions(tokenizer):
     from pipelines.models import ScratchTransformerForSequenceClassification, config_from_preset
 
-    model = ScratchTransformerForSequenceClassification(config_from_preset(
-        "tiny", vocab_size=len(tokenizer), num_labels=3, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}
-    )).eval()
+    model = ScratchTransformerForSequenceClassification(
+        config_from_preset(
+            "tiny",
+            vocab_size=len(tokenizer),
+            num_labels=3,
+            id2label=dict(enumerate(LABELS)),
+            label2id={n: i for i, n in enumerate(LABELS)},
+        )
+    ).eval()
     long_premise = "word " * 500  # far beyond the tiny preset's 64 positions
     assert nli_pipeline(model, tokenizer)({"premise": long_premise, "hypothesis": "A short one."})["label"] in LABELS
 
@@ -136,8 +156,10 @@ def test_question_answering_matches_direct_span_choice(tokenizer):
     with torch.no_grad():
         output = model(**encoded)
     start_logits, end_logits = output.start_logits[0], output.end_logits[0]
-    best = max(((s, e) for s in context_tokens for e in context_tokens if s <= e < s + 30),
-               key=lambda span: float(start_logits[span[0]] + end_logits[span[1]]))
+    best = max(
+        ((s, e) for s in context_tokens for e in context_tokens if s <= e < s + 30),
+        key=lambda span: float(start_logits[span[0]] + end_logits[span[1]]),
+    )
     assert (answer["start"], answer["end"]) == (offsets[best[0]][0], offsets[best[1]][1])
 
 
@@ -145,8 +167,18 @@ def test_question_answering_matches_direct_span_choice(tokenizer):
 
 
 def run_predict(run_dir: Path, input_path: Path, output_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(REPO / "scripts" / "predict.py"), str(run_dir), "--input", str(input_path),
-               "--output", str(output_path), "--batch-size", "2", *extra]
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "predict.py"),
+        str(run_dir),
+        "--input",
+        str(input_path),
+        "--output",
+        str(output_path),
+        "--batch-size",
+        "2",
+        *extra,
+    ]
     return subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -190,8 +222,12 @@ def test_predict_script_on_a_tiny_qa_run_gives_the_runs_own_answers(tmp_path_fac
     both use the recipe's windows and the QA task's span selection."""
     run = make_qa_run(tmp_path_factory, tiny_bert_dir)
     fixture = json.loads((REPO / "tests" / "fixtures" / "qa" / "tiny_squad.json").read_text())
-    rows = [{"id": qa["id"], "question": qa["question"], "context": paragraph["context"]}
-            for article in fixture["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+    rows = [
+        {"id": qa["id"], "question": qa["question"], "context": paragraph["context"]}
+        for article in fixture["data"]
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+    ]
     output = tmp_path / "answers.jsonl"
     result = run_predict(run, write_jsonl(tmp_path / "questions.jsonl", rows), output, "--batch-size", "3")
     assert result.returncode == 0, result.stderr[-3000:]

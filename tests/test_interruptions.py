@@ -11,13 +11,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, launch_command, subprocess_env
+
 from pipelines.checkpoints import resolve_resume_checkpoint
 
 # Made-up pairs: never dev data in training.
-ROWS = [{"premise": f"A man plays song number {i} on a guitar.", "hypothesis": "A man makes music." if i % 2 else "Nobody plays.",
-         "label": i % 3} for i in range(48)]
+ROWS = [
+    {
+        "premise": f"A man plays song number {i} on a guitar.",
+        "hypothesis": "A man makes music." if i % 2 else "Nobody plays.",
+        "label": i % 3,
+    }
+    for i in range(48)
+]
 
 
 @pytest.fixture
@@ -27,19 +33,39 @@ def recipe(tmp_path, tiny_bert_dir) -> Path:
     for split, rows in (("train", ROWS), ("validation_matched", ROWS[:8]), ("validation_mismatched", ROWS[8:16])):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_bert_dir), "data_dir": str(data), "max_seq_length": 32, "per_device_train_batch_size": 8,
-        "learning_rate": 1e-3, "logging_steps": 1, "report_to": "none", "disable_tqdm": True, "seed": 3,
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_bert_dir),
+                "data_dir": str(data),
+                "max_seq_length": 32,
+                "per_device_train_batch_size": 8,
+                "learning_rate": 1e-3,
+                "logging_steps": 1,
+                "report_to": "none",
+                "disable_tqdm": True,
+                "seed": 3,
+            }
+        )
+    )
     return path
 
 
 def command(recipe: Path, output_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, str(REPO / "scripts" / "run_mnli.py"), str(recipe), "--output_dir", str(output_dir), *overrides]
+    return [
+        sys.executable,
+        str(REPO / "scripts" / "run_mnli.py"),
+        str(recipe),
+        "--output_dir",
+        str(output_dir),
+        *overrides,
+    ]
 
 
 def run(cmd, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(TQDM_DISABLE="1"), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        cmd, cwd=cwd, env=subprocess_env(TQDM_DISABLE="1"), capture_output=True, text=True, timeout=300
+    )
 
 
 def error_line(stderr: str) -> str:
@@ -51,8 +77,9 @@ def error_line(stderr: str) -> str:
 
 def signal_after_first_log(cmd, cwd, signal_number) -> tuple[int, str]:
     """Start the run, send the signal once the first training loss is printed, and wait for it to end."""
-    process = subprocess.Popen(cmd, cwd=cwd, env=subprocess_env(TQDM_DISABLE="1"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        cmd, cwd=cwd, env=subprocess_env(TQDM_DISABLE="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     for line in process.stdout:
         if "'loss'" in line:
             process.send_signal(signal_number)
@@ -72,7 +99,8 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, recipe):
     assert 1 <= step < 24
     assert error_line(stderr) == (
         f"error: Interrupted by SIGTERM at step {step} of 24. Saved {checkpoint}. To resume, run the same command with "
-        f"--resume_from_checkpoint auto (same output_dir {output_dir}).")
+        f"--resume_from_checkpoint auto (same output_dir {output_dir})."
+    )
 
     resumed = run(command(recipe, output_dir, *steps, "--resume_from_checkpoint", "auto"), tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -88,7 +116,8 @@ def test_ctrl_c_without_checkpoints_says_the_run_cannot_resume(tmp_path, recipe)
     first = error_line(stderr)
     assert first.startswith("error: Interrupted by SIGINT at step ") and first.endswith(
         "No checkpoint was saved (save_strategy is no), so the run cannot resume: set save_strategy: steps and "
-        "save_steps in the recipe to make runs resumable.")
+        "save_steps in the recipe to make runs resumable."
+    )
     assert not (output_dir / "all_results.json").exists()  # an interrupted run is never reported as finished
 
 
@@ -105,7 +134,9 @@ def small_filesystem(tmp_path):
 
 def test_full_disk_during_a_save_keeps_the_last_checkpoint_and_names_the_path(tmp_path, recipe, small_filesystem):
     output_dir = small_filesystem / "run"
-    failed = run(command(recipe, output_dir, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2"), tmp_path)
+    failed = run(
+        command(recipe, output_dir, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2"), tmp_path
+    )
     assert failed.returncode == 1, failed.stderr[-3000:]
     assert error_line(failed.stderr).startswith(f"error: Could not write {output_dir}/checkpoint-4: ")
     assert f"The last complete checkpoint, {output_dir}/checkpoint-2, is intact" in failed.stderr
@@ -124,10 +155,27 @@ def test_ctrl_c_through_accelerate_launch_saves_and_prints_one_line(tmp_path, re
     import os
 
     output_dir = tmp_path / "out"
-    cmd = launch_command("scripts/run_mnli.py", recipe, "--output_dir", str(output_dir), "--max_steps", "400",
-                         "--save_strategy", "steps", "--save_steps", "1000")
-    process = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(TQDM_DISABLE="1"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cmd = launch_command(
+        "scripts/run_mnli.py",
+        recipe,
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        "400",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1000",
+    )
+    process = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=subprocess_env(TQDM_DISABLE="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     for line in process.stdout:
         if "'loss'" in line:
             os.killpg(process.pid, signal.SIGINT)

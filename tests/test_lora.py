@@ -8,7 +8,13 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
 
 from pipelines.arguments import ModelArguments, RecipeError, TrackingArguments, parse_recipe
 from pipelines.lora import (
@@ -67,7 +73,12 @@ def logits_of(model, batch) -> torch.Tensor:
 
 def test_layers_found_per_architecture(tiny_bert_dir, scratch_base_dir):
     bert = load_classifier(tiny_bert_dir)
-    assert find_attention_projections(bert) == ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]
+    assert find_attention_projections(bert) == [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+    ]
     assert find_task_head(bert) == ["classifier", "pooler"]
 
     scratch = load_classifier(scratch_base_dir)
@@ -76,23 +87,36 @@ def test_layers_found_per_architecture(tiny_bert_dir, scratch_base_dir):
 
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    distilbert = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=100, dim=16, n_layers=1, n_heads=2, hidden_dim=32))
-    assert find_attention_projections(distilbert) == ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin"]
+    distilbert = DistilBertForSequenceClassification(
+        DistilBertConfig(vocab_size=100, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
+    )
+    assert find_attention_projections(distilbert) == [
+        "attention.q_lin",
+        "attention.k_lin",
+        "attention.v_lin",
+        "attention.out_lin",
+    ]
     assert find_task_head(distilbert) == ["pre_classifier", "classifier"]
 
 
 def test_random_weights_refused(tokenizer):
     from pipelines.models import ScratchTransformerForSequenceClassification, config_from_preset
 
-    model = ScratchTransformerForSequenceClassification(config_from_preset("tiny", vocab_size=len(tokenizer), num_labels=3))
+    model = ScratchTransformerForSequenceClassification(
+        config_from_preset("tiny", vocab_size=len(tokenizer), num_labels=3)
+    )
     with pytest.raises(RecipeError, match="pretrained"):
         apply_lora(model, PeftArguments(use_lora=True), "SEQ_CLS")
 
 
 def test_recipe_keys_parse(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("model_name_or_path: minilm\noutput_dir: out\nuse_lora: true\nlora_r: 4\nlora_target_modules: [query, value]\n")
-    _, peft_args, _, _, resolved = parse_recipe((ModelArguments, PeftArguments, TrackingArguments, TrainingArguments), [str(recipe)])
+    recipe.write_text(
+        "model_name_or_path: minilm\noutput_dir: out\nuse_lora: true\nlora_r: 4\nlora_target_modules: [query, value]\n"
+    )
+    _, peft_args, _, _, resolved = parse_recipe(
+        (ModelArguments, PeftArguments, TrackingArguments, TrainingArguments), [str(recipe)]
+    )
     assert peft_args.use_lora and peft_args.lora_r == 4 and peft_args.lora_target_modules == ["query", "value"]
     assert resolved["lora_r"] == 4
 
@@ -106,8 +130,16 @@ def test_train_save_load_merge_round_trip(architecture, tmp_path, tokenizer, tin
     assert trainable and all("lora_" in name or "modules_to_save" in name for name in trainable)
 
     train = encoded_pairs(tokenizer)
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=8, learning_rate=5e-2,
-                             use_cpu=True, report_to="none", save_strategy="no", logging_steps=1)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=3,
+        per_device_train_batch_size=8,
+        learning_rate=5e-2,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+    )
     Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer)).train()
 
     batch = tokenizer([p for p, _, _ in PAIRS[:4]], [h for _, h, _ in PAIRS[:4]], padding=True, return_tensors="pt")
@@ -140,8 +172,16 @@ def test_save_lora_run_layout_card_and_upload(tmp_path, tokenizer, tiny_bert_dir
     assert not (run / "adapter_config.json").exists()  # else from_pretrained(run folder) would apply it twice
 
     # What the MNLI task writes beside the model, then the card and the upload of a LoRA run.
-    (run / "run_info.json").write_text(json.dumps({"task": "mnli", "model": str(tiny_bert_dir), "pretrained": True,
-                                                   "parameters": {"total": 10, "trainable": 1}}))
+    (run / "run_info.json").write_text(
+        json.dumps(
+            {
+                "task": "mnli",
+                "model": str(tiny_bert_dir),
+                "pretrained": True,
+                "parameters": {"total": 10, "trainable": 1},
+            }
+        )
+    )
     (run / "all_results.json").write_text(json.dumps({"eval_matched_accuracy": 0.5, "eval_mismatched_accuracy": 0.25}))
     (run / "recipe.yaml").write_text("use_lora: true\n")
     from pipelines.hub_push import push_run

@@ -12,16 +12,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
-
 from conftest import REPO, shared_data_dir
+from safetensors.torch import load_file
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    TrainingArguments,
+)
+
 from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
 from pipelines.tasks.mlm import (
     PretrainingDataArguments,
     load_raw_datasets,
-    make_collator,
     main,
+    make_collator,
     pack_into_blocks,
     perplexity,
     preprocess,
@@ -69,7 +74,9 @@ def text_files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def ko_tokenizer_dir(tmp_path_factory, text_files) -> Path:
     folder = tmp_path_factory.mktemp("ko-tokenizer")
-    args = TokenizerTrainingArguments(files=[str(text_files["ko"]), str(text_files["en"])], output_dir=str(folder), language="ko", vocab_size=400)
+    args = TokenizerTrainingArguments(
+        files=[str(text_files["ko"]), str(text_files["en"])], output_dir=str(folder), language="ko", vocab_size=400
+    )
     train_tokenizer(args)
     return folder
 
@@ -92,7 +99,12 @@ def test_korean_tokenizer_round_trip_keeps_syllables(ko_tokenizer_dir, ko_tokeni
     tokenizer = ko_tokenizer
     assert tokenizer.is_fast
     assert [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
-    assert (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id) == (0, 2, 3, 4)
+    assert (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id) == (
+        0,
+        2,
+        3,
+        4,
+    )
     for sentence in KOREAN:
         encoding = tokenizer(sentence, return_offsets_mapping=True)
         ids = encoding["input_ids"]
@@ -141,7 +153,9 @@ def test_english_tokenizer_is_uncased_and_strips_accents(tmp_path, text_files):
 
 
 def test_unigram_tokenizer_round_trip(text_files):
-    tokenizer = train_unigram_tokenizer([text_files["ko"]], vocab_size=200, lowercase=False, strip_accents=False, nfc=True)
+    tokenizer = train_unigram_tokenizer(
+        [text_files["ko"]], vocab_size=200, lowercase=False, strip_accents=False, nfc=True
+    )
     for sentence in KOREAN[:3]:
         ids = tokenizer(sentence)["input_ids"]
         assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
@@ -151,10 +165,14 @@ def test_unigram_tokenizer_round_trip(text_files):
 def test_train_tokenizer_cli_and_missing_file(tmp_path, text_files):
     script = runpy.run_path(str(REPO / "scripts" / "train_tokenizer.py"))  # defines main(argv), runs nothing
     output_dir = tmp_path / "tokenizer"
-    script["main"](["--files", str(text_files["ko"]), "--language", "ko", "--vocab_size", "300", "--output_dir", str(output_dir)])
+    script["main"](
+        ["--files", str(text_files["ko"]), "--language", "ko", "--vocab_size", "300", "--output_dir", str(output_dir)]
+    )
     assert AutoTokenizer.from_pretrained(output_dir).mask_token == "[MASK]"
     with pytest.raises(FileNotFoundError, match="no-such-file.txt"):
-        script["main"](["--files", str(tmp_path / "no-such-file.txt"), "--language", "ko", "--output_dir", str(output_dir)])
+        script["main"](
+            ["--files", str(tmp_path / "no-such-file.txt"), "--language", "ko", "--output_dir", str(output_dir)]
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -185,7 +203,9 @@ def test_pack_into_blocks_loses_only_the_remainder():
 
     stream = [token for line in lines for token in line]  # 17 tokens -> 2 blocks of 6, 5 left over
     assert len(blocks["input_ids"]) == len(stream) // (block_size - 2) == 2
-    for block, special, block_offsets in zip(blocks["input_ids"], blocks["special_tokens_mask"], blocks["offset_mapping"]):
+    for block, special, block_offsets in zip(
+        blocks["input_ids"], blocks["special_tokens_mask"], blocks["offset_mapping"]
+    ):
         assert len(block) == len(special) == len(block_offsets) == block_size
         assert block[0] == cls_id and block[-1] == sep_id
         assert special == [1 if token in (cls_id, sep_id) else 0 for token in block]
@@ -209,13 +229,19 @@ def test_preprocess_packs_every_token_into_full_blocks(tmp_path, ko_tokenizer):
     assert set(blocks.column_names) == {"input_ids", "special_tokens_mask"}
     line_tokens = [len(ko_tokenizer(line, add_special_tokens=False)["input_ids"]) + 1 for line in lines if line.strip()]
     assert len(blocks) == sum(line_tokens) // 30  # one map batch: only its remainder is lost
-    assert all(len(block) == 32 and block[0] == ko_tokenizer.cls_token_id and block[-1] == ko_tokenizer.sep_token_id for block in blocks["input_ids"])
+    assert all(
+        len(block) == 32 and block[0] == ko_tokenizer.cls_token_id and block[-1] == ko_tokenizer.sep_token_id
+        for block in blocks["input_ids"]
+    )
 
 
 def test_line_by_line_keeps_one_example_per_line(tmp_path, ko_tokenizer):
     examples, data_args = preprocess_text(tmp_path, ko_tokenizer, KOREAN + [""], max_seq_length=12, line_by_line=True)
     assert len(examples) == len(KOREAN)
-    assert all(len(ids) <= 12 and ids[0] == ko_tokenizer.cls_token_id and ids[-1] == ko_tokenizer.sep_token_id for ids in examples["input_ids"])
+    assert all(
+        len(ids) <= 12 and ids[0] == ko_tokenizer.cls_token_id and ids[-1] == ko_tokenizer.sep_token_id
+        for ids in examples["input_ids"]
+    )
     batch = make_collator(ko_tokenizer, data_args)([examples[i] for i in range(len(examples))])
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
 
@@ -251,7 +277,9 @@ def test_masking_statistics(ko_tokenizer):
 
 
 def test_whole_word_masking_masks_every_piece_of_a_word(tmp_path, ko_tokenizer):
-    blocks, data_args = preprocess_text(tmp_path, ko_tokenizer, KOREAN * 20, max_seq_length=32, whole_word_mask=True, mlm_probability=0.3)
+    blocks, data_args = preprocess_text(
+        tmp_path, ko_tokenizer, KOREAN * 20, max_seq_length=32, whole_word_mask=True, mlm_probability=0.3
+    )
     assert set(blocks.column_names) == {"input_ids", "special_tokens_mask", "offset_mapping"}
     torch.manual_seed(0)
     examples = [blocks[i] for i in range(len(blocks))]
@@ -285,7 +313,9 @@ def test_perplexity():
 # Recipes and a real run
 
 
-@pytest.mark.parametrize("recipe", sorted(glob.glob(str(REPO / "configs" / "pretraining" / "*.yaml"))), ids=lambda p: Path(p).name)
+@pytest.mark.parametrize(
+    "recipe", sorted(glob.glob(str(REPO / "configs" / "pretraining" / "*.yaml"))), ids=lambda p: Path(p).name
+)
 def test_recipes_parse_and_name_their_commands(recipe):
     from pipelines.models import PRESETS
 
@@ -316,16 +346,43 @@ def test_tiny_pretraining_run_learns_and_its_encoder_loads_for_fine_tuning(tmp_p
     corpus = tmp_path / "kowiki_300.txt"
     corpus.write_text("".join(corpus_lines), encoding="utf-8")
     tokenizer_dir = tmp_path / "tokenizer"
-    train_tokenizer(TokenizerTrainingArguments(files=[str(corpus)], output_dir=str(tokenizer_dir), language="ko", vocab_size=1000))
+    train_tokenizer(
+        TokenizerTrainingArguments(files=[str(corpus)], output_dir=str(tokenizer_dir), language="ko", vocab_size=1000)
+    )
     output_dir = tmp_path / "pretrained"
 
-    results = main([
-        "--scratch_preset", "tiny", "--tokenizer_name", str(tokenizer_dir), "--train_files", str(corpus),
-        "--validation_split_percentage", "10", "--max_seq_length", "64", "--max_eval_samples", "32",
-        "--output_dir", str(output_dir), "--cache_dir", str(tmp_path / "cache"), "--report_to", "none",
-        "--max_steps", "40", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--logging_steps", "5",
-        "--seed", "0",
-    ])
+    results = main(
+        [
+            "--scratch_preset",
+            "tiny",
+            "--tokenizer_name",
+            str(tokenizer_dir),
+            "--train_files",
+            str(corpus),
+            "--validation_split_percentage",
+            "10",
+            "--max_seq_length",
+            "64",
+            "--max_eval_samples",
+            "32",
+            "--output_dir",
+            str(output_dir),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--report_to",
+            "none",
+            "--max_steps",
+            "40",
+            "--per_device_train_batch_size",
+            "16",
+            "--learning_rate",
+            "1e-3",
+            "--logging_steps",
+            "5",
+            "--seed",
+            "0",
+        ]
+    )
 
     # Before training the model guesses among all tokens, perplexity about the vocabulary size; training lowers it.
     saved = json.loads((output_dir / "all_results.json").read_text(encoding="utf-8"))
@@ -333,14 +390,19 @@ def test_tiny_pretraining_run_learns_and_its_encoder_loads_for_fine_tuning(tmp_p
     assert results["eval_perplexity_before"] > 0.5 * len(AutoTokenizer.from_pretrained(tokenizer_dir))
     assert results["eval_loss"] < results["eval_loss_before"] - 0.2
     assert results["eval_perplexity"] == pytest.approx(math.exp(results["eval_loss"]))
-    train_losses = [entry["loss"] for entry in json.loads((output_dir / "log_history.json").read_text()) if "loss" in entry]
+    train_losses = [
+        entry["loss"] for entry in json.loads((output_dir / "log_history.json").read_text()) if "loss" in entry
+    ]
     assert len(train_losses) >= 4 and train_losses[-1] < train_losses[0]
 
     # The folder loads as a classifier and as a QA model: the encoder comes from pretraining, only the heads are new.
     pretrained = load_file(output_dir / "model.safetensors")
     encoder = {name: weight for name, weight in pretrained.items() if name.startswith("transformer.")}
     assert encoder
-    for auto_class, options in ((AutoModelForSequenceClassification, {"num_labels": 3}), (AutoModelForQuestionAnswering, {})):
+    for auto_class, options in (
+        (AutoModelForSequenceClassification, {"num_labels": 3}),
+        (AutoModelForQuestionAnswering, {}),
+    ):
         model, loading = auto_class.from_pretrained(output_dir, output_loading_info=True, **options)
         assert not [key for key in loading["missing_keys"] if key.startswith("transformer.")], loading["missing_keys"]
         assert all(key.startswith("lm_head.") for key in loading["unexpected_keys"]), loading["unexpected_keys"]

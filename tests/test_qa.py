@@ -47,7 +47,8 @@ def word_offsets(context: str) -> list[tuple[int, int]]:
 
 
 def window(context_offsets, question_tokens: int = 2):
-    """Offsets of a window [CLS] question [SEP] context [SEP], None outside the context (as prepare_eval_features makes them)."""
+    """Offsets of a window [CLS] question [SEP] context [SEP], None outside the context (as
+    prepare_eval_features makes them)."""
     return [None] * (1 + question_tokens + 1) + list(context_offsets) + [None]
 
 
@@ -112,12 +113,18 @@ def test_postprocess_cls_only_windows_and_empty_fallback():
     start_2 = logits(len(answer_window), {0: 10, 4: 1})
     end_2 = logits(len(answer_window), {0: 10, 5: 1})
     features = {"example_id": ["q", "q"], "offset_mapping": [no_answer_window, answer_window]}
-    predictions, _ = qa.postprocess_qa_predictions(one_example("q", context), features, [start_1, start_2], [end_1, end_2])
+    predictions, _ = qa.postprocess_qa_predictions(
+        one_example("q", context), features, [start_1, start_2], [end_1, end_2]
+    )
     assert predictions["q"] == "three four"
 
     # With a single candidate start and end per window, both on CLS, no span is valid: empty answer.
     predictions, nbest = qa.postprocess_qa_predictions(
-        one_example("q", context), {"example_id": ["q"], "offset_mapping": [no_answer_window]}, [start_1], [end_1], n_best_size=1
+        one_example("q", context),
+        {"example_id": ["q"], "offset_mapping": [no_answer_window]},
+        [start_1],
+        [end_1],
+        n_best_size=1,
     )
     assert predictions["q"] == ""
     assert nbest["q"] == [{"text": "", "start_logit": 0.0, "end_logit": 0.0, "offsets": [0, 0], "probability": 1.0}]
@@ -194,7 +201,12 @@ def test_label_starts_at_the_first_of_tokens_that_share_a_character(tokenizer):
     # MiniLM's uncased English vocabulary splits Hangul syllables into jamo tokens with the same offsets:
     # 학 -> ᄒ ##ᅡ ##ᆨ, all (3, 4). The label must cover all of them, from the first.
     context = "호위 학생 5명과 함께 내려왔다."
-    examples = {"id": ["k"], "question": ["누구?"], "context": [context], "answers": [{"text": ["학생 5명"], "answer_start": [3]}]}
+    examples = {
+        "id": ["k"],
+        "question": ["누구?"],
+        "context": [context],
+        "answers": [{"text": ["학생 5명"], "answer_start": [3]}],
+    }
     train = qa.prepare_train_features(examples, tokenizer, qa.QADataArguments(**SMALL_WINDOWS))
     start, end = train["start_positions"][0], train["end_positions"][0]
     labelled = tokenizer.convert_ids_to_tokens(train["input_ids"][0][start : end + 1])
@@ -248,7 +260,9 @@ def test_long_questions_are_cut_to_max_query_length(tokenizer):
 def test_preprocess_maps_both_splits(tokenizer, tmp_path):
     from transformers import TrainingArguments
 
-    data_args = qa.QADataArguments(heldout_from_file=str(TINY), heldout_fraction=0.34, max_seq_length=64, max_query_length=16, doc_stride=16)
+    data_args = qa.QADataArguments(
+        heldout_from_file=str(TINY), heldout_fraction=0.34, max_seq_length=64, max_query_length=16, doc_stride=16
+    )
     raw, _ = qa.load_raw_datasets(data_args)
     training_args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
     features = qa.preprocess(raw, tokenizer, data_args, training_args)
@@ -276,7 +290,9 @@ def compute(metric_name, pairs):
     metric = evaluate.load(qa.metric_path(metric_name))
     return metric.compute(
         predictions=[{"id": str(i), "prediction_text": p} for i, (p, _) in enumerate(pairs)],
-        references=[{"id": str(i), "answers": {"text": g, "answer_start": [0] * len(g)}} for i, (_, g) in enumerate(pairs)],
+        references=[
+            {"id": str(i), "answers": {"text": g, "answer_start": [0] * len(g)}} for i, (_, g) in enumerate(pairs)
+        ],
         per_example=True,
     )
 
@@ -321,20 +337,34 @@ def test_score_predictions_per_question_and_unanswered():
     examples = {
         "id": ["a", "b", "c"],
         "question": ["qa?", "qb?", "qc?"],
-        "answers": [{"text": ["Europe"], "answer_start": [0]}, {"text": ["1889"], "answer_start": [0]}, {"text": ["x"], "answer_start": [0]}],
+        "answers": [
+            {"text": ["Europe"], "answer_start": [0]},
+            {"text": ["1889"], "answer_start": [0]},
+            {"text": ["x"], "answer_start": [0]},
+        ],
     }
     metrics, per_example = qa.score_predictions("squad_v1", {"a": "europe", "b": "in 1889"}, examples)
     assert metrics["exact_count"] == 1 and metrics["total"] == 3
     assert metrics["exact_match"] == pytest.approx(100 / 3)
     assert [row["f1"] for row in per_example] == pytest.approx([100, 200 / 3, 0])
-    assert per_example[2] == {"id": "c", "question": "qc?", "gold_answers": ["x"], "predicted": "", "exact_match": 0.0, "f1": 0.0}
+    assert per_example[2] == {
+        "id": "c",
+        "question": "qc?",
+        "gold_answers": ["x"],
+        "predicted": "",
+        "exact_match": 0.0,
+        "f1": 0.0,
+    }
 
 
 def test_write_predictions(tmp_path):
     raw, _ = qa.load_raw_datasets(qa.QADataArguments(validation_file=str(TINY)))
     examples = raw["validation"]
     predictions = {i: "Europe" for i in examples["id"][:]}
-    nbest = {i: [{"text": "Europe", "start_logit": 1.0, "end_logit": 1.0, "probability": 1.0, "offsets": [21, 27]}] for i in predictions}
+    nbest = {
+        i: [{"text": "Europe", "start_logit": 1.0, "end_logit": 1.0, "probability": 1.0, "offsets": [21, 27]}]
+        for i in predictions
+    }
     _, per_example = qa.score_predictions("squad_v1", predictions, examples)
     paths = qa.write_predictions(tmp_path, "validation", predictions, nbest, examples, per_example)
     assert json.loads(Path(paths["predictions"]).read_text(encoding="utf-8")) == predictions
@@ -384,7 +414,12 @@ def test_local_file_is_flattened_into_the_squad_schema():
     row = raw["validation"][0]
     assert row["id"] == "fox-1" and row["title"] == "Red_Fox"
     assert row["answers"] == {"text": ["Europe, Asia and North America", "Europe"], "answer_start": [21, 21]}
-    assert description["splits"]["validation"] == {"questions": 5, "questions_available": 5, "paragraphs": 4, "articles": 3}
+    assert description["splits"]["validation"] == {
+        "questions": 5,
+        "questions_available": 5,
+        "paragraphs": 4,
+        "articles": 3,
+    }
     assert description["metric"] == "squad_v1"
 
 
@@ -397,7 +432,10 @@ def test_answer_start_mismatch_names_file_question_and_field(tmp_path):
         qa.read_squad_file(path)
     message = str(error.value)
     assert str(path) in message and "fox-1" in message and "answers[0].answer_start" in message
-    assert "the context there reads 'urope, Asia and North America.', the answer text is 'Europe, Asia and North America'" in message
+    assert (
+        "the context there reads 'urope, Asia and North America.', the answer text is 'Europe, Asia and North America'"
+        in message
+    )
 
 
 def test_answer_outside_context_duplicate_id_and_empty_question(tmp_path):
@@ -410,7 +448,10 @@ def test_answer_outside_context_duplicate_id_and_empty_question(tmp_path):
         qa.read_squad_file(write_variant(tmp_path, break_three_ways))
     message = str(error.value)
     assert "3 problem(s)" in message
-    assert "question id 'fox-1': field 'answers[1].answer_start' = 500 puts the answer 'Europe' outside its context" in message
+    assert (
+        "question id 'fox-1': field 'answers[1].answer_start' = 500 puts the answer 'Europe' outside its context"
+        in message
+    )
     assert "question id 'fox-2': duplicate id" in message
     assert "question id 'seoul-1': field 'question' is missing or empty" in message
 
@@ -457,11 +498,15 @@ def test_heldout_split_by_article_is_deterministic_and_disjoint():
     assert not {r["title"] for r in train} & {r["title"] for r in heldout}
     assert sorted(r["id"] for r in train + heldout) == sorted(r["id"] for r in rows)
     assert train == [r for r in rows if r in train]  # file order kept
-    assert qa.split_by_article(rows, fraction=0.2, seed=8)[2]["validation_articles"] != description["validation_articles"]
+    assert (
+        qa.split_by_article(rows, fraction=0.2, seed=8)[2]["validation_articles"] != description["validation_articles"]
+    )
 
 
 def test_heldout_from_file_gives_train_and_validation_with_a_description():
-    data_args = qa.QADataArguments(heldout_from_file=str(TINY), heldout_fraction=0.34, heldout_seed=1, max_eval_samples=1)
+    data_args = qa.QADataArguments(
+        heldout_from_file=str(TINY), heldout_fraction=0.34, heldout_seed=1, max_eval_samples=1
+    )
     raw, description = qa.load_raw_datasets(data_args)
     heldout = description["heldout"]
     assert len(heldout["validation_articles"]) == 1 and len(heldout["train_articles"]) == 2

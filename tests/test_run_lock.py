@@ -15,16 +15,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, subprocess_env
+
 from pipelines import run_lock, run_outputs, study_backends
 from pipelines.interruptions import SaveFailedError
 from pipelines.run_guard import OutputDirError, RunArguments, check_output_dir
 from pipelines.tasks import mnli
 
 # Made-up pairs: never dev data in training.
-ROWS = [{"premise": f"A man plays song number {i} on a guitar.", "hypothesis": "A man makes music." if i % 2 else "Nobody plays.",
-         "label": i % 3} for i in range(24)]
+ROWS = [
+    {
+        "premise": f"A man plays song number {i} on a guitar.",
+        "hypothesis": "A man makes music." if i % 2 else "Nobody plays.",
+        "label": i % 3,
+    }
+    for i in range(24)
+]
 
 
 @pytest.fixture
@@ -34,19 +40,39 @@ def recipe(tmp_path, tiny_bert_dir) -> Path:
     for split, rows in (("train", ROWS), ("validation_matched", ROWS[:4]), ("validation_mismatched", ROWS[4:8])):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_bert_dir), "data_dir": str(data), "max_seq_length": 32, "max_steps": 2,
-        "per_device_train_batch_size": 8, "learning_rate": 1e-3, "logging_steps": 1, "report_to": "none",
-        "disable_tqdm": True}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_bert_dir),
+                "data_dir": str(data),
+                "max_seq_length": 32,
+                "max_steps": 2,
+                "per_device_train_batch_size": 8,
+                "learning_rate": 1e-3,
+                "logging_steps": 1,
+                "report_to": "none",
+                "disable_tqdm": True,
+            }
+        )
+    )
     return path
 
 
 def command(recipe: Path, output_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, str(REPO / "scripts" / "run_mnli.py"), str(recipe), "--output_dir", str(output_dir), *overrides]
+    return [
+        sys.executable,
+        str(REPO / "scripts" / "run_mnli.py"),
+        str(recipe),
+        "--output_dir",
+        str(output_dir),
+        *overrides,
+    ]
 
 
 def run(cmd, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(TQDM_DISABLE="1"), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        cmd, cwd=cwd, env=subprocess_env(TQDM_DISABLE="1"), capture_output=True, text=True, timeout=300
+    )
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -56,8 +82,9 @@ def error_lines(stderr: str) -> list[str]:
 def start_training(cmd, cwd) -> subprocess.Popen:
     """Start a long run and return once it trains (it holds its folder's lock from before that), paused with
     SIGSTOP: alive and holding the lock, but leaving the CPU to the processes under test."""
-    process = subprocess.Popen(cmd, cwd=cwd, env=subprocess_env(TQDM_DISABLE="1"), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        cmd, cwd=cwd, env=subprocess_env(TQDM_DISABLE="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     for line in process.stdout:
         if "'loss'" in line:
             process.send_signal(signal.SIGSTOP)
@@ -76,7 +103,8 @@ def test_two_runs_into_one_folder_and_a_stale_lock(tmp_path, recipe, caplog):
         assert second.returncode == 2, second.stderr[-3000:]
         assert error_lines(second.stderr) == [
             f"error: {output_dir} is in use by another run: pid {first.pid} on host {socket.gethostname()}, started "
-            f"{record['started']} ({record['command']}). Wait for it to end or stop it, or choose another output_dir."]
+            f"{record['started']} ({record['command']}). Wait for it to end or stop it, or choose another output_dir."
+        ]
         assert "Traceback" not in second.stderr
         assert json.loads((output_dir / run_lock.LOCK_NAME).read_text()) == record  # the holder's lock is untouched
         assert run_lock.holder(output_dir) == record
@@ -94,9 +122,15 @@ def test_two_runs_into_one_folder_and_a_stale_lock(tmp_path, recipe, caplog):
 
 
 def write_study(tmp_path: Path, recipe: Path) -> Path:
-    study = {"name": "held", "script": str(REPO / "scripts" / "run_mnli.py"), "launch_config": None,
-             "recipe": str(recipe), "seeds": [1], "output_root": str(tmp_path / "study"),
-             "arms": [{"name": "a", "job_type": "a"}]}
+    study = {
+        "name": "held",
+        "script": str(REPO / "scripts" / "run_mnli.py"),
+        "launch_config": None,
+        "recipe": str(recipe),
+        "seeds": [1],
+        "output_root": str(tmp_path / "study"),
+        "arms": [{"name": "a", "job_type": "a"}],
+    }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
@@ -136,7 +170,8 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path, recipe):
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert error_lines(refused.stderr) == [
         f"error: {folder} is not empty and is not a run of this pipeline (it holds notes.txt). Choose a new or empty "
-        "output_dir, or set overwrite_output_dir: true (--overwrite_output_dir) to write into it anyway."]
+        "output_dir, or set overwrite_output_dir: true (--overwrite_output_dir) to write into it anyway."
+    ]
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]  # nothing written, not even the lock
 
     mnli.main([str(recipe), "--output_dir", str(folder), "--overwrite_output_dir"])  # in-process
@@ -179,6 +214,10 @@ def test_a_failed_write_names_the_file_and_what_is_intact(full_filesystem):
     with pytest.raises(SaveFailedError) as error:
         run_outputs.write_json(path, {"accuracy": 0.5, "text": "x" * 100000})
     assert str(error.value).startswith(f"Could not write {path}: OSError: [Errno 28] No space left on device")
-    assert ("Intact: all_results.json is unchanged (written whole or not at all). Free space or fix the folder, then "
-            "run the same command.") in str(error.value)
-    assert path.read_text() == '{"old": 1}\n' and sorted(p.name for p in full_filesystem.iterdir()) == ["all_results.json"]
+    assert (
+        "Intact: all_results.json is unchanged (written whole or not at all). Free space or fix the folder, then "
+        "run the same command."
+    ) in str(error.value)
+    assert path.read_text() == '{"old": 1}\n' and sorted(p.name for p in full_filesystem.iterdir()) == [
+        "all_results.json"
+    ]

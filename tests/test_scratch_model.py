@@ -156,7 +156,8 @@ def test_output_shapes_and_losses(model_class, norm_position):
         ScratchTransformerForQuestionAnswering: {"start_logits": (batch, seq), "end_logits": (batch, seq)},
         # With labels, the MLM head scores only the masked positions.
         ScratchTransformerForMaskedLM: {"logits": (int((labels["labels"] != -100).sum()), config.vocab_size)}
-        if "labels" in labels else {"logits": (batch, seq, config.vocab_size)},
+        if "labels" in labels
+        else {"logits": (batch, seq, config.vocab_size)},
     }[model_class]
     for name, shape in expected_shapes.items():
         assert tuple(output[name].shape) == shape
@@ -440,5 +441,7 @@ def test_masked_lm_loss_on_masked_positions_equals_full_cross_entropy():
     with torch.no_grad():
         full_logits = model(**inputs).logits  # (B, S, V) without labels
         loss = model(**inputs, labels=labels).loss
-    expected = torch.nn.functional.cross_entropy(full_logits.view(-1, full_logits.shape[-1]), labels.view(-1), ignore_index=-100)
+    expected = torch.nn.functional.cross_entropy(
+        full_logits.view(-1, full_logits.shape[-1]), labels.view(-1), ignore_index=-100
+    )
     assert torch.allclose(loss, expected, atol=1e-5)

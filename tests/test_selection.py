@@ -13,7 +13,10 @@ from pipelines.tasks.mnli import MnliDataArguments, load_raw_datasets
 def write_mnli(folder, n_train=50):
     labels = ["entailment", "neutral", "contradiction"]
     for split, n in (("train", n_train), ("validation_matched", 5), ("validation_mismatched", 5)):
-        rows = [{"premise": f"{split} premise {i}", "hypothesis": f"hypothesis {i}", "label": labels[i % 3]} for i in range(n)]
+        rows = [
+            {"premise": f"{split} premise {i}", "hypothesis": f"hypothesis {i}", "label": labels[i % 3]}
+            for i in range(n)
+        ]
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return folder
 
@@ -45,16 +48,30 @@ from pipelines.corpus import DevIndex, build_corpus, dev_texts, sentences, train
 
 
 def test_dev_text_inside_a_line_is_caught():
-    dev = DevIndex(["The committee met in Warsaw in 1921 and agreed on a new border treaty for the region.",
-                    "The dog is asleep."])
-    corpus = build_corpus({"wiki": [
-        "Unrelated text about rivers and mountains.",
-        "Before that, the committee met in Warsaw in 1921 and agreed on a new border treaty, it is said.",  # 13-gram
-        "He looked up. The dog is asleep! Then it rained.",  # a whole short dev sentence, other punctuation
-        "The dog is asleep in the sun all day long.",  # shares only a 4-word prefix, not the sentence's end
-    ]}, dev, heldout_fraction=0.0)
+    dev = DevIndex(
+        ["The committee met in Warsaw in 1921 and agreed on a new border treaty for the region.", "The dog is asleep."]
+    )
+    corpus = build_corpus(
+        {
+            "wiki": [
+                "Unrelated text about rivers and mountains.",
+                # a 13-gram:
+                "Before that, the committee met in Warsaw in 1921 and agreed on a new border treaty, it is said",
+                "He looked up. The dog is asleep! Then it rained.",  # a whole short dev sentence, other punctuation
+                "The dog is asleep in the sun all day long.",  # shares only a 4-word prefix, not the sentence's end
+            ]
+        },
+        dev,
+        heldout_fraction=0.0,
+    )
     assert corpus["train"] == ["Unrelated text about rivers and mountains."]
-    assert corpus["stats"]["wiki"] == {"lines": 4, "kept": 1, "kept_words": 6, "dropped_dev_ngram": 1, "dropped_dev_sentence": 2}
+    assert corpus["stats"]["wiki"] == {
+        "lines": 4,
+        "kept": 1,
+        "kept_words": 6,
+        "dropped_dev_ngram": 1,
+        "dropped_dev_sentence": 2,
+    }
 
 
 def test_real_corpus_has_no_dev_paragraph_or_sentence(data_dir):

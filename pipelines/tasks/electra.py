@@ -44,8 +44,12 @@ def make_electra_collator(
     tokenizer: PreTrainedTokenizerBase, mlm_probability: float, whole_word_mask: bool
 ) -> ReplacedTokenCollator:
     masker = DataCollatorForLanguageModeling(
-        tokenizer=tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask,
-        mask_replace_prob=1.0, random_replace_prob=0.0,
+        tokenizer=tokenizer,
+        mlm=True,
+        mlm_probability=mlm_probability,
+        whole_word_mask=whole_word_mask,
+        mask_replace_prob=1.0,
+        random_replace_prob=0.0,
     )
     return ReplacedTokenCollator(masker, torch.tensor(sorted(set(tokenizer.all_special_ids))))
 

@@ -63,20 +63,34 @@ class PretrainingDataArguments:
     """Which text to pretrain on and how it becomes masked blocks."""
 
     train_files: list[str] = field(
-        default_factory=list, metadata={"help": "Plain-text files, one paragraph per line (e.g. ../shared/data/corpus/kowiki_sample.txt)."}
+        default_factory=list,
+        metadata={"help": "Plain-text files, one paragraph per line (e.g. ../shared/data/corpus/kowiki_sample.txt)."},
     )
-    validation_file: str | None = field(default=None, metadata={"help": "Held-out text file. Default: the tail of the training lines."})
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Held-out text file. Default: the tail of the training lines."}
+    )
     validation_split_percentage: float = field(
-        default=5.0, metadata={"help": "Without validation_file: this % of the training lines, taken from the end, is held out."}
+        default=5.0,
+        metadata={"help": "Without validation_file: this % of the training lines, taken from the end, is held out."},
     )
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per block, [CLS] and [SEP] included."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens (or words) chosen for prediction."})
-    whole_word_mask: bool = field(default=False, metadata={"help": "Mask all pieces of a word together (only [MASK] replacement)."})
-    line_by_line: bool = field(default=False, metadata={"help": "One line = one example (truncated, padded per batch) instead of packing."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training blocks (quick runs)."})
+    whole_word_mask: bool = field(
+        default=False, metadata={"help": "Mask all pieces of a word together (only [MASK] replacement)."}
+    )
+    line_by_line: bool = field(
+        default=False, metadata={"help": "One line = one example (truncated, padded per batch) instead of packing."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep only the first N training blocks (quick runs)."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N held-out blocks."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization (datasets num_proc)."})
-    overwrite_cache: bool = field(default=False, metadata={"help": "Recompute tokenization instead of reusing the datasets cache."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenization (datasets num_proc)."}
+    )
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Recompute tokenization instead of reusing the datasets cache."}
+    )
     objective: str = field(
         default="mlm",
         metadata={"help": "mlm (masked-LM) or electra (replaced-token detection, pipelines/tasks/electra.py)."},
@@ -103,7 +117,8 @@ class PretrainingDataArguments:
             raise ValueError("PretrainingDataArguments: set train_files (one or more plain-text files).")
         if self.validation_file is None and not 0 < self.validation_split_percentage < 100:
             raise ValueError(
-                "Held-out text is needed for perplexity: set validation_file, or validation_split_percentage in (0, 100)."
+                "Held-out text is needed for perplexity: set validation_file, "
+                "or validation_split_percentage in (0, 100)."
             )
         if self.max_seq_length < 8:
             raise ValueError(f"max_seq_length must be at least 8, got {self.max_seq_length}.")
@@ -126,10 +141,14 @@ def load_raw_datasets(data_args: PretrainingDataArguments, cache_dir: str | None
     files = list(data_args.train_files) + ([data_args.validation_file] if data_args.validation_file else [])
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
-        raise DataFileNotFound(f"Pretraining text file(s) not found: {', '.join(missing)} (paths are relative to {Path.cwd()})")
+        raise DataFileNotFound(
+            f"Pretraining text file(s) not found: {', '.join(missing)} (paths are relative to {Path.cwd()})"
+        )
 
     def read_lines(paths) -> datasets.Dataset:
-        return datasets.load_dataset("text", data_files={"train": [str(p) for p in paths]}, split="train", cache_dir=cache_dir)
+        return datasets.load_dataset(
+            "text", data_files={"train": [str(p) for p in paths]}, split="train", cache_dir=cache_dir
+        )
 
     train = read_lines(data_args.train_files)
     if data_args.validation_file:
@@ -137,7 +156,10 @@ def load_raw_datasets(data_args: PretrainingDataArguments, cache_dir: str | None
 
     held_out = max(1, round(len(train) * data_args.validation_split_percentage / 100))
     if held_out >= len(train):
-        raise DataError(f"{len(train)} lines are too few to hold out {data_args.validation_split_percentage}% and train on the rest.")
+        raise DataError(
+            f"{len(train)} lines are too few to hold out {data_args.validation_split_percentage}% "
+            "and train on the rest."
+        )
     cut = len(train) - held_out
     return datasets.DatasetDict(train=train.select(range(cut)), validation=train.select(range(cut, len(train))))
 
@@ -223,7 +245,10 @@ def preprocess(
     inputs, so a second run with the same files and tokenizer skips tokenization.
     """
     if data_args.max_seq_length > tokenizer.model_max_length:
-        raise RecipeError(f"max_seq_length {data_args.max_seq_length} exceeds the tokenizer's model_max_length {tokenizer.model_max_length}.")
+        raise RecipeError(
+            f"max_seq_length {data_args.max_seq_length} exceeds the tokenizer's "
+            f"model_max_length {tokenizer.model_max_length}."
+        )
     keep_offsets = data_args.whole_word_mask
     map_options = dict(
         batched=True,
@@ -235,7 +260,10 @@ def preprocess(
     def non_empty(example) -> bool:
         return bool(example["text"].strip())
 
-    tokenize_lines, tokenize_for_packing = line_tokenizer(tokenizer, data_args), packing_tokenizer(tokenizer, keep_offsets)
+    tokenize_lines, tokenize_for_packing = (
+        line_tokenizer(tokenizer, data_args),
+        packing_tokenizer(tokenizer, keep_offsets),
+    )
 
     def pack(batch):
         return pack_into_blocks(batch, data_args.max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id)
@@ -247,20 +275,29 @@ def preprocess(
         else:
             tokens = lines.map(tokenize_for_packing, remove_columns=["text"], desc="tokenizing", **map_options)
             examples = tokens.map(
-                pack, remove_columns=tokens["train"].column_names, desc=f"packing into blocks of {data_args.max_seq_length}", **map_options
+                pack,
+                remove_columns=tokens["train"].column_names,
+                desc=f"packing into blocks of {data_args.max_seq_length}",
+                **map_options,
             )
 
     if data_args.max_train_samples is not None:
         examples["train"] = examples["train"].select(range(min(data_args.max_train_samples, len(examples["train"]))))
     if data_args.max_eval_samples is not None:
-        examples["validation"] = examples["validation"].select(range(min(data_args.max_eval_samples, len(examples["validation"]))))
+        examples["validation"] = examples["validation"].select(
+            range(min(data_args.max_eval_samples, len(examples["validation"])))
+        )
     for split, dataset in examples.items():
         if len(dataset) == 0:
-            raise DataError(f"No {split} examples: the {split} text yields fewer than {data_args.max_seq_length - 2} tokens.")
+            raise DataError(
+                f"No {split} examples: the {split} text yields fewer than {data_args.max_seq_length - 2} tokens."
+            )
     return examples
 
 
-def make_collator(tokenizer: PreTrainedTokenizerBase, data_args: PretrainingDataArguments) -> DataCollatorForLanguageModeling:
+def make_collator(
+    tokenizer: PreTrainedTokenizerBase, data_args: PretrainingDataArguments
+) -> DataCollatorForLanguageModeling:
     """BERT masking (15%; 80% [MASK] / 10% random / 10% unchanged) from the library, token- or word-level."""
     if data_args.whole_word_mask:
         # The library replaces whole words with [MASK] only (it warns and forces this otherwise); say so explicitly.
@@ -297,11 +334,13 @@ def load_pretraining_model(model_args, data_args: PretrainingDataArguments, toke
         raise RecipeError("The tokenizer lacks [MASK], [CLS] or [SEP]; train one with scripts/train_tokenizer.py.")
     if data_args.objective == "electra":
         extra = {"generator_size": data_args.generator_size, "rtd_weight": data_args.rtd_weight}
-        model = model_loading.load_model(model_args, AutoModelForPreTraining, tokenizer,
-                                         max_seq_length=data_args.max_seq_length, **extra)
+        model = model_loading.load_model(
+            model_args, AutoModelForPreTraining, tokenizer, max_seq_length=data_args.max_seq_length, **extra
+        )
     else:
-        model = model_loading.load_model(model_args, AutoModelForMaskedLM, tokenizer,
-                                         max_seq_length=data_args.max_seq_length)
+        model = model_loading.load_model(
+            model_args, AutoModelForMaskedLM, tokenizer, max_seq_length=data_args.max_seq_length
+        )
     if data_args.pretraining_dropout is not None:
         set_dropout(model, data_args.pretraining_dropout)
     return model
@@ -345,7 +384,8 @@ class PretrainingRun(TaskRun):
         # returns a few per-batch sums instead of logits, which compute_electra_metrics adds up.
         args.prediction_loss_only = self.data_args.objective == "mlm"
         if not self.data_args.line_by_line and args.train_sampling_strategy == "group_by_length":
-            # Packed blocks all have the same length: grouping by length has nothing to group and would only scan the data.
+            # Packed blocks all have the same length: grouping by length has nothing to group and would only scan
+            # the data.
             logger.info("Packed blocks have equal lengths: train_sampling_strategy group_by_length -> random")
             args.train_sampling_strategy = "random"
 
@@ -359,15 +399,27 @@ class PretrainingRun(TaskRun):
         return preprocess(raw, tokenizer, self.data_args, self.training_args)
 
     def describe(self, raw, examples):
-        logger.info("%d training and %d held-out examples of up to %d tokens", len(examples["train"]), len(examples["validation"]), self.data_args.max_seq_length)
-        return {"train_lines": len(raw["train"]), "eval_lines": len(raw["validation"]),
-                "train_blocks": len(examples["train"]), "eval_blocks": len(examples["validation"]),
-                "objective": self.data_args.objective}
+        logger.info(
+            "%d training and %d held-out examples of up to %d tokens",
+            len(examples["train"]),
+            len(examples["validation"]),
+            self.data_args.max_seq_length,
+        )
+        return {
+            "train_lines": len(raw["train"]),
+            "eval_lines": len(raw["validation"]),
+            "train_blocks": len(examples["train"]),
+            "eval_blocks": len(examples["validation"]),
+            "objective": self.data_args.objective,
+        }
 
     def trainer_options(self, examples, tokenizer):
         # The tokenizer (processing_class) is saved beside the model, so the output folder is complete for fine-tuning.
-        options = {"train_dataset": examples["train"], "eval_dataset": examples["validation"],
-                   "data_collator": make_pretraining_collator(tokenizer, self.data_args)}
+        options = {
+            "train_dataset": examples["train"],
+            "eval_dataset": examples["validation"],
+            "data_collator": make_pretraining_collator(tokenizer, self.data_args),
+        }
         if self.data_args.objective == "electra":
             options["compute_metrics"] = compute_electra_metrics
         return options

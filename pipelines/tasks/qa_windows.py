@@ -39,7 +39,8 @@ def preprocess(raw: datasets.DatasetDict, tokenizer, data_args, training_args) -
     """
     if not getattr(tokenizer, "is_fast", False):
         raise RecipeError(
-            f"QA preprocessing needs a fast tokenizer (character offsets of tokens); {type(tokenizer).__name__} is not one."
+            "QA preprocessing needs a fast tokenizer (character offsets of tokens); "
+            f"{type(tokenizer).__name__} is not one."
         )
     map_options = dict(
         batched=True,
@@ -56,7 +57,10 @@ def preprocess(raw: datasets.DatasetDict, tokenizer, data_args, training_args) -
     if "validation" in raw:
         with training_args.main_process_first(desc="validation windows"):
             features["validation"] = raw["validation"].map(
-                prepare_eval_features, remove_columns=raw["validation"].column_names, desc="Validation windows", **map_options
+                prepare_eval_features,
+                remove_columns=raw["validation"].column_names,
+                desc="Validation windows",
+                **map_options,
             )
             if data_args.sort_eval_by_length:
                 features["validation"] = features["validation"].sort("length", reverse=True)
@@ -102,7 +106,8 @@ def prepare_eval_features(examples: dict[str, list], tokenizer, data_args):
         sequence_ids = windows.sequence_ids(w)
         windows["example_id"].append(examples["id"][window_to_example[w]])
         windows["offset_mapping"][w] = [
-            offset if sequence_ids[k] == context_sequence else None for k, offset in enumerate(windows["offset_mapping"][w])
+            offset if sequence_ids[k] == context_sequence else None
+            for k, offset in enumerate(windows["offset_mapping"][w])
         ]
     return windows
 
@@ -115,7 +120,9 @@ def _tokenize_windows(examples: dict[str, list], tokenizer, data_args):
     """
     context_first = tokenizer.padding_side == "left"
     # Some SQuAD questions start with long runs of spaces that would eat the window.
-    questions = _cut_questions([question.lstrip() for question in examples["question"]], tokenizer, data_args.max_query_length)
+    questions = _cut_questions(
+        [question.lstrip() for question in examples["question"]], tokenizer, data_args.max_query_length
+    )
     contexts = examples["context"]
     windows = tokenizer(
         contexts if context_first else questions,
@@ -140,7 +147,8 @@ def _cut_questions(questions: list[str], tokenizer, max_query_length: int) -> li
 
 
 def _answer_token_span(offsets, context_tokens: list[int], start_char: int, end_char: int) -> tuple[int, int] | None:
-    """Token positions (start, end) of the answer characters [start_char, end_char), or None if the window lacks part of it."""
+    """Token positions (start, end) of the answer characters [start_char, end_char), or None if the window lacks
+    part of it."""
     if not context_tokens:
         return None
     first, last = context_tokens[0], context_tokens[-1]
@@ -221,7 +229,8 @@ def postprocess_qa_predictions(
                 if span not in best_by_span or candidate["score"] > best_by_span[span]["score"]:
                     best_by_span[span] = candidate | {"offsets": list(span)}
         ranked = sorted(best_by_span.values(), key=lambda c: c["score"], reverse=True)[:n_best_size] or [
-            {"start_logit": 0.0, "end_logit": 0.0, "score": 0.0, "offsets": [0, 0]}]  # no valid span: the empty answer
+            {"start_logit": 0.0, "end_logit": 0.0, "score": 0.0, "offsets": [0, 0]}
+        ]  # no valid span: the empty answer
         probabilities = softmax(np.array([c.pop("score") for c in ranked]))
         nbest[example_id] = [
             {"text": context[c["offsets"][0] : c["offsets"][1]], **c, "probability": float(p)}
@@ -244,5 +253,3 @@ def _valid_spans(start_logits, end_logits, offsets, n_best_size: int, max_answer
             if end < start or end - start + 1 > max_answer_length:
                 continue
             yield int(start), int(end)
-
-

@@ -21,7 +21,9 @@ def read_squad_file(path: str | Path) -> list[dict[str, Any]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataFileNotFound(f"QA data file not found: {path} (relative paths start from the working directory: {Path.cwd()})")
+        raise DataFileNotFound(
+            f"QA data file not found: {path} (relative paths start from the working directory: {Path.cwd()})"
+        )
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -88,7 +90,9 @@ def _check_question(qa: Any, context: str, seen_ids: set[str]) -> list[str]:
         problems.append(f"{where}: field 'question' is missing or empty")
     answers = qa.get("answers")
     if not isinstance(answers, list) or not answers or qa.get("is_impossible"):
-        problems.append(f"{where}: field 'answers' is missing or empty (SQuAD 2.0 unanswerable questions are not supported)")
+        problems.append(
+            f"{where}: field 'answers' is missing or empty (SQuAD 2.0 unanswerable questions are not supported)"
+        )
         return problems
     for j, answer in enumerate(answers):
         text = answer.get("text") if isinstance(answer, dict) else None

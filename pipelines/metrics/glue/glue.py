@@ -57,8 +57,10 @@ class Glue(evaluate.Metric):
     def _compute(self, predictions, references):
         predictions, references = np.asarray(predictions), np.asarray(references)
         if self.config_name == "stsb":
-            return {"pearson": float(stats.pearsonr(predictions, references)[0]),
-                    "spearmanr": float(stats.spearmanr(predictions, references)[0])}
+            return {
+                "pearson": float(stats.pearsonr(predictions, references)[0]),
+                "spearmanr": float(stats.spearmanr(predictions, references)[0]),
+            }
         if self.config_name == "cola":
             return {"matthews_correlation": matthews_correlation(predictions, references)}
         accuracy = float(np.mean(predictions == references)) if len(references) else 0.0

@@ -104,7 +104,9 @@ class ScratchTransformerConfig(PreTrainedConfig):
         if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
             raise ValueError("`layer_norm_eps` and `initializer_range` must be positive.")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"`pad_token_id` ({self.pad_token_id}) must be a token id below `vocab_size` ({self.vocab_size}).")
+            raise ValueError(
+                f"`pad_token_id` ({self.pad_token_id}) must be a token id below `vocab_size` ({self.vocab_size})."
+            )
         if self._attn_implementation not in (None, *ATTENTION_IMPLEMENTATIONS):
             raise ValueError(
                 f"`attn_implementation` must be one of {ATTENTION_IMPLEMENTATIONS}, got {self._attn_implementation!r}."

@@ -56,9 +56,7 @@ class ScratchTransformerEmbeddings(nn.Module):
             position_ids = torch.arange(seq_length, device=inputs_embeds.device)  # (S,), broadcast over B
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(position_ids)
-        embeddings = (
-            inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
-        )
+        embeddings = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.layer_norm(embeddings))
 
 
@@ -595,7 +593,10 @@ class ScratchTransformerForPreTraining(ScratchTransformerPreTrainedModel):
         replaced = (corrupted != original) & scored_mask  # (B, S)
 
         hidden = self.transformer(
-            corrupted, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            corrupted,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
             return_dict=True,
         ).last_hidden_state  # (B, S, H)
         rtd_logits = self.discriminator_head(self.discriminator_activation(self.discriminator_dense(hidden)))
