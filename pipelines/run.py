@@ -20,7 +20,7 @@ from pathlib import Path
 import datasets
 from transformers import TrainingArguments
 
-from pipelines import distillation, hub_push, interruptions, run_guard, run_lock, training
+from pipelines import distillation, hub_push, interruptions, precision, run_guard, run_lock, training
 from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
 from pipelines.lora import PeftArguments
 from pipelines.run_guard import RunArguments
@@ -56,6 +56,9 @@ class TaskRun:
 
     def run(self) -> dict:
         args = self.training_args
+        # The precision is chosen here, not while parsing the recipe: it probes the hardware (a small timed matmul)
+        # and prints its choice; run_info.json records it (training.run_info).
+        precision.apply(self.model_args.precision, self.recipe, args)
         run_guard.check_numbers(self.data_args, self.peft_args, args)
         push_request = hub_push.take_over_trainer_push(args) if self.push_at_end else None
         training.setup_run(args)

@@ -190,7 +190,7 @@ def run_info(task: str, model_args, tracking_args, training_args, recipe: dict, 
         "world_size": training_args.world_size,
         "mixed_precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else training_args.mixed_precision,
     }
-    choice = getattr(training_args, "precision_choice", None)  # set by pipelines.precision.apply in parse_recipe
+    choice = getattr(training_args, "precision_choice", None)  # set by pipelines.precision.apply in TaskRun.run
     if choice is not None:
         info["precision"] = choice.record()
     info.update(extra or {})
