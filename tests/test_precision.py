@@ -78,8 +78,8 @@ def test_recipe_keys_bf16_fp16_and_precision():
 def test_parsing_reads_the_recipe_and_apply_sets_the_choice_on_training_arguments(tmp_path, capsys):
     """Parsing a recipe probes no hardware and prints nothing; the run sequence (TaskRun.run) applies the choice."""
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"model_name_or_path": "minilm", "output_dir": str(tmp_path / "out"), "precision": "fp32",
-                                      "bf16": True}))
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": "minilm", "output_dir": str(tmp_path / "out"),
+                                      "precision": "fp32", "bf16": True}))
     types = (ModelArguments, MnliDataArguments, TrackingArguments, TrainingArguments)
     model_args, _, _, training_args, resolved = parse_recipe(types, [str(recipe), "--bf16", "false"])
     assert capsys.readouterr().out == "" and not hasattr(training_args, "precision_choice")

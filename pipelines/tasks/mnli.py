@@ -23,53 +23,23 @@ from scipy.special import softmax
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
 
 from pipelines import training
-from pipelines.data_files import DataError, LocalFile, find_split_file, label_id, load_from_hub, load_local_file, require_columns
+from pipelines.data_files import DataError, find_split_file, load_from_hub, load_local_file
 from pipelines.hub import SHORT_NAMES
 from pipelines.metrics import load_metric
 from pipelines.run import TaskRun
 from pipelines.tasks.glue import keep_first, tokenize_splits
-from pipelines.tasks.base import CLASSIFICATION, Metric, Task
+from pipelines.tasks.glue_tasks import LABEL_NAMES
+from pipelines.tasks.glue_tasks import MNLI as TASK
+from pipelines.tasks.glue_tasks import normalize_mnli_split as normalize_split
+
+TASKS = {"mnli": TASK}
 
 logger = logging.getLogger("pipelines")
 
-LABEL_NAMES = ["entailment", "neutral", "contradiction"]  # GLUE order
-
-TASK = Task(
-    name="mnli", kind=CLASSIFICATION, title="MNLI", description="Natural Language Inference",
-    input_fields=("premise", "hypothesis"), label_names=tuple(LABEL_NAMES),
-    dataset_id="nyu-mll/glue", dataset_config="mnli", dataset_name="GLUE MNLI", language="en",
-    metrics=(
-        Metric("eval_matched_accuracy", "accuracy", "Matched accuracy", "validation_matched", False),
-        Metric("eval_mismatched_accuracy", "accuracy", "Mismatched accuracy", "validation_mismatched", False),
-    ),
-    full_eval_sizes={"validation_matched": 9815, "validation_mismatched": 9832},
-    tags=("natural-language-inference", "mnli", "glue"),
-    example=("A man is playing a guitar.", "A man is making music."),
-    data_note="Matched = the genres of the training data, mismatched = genres not seen in training. GLUE's test "
-              "labels are hidden, so the validation splits serve as test sets, as is usual.",
-    intended_use="Classifying whether a hypothesis follows from a premise (entailment), contradicts it, or neither "
-                 "(neutral), for English text like MNLI's genres; a building block for zero-shot classification and "
-                 "fact-checking research.",
-    limitations=(
-        "MNLI models learn annotation artefacts: negation words in the hypothesis predict contradiction, "
-        "lexical overlap predicts entailment. Accuracy drops on data built to break these shortcuts (HANS).",
-        "English only; three labels, so it cannot say 'unrelated' or 'partly true'.",
-    ),
-    normalize=lambda dataset, source: normalize_split(dataset, source),
-    licence_note="MNLI's texts come from the Open American National Corpus and other sources under their own terms "
-                 "(see the GLUE and MultiNLI pages).",
-)
-TASKS = {"mnli": TASK}
 EVAL_SPLITS = ["validation_matched", "validation_mismatched"]
 SPLITS = ["train", *EVAL_SPLITS]
 # Pairs held out of train for choosing hyperparameters (heldout_train_samples); dev is never used for that.
 HELDOUT_SPLIT = "heldout"
-# Column names of the official MultiNLI files, accepted as well as GLUE's.
-COLUMN_ALIASES = {"sentence1": "premise", "sentence2": "hypothesis", "gold_label": "label"}
-# GLUE drops pairs whose annotators had no majority; the official files mark them with this label.
-NO_MAJORITY_LABEL = "-"
-
-
 @dataclass
 class MnliDataArguments:
     dataset_name: str | None = field(default="nyu-mll/glue", metadata={"help": "Hub data set (config below)."})
@@ -113,46 +83,6 @@ class MnliDataArguments:
 
 
 # --- Loading ------------------------------------------------------------------------------------------------
-
-
-def normalize_split(dataset: datasets.Dataset, source: LocalFile | str) -> datasets.Dataset:
-    """Rename official column names, turn label names into ids, check every row, add idx when absent.
-
-    Errors name the file and line (or example), and the field.
-    """
-    renames = {old: new for old, new in COLUMN_ALIASES.items() if old in dataset.column_names and new not in dataset.column_names}
-    if renames:
-        dataset = dataset.rename_columns(renames)
-    require_columns(dataset, ["premise", "hypothesis", "label"], source)
-    where = source.where if isinstance(source, LocalFile) else (lambda row: f"{source}, example {row}")
-
-    labels, keep = [], []
-    label_ids = {name: i for i, name in enumerate(LABEL_NAMES)}
-    for row, (premise, hypothesis, given) in enumerate(zip(dataset["premise"], dataset["hypothesis"], dataset["label"])):
-        if given == NO_MAJORITY_LABEL:
-            continue
-        label = label_id(given, label_ids)
-        if label is None:
-            shown = "empty" if given is None or (isinstance(given, float) and np.isnan(given)) else repr(given)
-            raise DataError(
-                f"{where(row)}: field 'label' is {shown}; expected 0, 1, 2 (GLUE order) or one of {', '.join(LABEL_NAMES)}"
-            )
-        for name, text in (("premise", premise), ("hypothesis", hypothesis)):
-            if text is None or (isinstance(text, str) and not text.strip()):
-                raise DataError(f"{where(row)}: field '{name}' is empty")
-            if not isinstance(text, str):
-                raise DataError(f"{where(row)}: field '{name}' is {text!r} ({type(text).__name__}); expected text")
-        labels.append(label)
-        keep.append(row)
-    if len(keep) < len(dataset):
-        logger.info("%s: dropped %d pairs without a majority label ('-'), as GLUE does", source if isinstance(source, str) else source.path, len(dataset) - len(keep))
-        dataset = dataset.select(keep)
-    if "idx" not in dataset.column_names:
-        dataset = dataset.add_column("idx", keep)
-    dataset = dataset.remove_columns("label").add_column("label", labels)
-    if len(dataset) == 0:
-        raise DataError(f"{source if isinstance(source, str) else source.path}: no usable pairs")
-    return dataset.cast_column("label", datasets.ClassLabel(names=LABEL_NAMES))
 
 
 def load_raw_datasets(data_args: MnliDataArguments, cache_dir: str | None = None) -> datasets.DatasetDict:
