@@ -44,20 +44,29 @@ from pipelines.tasks.glue_tasks import GLUE_TASKS as TASKS  # noqa: F401
 logger = logging.getLogger("pipelines")
 
 @dataclass
-class GlueDataArguments:
-    task_name: str | None = field(default=None, metadata={"help": f"The GLUE task: {', '.join(GLUE_TASK_NAMES)}."})
-    dataset_name: str = field(default="nyu-mll/glue", metadata={"help": "Hub data set (the task is its config)."})
-    train_file: str | None = field(default=None, metadata={"help": "Local train file with GLUE's column names (instead of the Hub)."})
-    validation_file: str | None = field(default=None, metadata={"help": "Local validation file with GLUE's column names."})
+class ClassificationDataArguments:
+    """What every text-classification run (GLUE, MNLI) reads of its data; a task's dataclass adds where it is."""
+
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (pairs: longest first)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N examples of each eval split."})
-    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every input to max_seq_length (slower)."})
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every input to max_seq_length (slower; the HF examples' default)."})
     sort_eval_by_length: bool = field(
-        default=True, metadata={"help": "Evaluate in length order so eval batches barely pad; predictions are written in the original order."}
+        default=True, metadata={"help": "Evaluate in length order so eval batches barely pad; predictions are written "
+                                "in the original order."}
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again even when datasets has it cached."})
+
+
+@dataclass
+class GlueDataArguments(ClassificationDataArguments):
+    task_name: str | None = field(default=None, metadata={"help": f"The GLUE task: {', '.join(GLUE_TASK_NAMES)}."})
+    dataset_name: str = field(default="nyu-mll/glue", metadata={"help": "Hub data set (the task is its config)."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Local train file with GLUE's column names (instead of the Hub)."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file with GLUE's column names."})
 
     def __post_init__(self):
         if self.task_name is None or self.task_name.lower() not in GLUE_TASK_NAMES:
@@ -180,9 +189,59 @@ def evaluate_split(trainer, features: datasets.Dataset, split: str, task: Task, 
 # --- The run ------------------------------------------------------------------------------------------------
 
 
-class GlueRun(TaskRun):
-    data_arguments = GlueDataArguments
+class ClassificationRun(TaskRun):
+    """A text-classification (or regression) run of one GLUE task; MNLI adds its extras (tasks/mnli.py)."""
+
     distills = True  # `teacher:` in the recipe (pipelines/distillation.py)
+
+    def eval_splits(self, raw) -> list[str]:
+        return [split for split in eval_splits(self.task) if split in raw]
+
+    def load_model(self, tokenizer):
+        names = self.task.label_names
+        labels = {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)}}
+        return training.load_model(
+            self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
+            num_labels=self.task.num_labels, finetuning_task=self.task.name,
+            **(labels if self.task.kind == CLASSIFICATION else {"problem_type": "regression"}),
+        )
+
+    def preprocess(self, raw, tokenizer):
+        return tokenize_splits(raw, tokenizer, self.task.input_fields, self.data_args, self.training_args,
+                               self.eval_splits(raw))
+
+    def describe(self, raw, features):
+        return {"train_examples": len(raw["train"]) if "train" in raw else 0,
+                "eval_examples": {split: len(raw[split]) for split in self.eval_splits(raw)}}
+
+    def compute_metrics(self):
+        """compute_metrics for the Trainer."""
+        return metric_function(self.task)
+
+    def trainer_options(self, features, tokenizer):
+        return {
+            "train_dataset": features.get("train"),
+            "eval_dataset": {split.replace("validation_", ""): features[split] for split in self.eval_splits(features)},
+            # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
+            "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8),
+            "compute_metrics": self.compute_metrics(),
+        }
+
+    def evaluate_split(self, trainer, features, raw, split: str) -> tuple[dict, dict]:
+        return evaluate_split(trainer, features, split, self.task, self.training_args.output_dir)
+
+    def evaluate(self, trainer, raw, features):
+        all_metrics, tables = {}, {}
+        for split in self.eval_splits(raw):
+            metrics, split_tables = self.evaluate_split(trainer, features[split], raw[split], split)
+            all_metrics.update(metrics)
+            tables.update(split_tables)
+            trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+        return all_metrics, tables
+
+
+class GlueRun(ClassificationRun):
+    data_arguments = GlueDataArguments
 
     def __init__(self, argv: list[str] | None = None):
         super().__init__(argv)
@@ -191,39 +250,6 @@ class GlueRun(TaskRun):
 
     def load_data(self):
         return load_raw_datasets(self.data_args, self.task, cache_dir=self.model_args.cache_dir)
-
-    def load_model(self, tokenizer):
-        labels = {"id2label": dict(enumerate(self.task.label_names)), "label2id": {n: i for i, n in enumerate(self.task.label_names)}}
-        return training.load_model(
-            self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
-            num_labels=self.task.num_labels, finetuning_task=self.task.name,
-            **(labels if self.task.kind == CLASSIFICATION else {"problem_type": "regression"}),
-        )
-
-    def preprocess(self, raw, tokenizer):
-        return tokenize_splits(raw, tokenizer, self.task.input_fields, self.data_args, self.training_args, eval_splits(self.task))
-
-    def describe(self, raw, features):
-        return {"train_examples": len(raw["train"]) if "train" in raw else 0,
-                "eval_examples": {split: len(raw[split]) for split in eval_splits(self.task) if split in raw}}
-
-    def trainer_options(self, features, tokenizer):
-        splits = [split for split in eval_splits(self.task) if split in features]
-        return {
-            "train_dataset": features.get("train"),
-            "eval_dataset": {split.replace("validation_", ""): features[split] for split in splits},
-            "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8),
-            "compute_metrics": metric_function(self.task),
-        }
-
-    def evaluate(self, trainer, raw, features):
-        all_metrics, tables = {}, {}
-        for split in [split for split in eval_splits(self.task) if split in features]:
-            metrics, split_tables = evaluate_split(trainer, features[split], split, self.task, self.training_args.output_dir)
-            all_metrics.update(metrics)
-            tables.update(split_tables)
-            trainer.log_metrics(split, metrics)
-        return all_metrics, tables
 
 
 def main(argv: list[str] | None = None) -> dict:
