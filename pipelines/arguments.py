@@ -178,18 +178,9 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
         for instance in instances:
             if hasattr(instance, key):
                 resolved[key] = _plain(getattr(instance, key))
-    _choose_precision(instances, resolved)
+    # Parsing only reads the recipe: the precision (which probes the hardware) is chosen by the run sequence,
+    # pipelines/run.py TaskRun.run, with pipelines/precision.py.
     return (*instances, resolved)
-
-
-def _choose_precision(instances, resolved: dict) -> None:
-    """Runs with TrainingArguments get the precision of pipelines/precision.py (auto unless the recipe says)."""
-    training_args = next((i for i in instances if hasattr(i, "mixed_precision") and hasattr(i, "bf16")), None)
-    precision_field = next((i.precision for i in instances if hasattr(i, "precision")), "auto")
-    if training_args is not None:
-        from pipelines import precision
-
-        precision.apply(precision_field, resolved, training_args)
 
 
 def _is_flag(key: str, dataclass_types) -> bool:

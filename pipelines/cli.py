@@ -26,7 +26,7 @@ USER_INPUT_ERRORS = {
     "pipelines.arguments.RecipeError",  # also run_guard.OutputDirError and lora's argument errors
     "pipelines.data_files.DataError",
     "pipelines.hub.ModelLoadError",
-    "pipelines.study.StudyError",
+    "pipelines.study_spec.StudyError",
     "pipelines.report_runs.ReportError",
     "pipelines.tasks.base.UnknownTaskError",
     "pipelines.run_folder.RunFolderError",  # also model_card.ModelCardError

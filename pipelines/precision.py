@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from pipelines.arguments import RecipeError
+
 CHOICES = ("auto", "bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # A low precision whose small matmul runs more than this many times slower than fp32 is treated as emulated.
@@ -159,8 +161,6 @@ def requested_precision(recipe: dict, precision_field: str = "auto") -> str:
 
     `bf16: false` (and no `fp16: true`) is an explicit fp32, as in the reference recipe. `precision` and a bf16/fp16
     key that say different things are an error rather than a guess."""
-    from pipelines.arguments import RecipeError
-
     if precision_field not in CHOICES:
         raise RecipeError(f"precision: '{precision_field}' is not one of {', '.join(CHOICES)}")
     from_flags = None
@@ -236,8 +236,6 @@ def apply(precision_field: str, recipe: dict, training_args) -> PrecisionChoice:
     choice = choose(requested, launcher, detect_hardware(bool(training_args.use_cpu)))
     if getattr(training_args, "deepspeed_plugin", None) is not None and choice.mixed_precision != (launcher or "no"):
         # TrainingArguments has already written the launcher's precision into the DeepSpeed config
-        from pipelines.arguments import RecipeError
-
         raise RecipeError(f"Under DeepSpeed the launch config's mixed_precision ({launcher}) is final, but the recipe asks "
                           f"for {choice.precision}: make them agree (--mixed_precision or the recipe's precision).")
     training_args.bf16 = choice.precision == "bf16"

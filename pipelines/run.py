@@ -20,9 +20,7 @@ from pathlib import Path
 import datasets
 from transformers import TrainingArguments
 
-from pipelines import (
-    checkpoints, distillation, hub_push, interruptions, model_loading, run_guard, run_lock, run_outputs, training,
-)
+from pipelines import checkpoints, distillation, hub_push, interruptions, model_loading, precision, run_guard, run_lock, run_outputs, training
 from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
 from pipelines.lora import PeftArguments
 from pipelines.run_guard import RunArguments
@@ -58,6 +56,9 @@ class TaskRun:
 
     def run(self) -> dict:
         args = self.training_args
+        # The precision is chosen here, not while parsing the recipe: it probes the hardware (a small timed matmul)
+        # and prints its choice; run_info.json records it (run_outputs.run_info).
+        precision.apply(self.model_args.precision, self.recipe, args)
         run_guard.check_numbers(self.data_args, self.peft_args, args)
         push_request = hub_push.take_over_trainer_push(args) if self.push_at_end else None
         training.setup_run(args)
@@ -123,8 +124,8 @@ class TaskRun:
         extra = self.describe(raw, features)
         if getattr(self, "teacher", None) is not None:
             extra["teacher"] = self.teacher.description
-        return run_outputs.start_outputs(self.name, self.model_args, self.tracking_args, self.training_args,
-                                         self.recipe, model, extra)
+        return run_outputs.start_outputs(self.name, self.model_args, self.tracking_args, self.training_args, self.recipe,
+                                      model, extra)
 
     # --- A task's steps -------------------------------------------------------------------------------------
 

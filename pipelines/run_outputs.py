@@ -67,7 +67,7 @@ def run_info(
             "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else training_args.mixed_precision
         ),
     }
-    choice = getattr(training_args, "precision_choice", None)  # set by pipelines.precision.apply in parse_recipe
+    choice = getattr(training_args, "precision_choice", None)  # set by pipelines.precision.apply in TaskRun.run
     if choice is not None:
         info["precision"] = choice.record()
     info.update(extra or {})

@@ -40,7 +40,6 @@ import socket
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,81 +47,9 @@ import yaml
 
 from pipelines import run_lock
 from pipelines.study_jobs import job_command, prepare_job, run_job
+from pipelines.study_spec import Arm, Job, SearchSpec, StudyError, best_file  # noqa: F401 (reading a search: study_spec)
 
 logger = logging.getLogger("pipelines")
-
-SEARCH_KEYS = {"arms", "n_trials", "objective", "direction", "seed", "overrides", "space", "storage", "heartbeat_s",
-               "sampler_seed", "workers"}
-HOLDOUT_KEYS = ("heldout_train_samples", "heldout_from_file")
-
-
-@dataclass
-class SearchSpec:
-    arms: list[str]
-    n_trials: int
-    objective: str
-    direction: str
-    seed: int
-    overrides: dict[str, Any]
-    space: dict[str, Any]
-    storage: str
-    heartbeat_s: int = 60
-    sampler_seed: int | None = None
-    workers: int = 1  # --backend slurm: worker jobs sharing the search (on one machine: one per GPU slot)
-    folders: dict[str, Path] = field(default_factory=dict)  # arm -> <output_root>/search/<arm>
-
-    def storage_exists(self) -> bool:
-        """False only for a default SQLite file not created yet (reading must not create an empty search)."""
-        return not self.storage.startswith("sqlite:///") or Path(self.storage.removeprefix("sqlite:///")).is_file()
-
-
-def parse_search(spec: Any, study) -> SearchSpec:
-    """Check the study's search section against its arms; the message names the file and the key."""
-    from pipelines.study import StudyError, check_keys
-
-    where = f"{study.path}: search"
-    if not isinstance(spec, dict):
-        raise StudyError(f"{where} is a mapping (n_trials, objective, space, ...)")
-    check_keys(spec, SEARCH_KEYS, where)
-    for key in ("n_trials", "objective", "space"):
-        if not spec.get(key):
-            raise StudyError(f"{where}.{key} is required")
-    names = [arm.name for arm in study.arms]
-    arms = spec.get("arms") or names
-    for arm in arms:
-        if arm not in names:
-            raise StudyError(f"{where}.arms: '{arm}' is not an arm; the arms are: {', '.join(names)}")
-    if spec.get("direction", "maximize") not in ("maximize", "minimize"):
-        raise StudyError(f"{where}.direction is maximize or minimize, got {spec['direction']!r}")
-    if not isinstance(spec["space"], dict):
-        raise StudyError(f"{where}.space maps recipe keys to {{low, high[, log, step]}} or to a list of values")
-    for key, dimension in spec["space"].items():
-        check_dimension(key, dimension, f"{where}.space.{key}")
-    overrides = spec.get("overrides") or {}
-    for arm in study.arms:
-        if arm.name in arms and not any({**arm.recipe, **overrides}.get(k) is not None for k in HOLDOUT_KEYS):
-            raise StudyError(f"{where}: arm '{arm.name}' would measure '{spec['objective']}' on dev. The objective must "
-                             "come from a slice of TRAIN: set heldout_train_samples (MNLI) or heldout_from_file (QA) "
-                             "in search.overrides")
-    search_root = study.output_root / "search"
-    return SearchSpec(arms=list(arms), n_trials=int(spec["n_trials"]), objective=str(spec["objective"]),
-                      direction=spec.get("direction", "maximize"), seed=int(spec.get("seed", 42)), overrides=overrides,
-                      space=spec["space"], storage=spec.get("storage") or f"sqlite:///{search_root / 'search.db'}",
-                      heartbeat_s=int(spec.get("heartbeat_s", 60)), sampler_seed=spec.get("sampler_seed"),
-                      workers=int(spec.get("workers", 1)),
-                      folders={arm: search_root / arm for arm in arms})
-
-
-def check_dimension(key: str, dimension: Any, where: str) -> None:
-    from pipelines.study import StudyError
-
-    if isinstance(dimension, list) and dimension:
-        return
-    if not isinstance(dimension, dict) or not {"low", "high"} <= set(dimension) or set(dimension) - {"low", "high", "log", "step"}:
-        raise StudyError(f"{where}: a range {{low, high[, log, step]}} or a non-empty list of values, got {dimension!r}")
-    if not all(isinstance(dimension[k], (int, float)) for k in ("low", "high")) or dimension["low"] >= dimension["high"]:
-        raise StudyError(f"{where}: low and high are numbers with low < high, got {dimension!r}")
-
 
 def suggest(trial, key: str, dimension: Any):
     if isinstance(dimension, list):
@@ -136,19 +63,6 @@ def suggest(trial, key: str, dimension: Any):
 # --------------------------------------------------------------------------------------------------------------
 # Best values: where the arms read them
 # --------------------------------------------------------------------------------------------------------------
-
-
-def best_file(spec: SearchSpec, arm: str) -> Path:
-    return spec.folders[arm] / "best.yaml"
-
-
-def apply_best_values(study) -> None:
-    """Merge each searched arm's best.yaml (when its search is done) into the arm's recipe."""
-    for arm in study.arms:
-        if arm.name in study.search.arms and best_file(study.search, arm.name).is_file():
-            best = yaml.safe_load(best_file(study.search, arm.name).read_text(encoding="utf-8"))
-            arm.recipe.update(best["params"])
-            arm.recipe_source += f" + {best_file(study.search, arm.name)}"
 
 
 def write_best(spec: SearchSpec, arm: str, optuna_study) -> dict:
@@ -171,8 +85,6 @@ class TrialFailed(RuntimeError):
 
 
 def import_optuna():
-    from pipelines.study import StudyError
-
     try:
         import optuna
     except ImportError as error:
@@ -223,8 +135,6 @@ def requeue_interrupted(optuna_study) -> None:
 
 
 def trial_objective(spec: SearchSpec, study, arm_name: str):
-    from pipelines.study import Arm, Job
-
     arm = next(a for a in study.arms if a.name == arm_name)
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -293,41 +203,6 @@ def run_search_worker(study, keep_going: bool = False) -> int:
             except KeyboardInterrupt:
                 print("\nSearch interrupted. Run the same command again to resume it.", file=sys.stderr)
                 return 130
-    return 0
-
-
-def run_searches(study, backend: str = "local", gpus: list[int] | None = None, dry_run: bool = False,
-                 keep_going: bool = False, search_only: bool = False) -> int:
-    """Run the study's search (this process is one worker), then write each arm's best values and table."""
-    spec = study.search
-    if dry_run:
-        for arm in spec.arms:
-            print(f"Search {arm}: {spec.n_trials} trials of {spec.space} by {spec.objective} ({spec.direction}), "
-                  f"storage {spec.storage}; trials in {spec.folders[arm]}", flush=True)
-        return 0
-    if all(best_file(spec, arm).is_file() for arm in spec.arms):
-        return 0
-    from pipelines import study_backends
-
-    slots = study_backends.gpu_slots(gpus, study.resources.get("gpus") or 1) if backend == "local" else []
-    if backend != "local" or len(slots) > 1:  # workers as submitit jobs: one per GPU slot, or spec.workers on Slurm
-        status = study_backends.run_search_workers(study, cluster=backend, slots=slots, n_workers=spec.workers,
-                                                   keep_going=keep_going)
-    else:  # this process is the (or a) worker
-        status = run_search_worker(study, keep_going)
-    if status != 0:
-        return status
-    for arm in spec.arms:
-        optuna_study = open_search(spec, study, arm)
-        n_finished = len(finished_trials(optuna_study))
-        if n_finished < spec.n_trials:
-            print(f"Search {arm}: {n_finished} of {spec.n_trials} trials finished, others are still running in other "
-                  "workers; run the study again when they are done.", file=sys.stderr)
-            return 0 if search_only else 1
-        record = write_best(spec, arm, optuna_study)
-        print(search_table(spec, arm, optuna_study), flush=True)
-        print(f"Best of {arm}: {record['params']} ({spec.objective} {record['value']:.4f}, trial {record['trial']}) "
-              f"-> {best_file(spec, arm)}", flush=True)
     return 0
 
 

@@ -6,8 +6,8 @@
 
 Where jobs run (study_backends.py): on this machine, one at a time without a GPU, one per GPU (or per group of
 `resources.gpus` GPUs) with GPUs; on Slurm, as a job array through submitit. How one job is started, recorded and
-logged: study_jobs.py. A `search:` section (search.py) runs an Optuna search on a held-out slice of train before
-the grid, and the searched arms train with its best values.
+logged: study_jobs.py. Reading and checking a study file: study_spec.py. A `search:` section (search.py) runs an
+Optuna search on a held-out slice of train before the grid, and the searched arms train with its best values.
 
 A study file (YAML; paths are relative to the directory the study is run from, the repository root, like
 every recipe's paths):
@@ -43,228 +43,15 @@ Jobs run seed by seed (every arm once before any arm twice), so an interrupted s
 from __future__ import annotations
 
 import argparse
-import difflib
-import itertools
 import logging
-import os
 import shlex
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-from pipelines import reports, run_guard, search, study_backends
-from pipelines.arguments import RecipeError, load_recipe
+from pipelines import reports, search, study_backends
 from pipelines.study_jobs import check_finished_recipe, job_command, run_jobs_one_at_a_time
+from pipelines.study_spec import Arm, Job, Study, StudyError, load_study  # noqa: F401 (this module's API)
 
 logger = logging.getLogger("pipelines")
-
-STUDY_KEYS = {"name", "description", "script", "launch_config", "recipe", "overrides", "seeds", "arms", "grid",
-              "baseline", "output_root", "report_dir", "resources", "search"}
-ARM_KEYS = {"name", "job_type", "recipe", "overrides"}
-# Set per job on the command line, so they are dropped from the arm's recipe file.
-PER_JOB_KEYS = ("output_dir", "seed", "run_name", "wandb_group", "wandb_job_type", "resume_from_checkpoint")
-
-
-class StudyError(ValueError):
-    """A study file that cannot be run; the message names the file and the key."""
-
-
-@dataclass
-class Arm:
-    name: str
-    job_type: str
-    recipe: dict[str, Any]  # base recipe + study overrides + arm overrides + grid values, per-job keys removed
-    recipe_source: str  # the recipe file it started from
-
-
-@dataclass
-class Job:
-    arm: Arm
-    seed: int
-    output_dir: Path
-
-    @property
-    def run_name(self) -> str:
-        return f"{self.arm.name}-seed{self.seed}"
-
-    @property
-    def finished(self) -> bool:
-        return run_guard.holds_finished_run(self.output_dir)
-
-    @property
-    def checkpoints(self) -> list[Path]:
-        return sorted(self.output_dir.glob("checkpoint-*/trainer_state.json")) if self.output_dir.is_dir() else []
-
-
-@dataclass
-class Study:
-    name: str
-    path: Path
-    script: Path
-    launch_config: Path | None
-    arms: list[Arm]
-    seeds: list[int]
-    output_root: Path
-    report_dir: Path
-    baseline: str
-    resources: dict[str, Any]  # per job: gpus, cpus, mem_gb, time_min, partition, ... (see study_backends.py)
-    search: Any = None  # a search.SearchSpec when the study file has a `search:` section
-
-    def jobs(self) -> list[Job]:
-        return [Job(arm, seed, self.output_root / arm.name / f"seed{seed}") for seed in self.seeds for arm in self.arms]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Reading a study file
-# --------------------------------------------------------------------------------------------------------------
-
-
-def load_study(path: str | os.PathLike, check_files: bool = True) -> Study:
-    """Read and check a study file: unknown keys, missing files, arm names, and each arm's merged recipe.
-
-    check_files=False skips the file checks (and leaves recipes unloaded where their file is missing): for
-    inspecting a study whose recipes another step will create.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"Study file not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise StudyError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(spec, dict):
-        raise StudyError(f"{path}: a study is a mapping (name, script, recipe, arms, seeds, ...)")
-    check_keys(spec, STUDY_KEYS, str(path))
-    for key in ("name", "script", "arms", "seeds"):
-        if not spec.get(key):
-            raise StudyError(f"{path}: '{key}' is required")
-    name = str(spec["name"])
-    seeds = spec["seeds"]
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise StudyError(f"{path}: 'seeds' must be a list of integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise StudyError(f"{path}: 'seeds' repeats a seed: {seeds}")
-
-    script = Path(spec["script"])
-    launch_config = Path(spec["launch_config"]) if spec.get("launch_config") else None
-    if check_files:
-        require_file(script, "script", path)
-        if launch_config is not None:
-            require_file(launch_config, "launch_config", path)
-
-    arms = expand_arms(spec, path, check_files)
-    baseline = spec.get("baseline") or arms[0].name
-    if baseline not in [a.name for a in arms]:
-        raise StudyError(f"{path}: baseline '{baseline}' is not an arm; the arms are: {', '.join(a.name for a in arms)}")
-    output_root = Path(spec.get("output_root") or f"outputs/studies/{name}")
-    resources = study_backends.check_resources(spec.get("resources") or {}, path)
-    study = Study(name=name, path=path, script=script, launch_config=launch_config, arms=arms, seeds=seeds,
-                  output_root=output_root, report_dir=Path(spec.get("report_dir") or output_root / "report"),
-                  baseline=baseline, resources=resources)
-    if spec.get("search") is not None:
-        study.search = search.parse_search(spec["search"], study)
-        search.apply_best_values(study)  # the searched arms train with the values the search chose
-    return study
-
-
-def check_keys(mapping: dict, known: set[str], where: str) -> None:
-    for key in mapping:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            raise StudyError(f"{where}: unknown key '{key}'." + (f" Did you mean '{close[0]}'?" if close else "")
-                             + f" Known keys: {', '.join(sorted(known))}")
-
-
-def require_file(file: Path, key: str, study_path: Path) -> None:
-    if not file.is_file():
-        raise StudyError(f"{study_path}: {key} '{file}' not found (relative to {Path.cwd()}; run studies from the "
-                         "repository root)")
-
-
-def expand_arms(spec: dict, path: Path, check_files: bool) -> list[Arm]:
-    """The study's arms, each repeated for every combination of the grid's values, with merged recipes."""
-    if not isinstance(spec["arms"], list):
-        raise StudyError(f"{path}: 'arms' must be a list of mappings with a name")
-    grid = grid_variants(spec.get("grid") or {}, path)
-    arms, recipes = [], {}
-    for index, arm_spec in enumerate(spec["arms"]):
-        where = f"{path}: arms[{index}]"
-        if not isinstance(arm_spec, dict) or not arm_spec.get("name"):
-            raise StudyError(f"{where}: an arm is a mapping with at least a name")
-        check_keys(arm_spec, ARM_KEYS, where)
-        recipe_file = arm_spec.get("recipe") or spec.get("recipe")
-        if not recipe_file:
-            raise StudyError(f"{where}: no recipe (set 'recipe' for the study or for this arm)")
-        if recipe_file not in recipes:
-            if Path(recipe_file).is_file():
-                try:
-                    recipes[recipe_file] = load_recipe(recipe_file)
-                except RecipeError as error:
-                    raise StudyError(f"{where}: {error}") from error
-            elif check_files:
-                raise StudyError(f"{where}: recipe '{recipe_file}' not found (relative to {Path.cwd()}; run studies from "
-                                 "the repository root)")
-            else:
-                recipes[recipe_file] = None
-        for label, grid_overrides in grid:
-            name = f"{arm_spec['name']}_{label}" if label else str(arm_spec["name"])
-            base = recipes[recipe_file]
-            recipe = merge(base or {}, spec.get("overrides"), arm_spec.get("overrides"), grid_overrides)
-            if base is not None:
-                check_model_keys(recipe, name, recipe_file, path)
-            arms.append(Arm(name=name, job_type=str(arm_spec.get("job_type") or arm_spec["name"]), recipe=recipe,
-                            recipe_source=str(recipe_file)))
-    names = [a.name for a in arms]
-    for name in names:
-        if names.count(name) > 1:
-            raise StudyError(f"{path}: two arms are named '{name}'")
-        if "/" in name or "=" in name or name != name.strip() or " " in name:
-            raise StudyError(f"{path}: arm name '{name}' is used as a folder name: no spaces, '/' or '='")
-    return arms
-
-
-def grid_variants(grid: dict, path: Path) -> list[tuple[str, dict]]:
-    """[(label, overrides)] for every combination of the grid's values; [("", {})] without a grid."""
-    if not isinstance(grid, dict):
-        raise StudyError(f"{path}: 'grid' maps recipe keys to lists of values (or to label: value mappings)")
-    axes = []
-    for key, values in grid.items():
-        if isinstance(values, dict):
-            axes.append([(str(label), {key: value}) for label, value in values.items()])
-        elif isinstance(values, list) and values:
-            axes.append([(f"{key}-{value}", {key: value}) for value in values])
-        else:
-            raise StudyError(f"{path}: grid '{key}' must be a non-empty list of values or a label: value mapping")
-    return [("_".join(label for label, _ in combo), {k: v for _, o in combo for k, v in o.items()})
-            for combo in itertools.product(*axes)]
-
-
-def merge(base: dict, *layers: dict | None) -> dict:
-    """Apply override layers in order; a None value removes the key. Per-job keys are dropped (set on the command line)."""
-    recipe = dict(base)
-    for layer in layers:
-        for key, value in (layer or {}).items():
-            if value is None:
-                recipe.pop(key, None)
-            else:
-                recipe[key] = value
-    for key in PER_JOB_KEYS:
-        recipe.pop(key, None)
-    return recipe
-
-
-def check_model_keys(recipe: dict, arm: str, recipe_file: str, path: Path) -> None:
-    """Catch the commonest study mistake before hours of jobs: an arm with both (or neither) model keys."""
-    has_model, has_preset = recipe.get("model_name_or_path") is not None, recipe.get("scratch_preset") is not None
-    if has_model and has_preset:
-        raise StudyError(f"{path}: arm '{arm}' sets both model_name_or_path and scratch_preset ({recipe_file} + overrides); "
-                         "add 'model_name_or_path: null' to the arm's overrides to train from scratch")
-    if not has_model and not has_preset:
-        raise StudyError(f"{path}: arm '{arm}' has neither model_name_or_path nor scratch_preset")
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Running the jobs
@@ -279,7 +66,7 @@ def run_study(study: Study, dry_run: bool = False, keep_going: bool = False, rep
     Returns the exit status.
     """
     if study.search is not None and not report_only:
-        status = search.run_searches(study, backend=backend, gpus=gpus, dry_run=dry_run, keep_going=keep_going,
+        status = run_searches(study, backend=backend, gpus=gpus, dry_run=dry_run, keep_going=keep_going,
                                      search_only=search_only)
         if status != 0 or search_only:
             return status
@@ -326,6 +113,39 @@ def run_study(study: Study, dry_run: bool = False, keep_going: bool = False, rep
         return 1
     status = write_report(study, finished, wandb_report)
     return 1 if failed or len(finished) < len(jobs) else status
+
+
+def run_searches(study, backend: str = "local", gpus: list[int] | None = None, dry_run: bool = False,
+                 keep_going: bool = False, search_only: bool = False) -> int:
+    """Run the study's search (search.py; this process is one worker), then write each arm's best values and table."""
+    spec = study.search
+    if dry_run:
+        for arm in spec.arms:
+            print(f"Search {arm}: {spec.n_trials} trials of {spec.space} by {spec.objective} ({spec.direction}), "
+                  f"storage {spec.storage}; trials in {spec.folders[arm]}", flush=True)
+        return 0
+    if all(search.best_file(spec, arm).is_file() for arm in spec.arms):
+        return 0
+    slots = study_backends.gpu_slots(gpus, study.resources.get("gpus") or 1) if backend == "local" else []
+    if backend != "local" or len(slots) > 1:  # workers as submitit jobs: one per GPU slot, or spec.workers on Slurm
+        status = study_backends.run_search_workers(study, cluster=backend, slots=slots, n_workers=spec.workers,
+                                                   keep_going=keep_going)
+    else:  # this process is the (or a) worker
+        status = search.run_search_worker(study, keep_going)
+    if status != 0:
+        return status
+    for arm in spec.arms:
+        optuna_study = search.open_search(spec, study, arm)
+        n_finished = len(search.finished_trials(optuna_study))
+        if n_finished < spec.n_trials:
+            print(f"Search {arm}: {n_finished} of {spec.n_trials} trials finished, others are still running in other "
+                  "workers; run the study again when they are done.", file=sys.stderr)
+            return 0 if search_only else 1
+        record = search.write_best(spec, arm, optuna_study)
+        print(search.search_table(spec, arm, optuna_study), flush=True)
+        print(f"Best of {arm}: {record['params']} ({spec.objective} {record['value']:.4f}, trial {record['trial']}) "
+              f"-> {search.best_file(spec, arm)}", flush=True)
+    return 0
 
 
 def write_report(study: Study, finished: list[Job], wandb_report: bool) -> int:

@@ -36,32 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import run_guard, run_lock
+from pipelines.search import run_search_worker
 from pipelines.study_jobs import job_command, log_header, prepare_job
+from pipelines.study_spec import StudyError, load_study
 
-RESOURCE_KEYS = {"gpus", "cpus", "mem_gb", "time_min", "partition", "array_parallelism", "max_requeues", "slurm"}
 LOCAL_TIME_MIN = 7 * 24 * 60  # submitit's local executor kills jobs after timeout_min (default 2): no limit here
 JOB_HELD = 75  # the status recorded for a job skipped because another run holds its folder (EX_TEMPFAIL)
 STOP_WAIT_S = 80  # how long a stopped job may take to save its checkpoint (submitit signals 90 s before the limit)
 
 
-def check_resources(resources: dict, path: Path) -> dict:
-    from pipelines.study import StudyError, check_keys
-
-    if not isinstance(resources, dict):
-        raise StudyError(f"{path}: 'resources' is a mapping (gpus, cpus, mem_gb, time_min, partition, ...)")
-    check_keys(resources, RESOURCE_KEYS, f"{path}: resources")
-    for key in ("gpus", "cpus", "mem_gb", "time_min", "array_parallelism", "max_requeues"):
-        value = resources.get(key)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
-            raise StudyError(f"{path}: resources.{key} must be a non-negative number, got {value!r}")
-    if not isinstance(resources.get("slurm") or {}, dict):
-        raise StudyError(f"{path}: resources.slurm maps sbatch options to values, e.g. {{account: my-lab}}")
-    return resources
-
-
 def import_submitit():
-    from pipelines.study import StudyError
-
     try:
         import submitit
     except ImportError as error:
@@ -186,8 +170,6 @@ def visible_gpus() -> list[int]:
 
 def gpu_slots(gpus: list[int] | None, gpus_per_job: int) -> list[list[int]]:
     """The GPUs cut into groups of gpus_per_job (leftover GPUs stay idle); [] without GPUs."""
-    from pipelines.study import StudyError
-
     gpus = visible_gpus() if gpus is None else gpus
     if gpus and len(gpus) < gpus_per_job:
         raise StudyError(f"resources.gpus is {gpus_per_job} per job, but only {len(gpus)} GPU(s) are available: {gpus}")
@@ -256,9 +238,6 @@ def run_jobs_with_submitit(study, jobs, cluster: str) -> list:
 
 def search_worker(cwd: str, study_path: str, keep_going: bool) -> int:
     """One search worker in a submitit job: trials until the search has its budget (see search.py)."""
-    from pipelines.search import run_search_worker
-    from pipelines.study import load_study
-
     os.chdir(cwd)
     return run_search_worker(load_study(study_path), keep_going)
 

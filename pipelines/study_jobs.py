@@ -19,21 +19,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from pipelines import run_lock
-
-if TYPE_CHECKING:
-    from pipelines.study import Job, Study
+from pipelines.study_spec import Job, Study, StudyError
 
 logger = logging.getLogger("pipelines")
 
 
 def accelerate_executable() -> str:
-    from pipelines.study import StudyError
-
     beside_python = Path(sys.executable).parent / "accelerate"
     found = str(beside_python) if beside_python.is_file() else shutil.which("accelerate")
     if found is None:

@@ -75,12 +75,17 @@ def test_recipe_keys_bf16_fp16_and_precision():
         precision.requested_precision({"precision": "half"}, "half")
 
 
-def test_parse_recipe_sets_the_choice_on_training_arguments(tmp_path, capsys):
+def test_parsing_reads_the_recipe_and_apply_sets_the_choice_on_training_arguments(tmp_path, capsys):
+    """Parsing a recipe probes no hardware and prints nothing; the run sequence (TaskRun.run) applies the choice."""
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"model_name_or_path": "minilm", "output_dir": str(tmp_path / "out"), "precision": "fp32"}))
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": "minilm", "output_dir": str(tmp_path / "out"),
+                                      "precision": "fp32", "bf16": True}))
     types = (ModelArguments, MnliDataArguments, TrackingArguments, TrainingArguments)
-    *_, training_args, _ = parse_recipe(types, [str(recipe)])
+    model_args, _, _, training_args, resolved = parse_recipe(types, [str(recipe), "--bf16", "false"])
+    assert capsys.readouterr().out == "" and not hasattr(training_args, "precision_choice")
+    precision.apply(model_args.precision, resolved, training_args)
     assert (training_args.bf16, training_args.fp16, training_args.mixed_precision) == (False, False, "no")
+    assert training_args.precision_choice.source == "recipe"
     assert "Precision: fp32 (recipe" in capsys.readouterr().out
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 # The modules that define tasks (a `TASKS` dict, and optionally `task_of_run(info, recipe)` for runs whose recorded
-# name covers several tasks). The first module that knows a name wins: MNLI's own module before GLUE's.
-TASK_MODULES = ("pipelines.tasks.mnli", "pipelines.tasks.qa", "pipelines.tasks.glue")
+# name covers several tasks). Definitions only, apart from the runs: reading a run's task imports no training code.
+TASK_MODULES = ("pipelines.tasks.glue_tasks", "pipelines.tasks.qa_tasks")
 
 CLASSIFICATION, REGRESSION, EXTRACTIVE_QA = "classification", "regression", "extractive-qa"
 

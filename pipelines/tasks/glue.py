@@ -24,7 +24,6 @@ A task is a `Task` in `TASKS` below (from `glue_task`); the run is `GlueRun` thr
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,75 +34,39 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from pipelines import model_loading, run_outputs
 from pipelines.arguments import RecipeError
-from pipelines.data_files import DataError, LocalFile, label_id, load_from_hub, load_local_file, require_columns
+from pipelines.data_files import load_from_hub, load_local_file
 from pipelines.metrics import load_metric
 from pipelines.run import TaskRun
-from pipelines.tasks.base import CLASSIFICATION, REGRESSION, Metric, Task, find_task
+from pipelines.tasks.base import CLASSIFICATION, REGRESSION, Task, find_task
+from pipelines.tasks.glue_tasks import GLUE_TASK_NAMES, normalize_split  # noqa: F401 (this module's API)
+from pipelines.tasks.glue_tasks import GLUE_TASKS as TASKS  # noqa: F401
 
 logger = logging.getLogger("pipelines")
 
-LICENCE_NOTE = "GLUE's data sets come under their own licences: see gluebenchmark.com and each data set's page."
-METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "matthews_correlation": "Matthews correlation",
-                "pearson": "Pearson correlation", "spearmanr": "Spearman correlation"}
-
-
-def glue_task(name: str, title: str, description: str, fields: tuple[str, ...], labels: tuple[str, ...] | None,
-              metrics: tuple[str, ...], validation_size: int, example: tuple[str, ...], use: str) -> Task:
-    """A GLUE task with one validation split; labels None means regression (STS-B)."""
-    return Task(
-        name=name, kind=REGRESSION if labels is None else CLASSIFICATION, title=title, description=description,
-        input_fields=fields, label_names=labels or (), dataset_id="nyu-mll/glue", dataset_config=name,
-        dataset_name=f"GLUE {title}", language="en",
-        # Accuracy and F1 are fractions (shown as %); correlations are shown as they are.
-        metrics=tuple(Metric(f"eval_{m}", m, METRIC_NAMES[m], "validation", m in ("matthews_correlation", "pearson", "spearmanr"))
-                      for m in metrics),
-        full_eval_sizes={"validation": validation_size}, tags=(name, "glue"), example=example,
-        data_note="GLUE's test labels are hidden, so the validation split serves as the test set, as is usual.",
-        intended_use=f"{use}, for English text like {title}'s.",
-        limitations=("English only; it knows this one task's labels and nothing else.",),
-        licence_note=LICENCE_NOTE, normalize=lambda dataset, source: normalize_split(dataset, source, find_task(name)),
-    )
-
-
-TASKS = {task.name: task for task in (
-    glue_task("cola", "CoLA", "Linguistic Acceptability", ("sentence",), ("unacceptable", "acceptable"),
-              ("matthews_correlation",), 1043, ("The book was read by me.",), "Judging whether a sentence is grammatical"),
-    glue_task("sst2", "SST-2", "Sentiment Analysis", ("sentence",), ("negative", "positive"), ("accuracy",), 872,
-              ("A gripping, beautifully acted film.",), "Classifying the sentiment of a sentence as positive or negative"),
-    glue_task("mrpc", "MRPC", "Paraphrase Detection", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
-              ("f1", "accuracy"), 408, ("He said it would rain.", "He predicted rain."), "Telling whether two sentences are paraphrases"),
-    glue_task("qqp", "QQP", "Duplicate Question Detection", ("question1", "question2"), ("not_duplicate", "duplicate"),
-              ("f1", "accuracy"), 40430, ("How do I learn Python?", "What is the best way to learn Python?"),
-              "Telling whether two questions ask the same thing"),
-    glue_task("stsb", "STS-B", "Semantic Textual Similarity", ("sentence1", "sentence2"), None, ("pearson", "spearmanr"),
-              1500, ("A man is playing a guitar.", "A man plays music."), "Scoring how similar two sentences are, from 0 to 5"),
-    glue_task("qnli", "QNLI", "Question Answering NLI", ("question", "sentence"), ("entailment", "not_entailment"),
-              ("accuracy",), 5463, ("Where is the tower?", "The Eiffel Tower is in Paris."),
-              "Telling whether a sentence answers a question"),
-    glue_task("rte", "RTE", "Recognizing Textual Entailment", ("sentence1", "sentence2"), ("entailment", "not_entailment"),
-              ("accuracy",), 277, ("A man plays a guitar.", "A man makes music."), "Telling whether one sentence entails another"),
-    glue_task("wnli", "WNLI", "Winograd NLI", ("sentence1", "sentence2"), ("not_entailment", "entailment"),
-              ("accuracy",), 71, ("The trophy did not fit in the case because it was too big.", "The trophy was too big."),
-              "Resolving pronouns by entailment"),
-)}
-GLUE_TASK_NAMES = (*TASKS, "mnli")  # MNLI's Task is defined in tasks/mnli.py (run_mnli.py's own module)
-
-
 @dataclass
-class GlueDataArguments:
-    task_name: str | None = field(default=None, metadata={"help": f"The GLUE task: {', '.join(GLUE_TASK_NAMES)}."})
-    dataset_name: str = field(default="nyu-mll/glue", metadata={"help": "Hub data set (the task is its config)."})
-    train_file: str | None = field(default=None, metadata={"help": "Local train file with GLUE's column names (instead of the Hub)."})
-    validation_file: str | None = field(default=None, metadata={"help": "Local validation file with GLUE's column names."})
+class ClassificationDataArguments:
+    """What every text-classification run (GLUE, MNLI) reads of its data; a task's dataclass adds where it is."""
+
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (pairs: longest first)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N examples of each eval split."})
-    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every input to max_seq_length (slower)."})
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every input to max_seq_length (slower; the HF examples' default)."})
     sort_eval_by_length: bool = field(
-        default=True, metadata={"help": "Evaluate in length order so eval batches barely pad; predictions are written in the original order."}
+        default=True, metadata={"help": "Evaluate in length order so eval batches barely pad; predictions are written "
+                                "in the original order."}
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again even when datasets has it cached."})
+
+
+@dataclass
+class GlueDataArguments(ClassificationDataArguments):
+    task_name: str | None = field(default=None, metadata={"help": f"The GLUE task: {', '.join(GLUE_TASK_NAMES)}."})
+    dataset_name: str = field(default="nyu-mll/glue", metadata={"help": "Hub data set (the task is its config)."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Local train file with GLUE's column names (instead of the Hub)."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file with GLUE's column names."})
 
     def __post_init__(self):
         if self.task_name is None or self.task_name.lower() not in GLUE_TASK_NAMES:
@@ -117,46 +80,6 @@ def eval_splits(task: Task) -> list[str]:
 
 
 # --- Loading ------------------------------------------------------------------------------------------------
-
-
-def normalize_split(dataset: datasets.Dataset, source: LocalFile | str, task: Task) -> datasets.Dataset:
-    """Check every row (texts present, label valid), turn label names into ids, add idx when absent.
-
-    Errors name the file and line (or example), and the field.
-    """
-    require_columns(dataset, [*task.input_fields, "label"], source)
-    where = source.where if isinstance(source, LocalFile) else (lambda row: f"{source}, example {row}")
-    label_ids = {name: i for i, name in enumerate(task.label_names)}
-    labels = []
-    for row, example in enumerate(dataset.select_columns([*task.input_fields, "label"])):
-        for name in task.input_fields:
-            text = example[name]
-            if not isinstance(text, str) or not text.strip():
-                shown = "empty" if text is None or isinstance(text, str) else f"{text!r} ({type(text).__name__}), not text"
-                raise DataError(f"{where(row)}: field '{name}' is {shown}")
-        labels.append(parse_label(example["label"], task, label_ids, lambda: where(row)))
-    if "idx" not in dataset.column_names:
-        dataset = dataset.add_column("idx", list(range(len(dataset))))
-    dataset = dataset.remove_columns("label").add_column("label", labels)
-    if task.kind == REGRESSION:
-        return dataset.cast_column("label", datasets.Value("float32"))
-    return dataset.cast_column("label", datasets.ClassLabel(names=list(task.label_names)))
-
-
-def parse_label(given, task: Task, label_ids: dict[str, int], where) -> int | float:
-    if task.kind == REGRESSION:
-        try:
-            score = float(given)
-        except (TypeError, ValueError):
-            score = math.nan
-        if isinstance(given, bool) or not math.isfinite(score):
-            raise DataError(f"{where()}: field 'label' is {given!r}; expected a similarity score (a number)")
-        return score
-    label = label_id(given, label_ids)
-    if label is None:
-        ids = ", ".join(str(i) for i in range(len(task.label_names)))
-        raise DataError(f"{where()}: field 'label' is {given!r}; expected {ids} or one of {', '.join(task.label_names)}")
-    return label
 
 
 def load_raw_datasets(data_args: GlueDataArguments, task: Task, cache_dir: str | None = None) -> datasets.DatasetDict:
@@ -266,9 +189,59 @@ def evaluate_split(trainer, features: datasets.Dataset, split: str, task: Task, 
 # --- The run ------------------------------------------------------------------------------------------------
 
 
-class GlueRun(TaskRun):
-    data_arguments = GlueDataArguments
+class ClassificationRun(TaskRun):
+    """A text-classification (or regression) run of one GLUE task; MNLI adds its extras (tasks/mnli.py)."""
+
     distills = True  # `teacher:` in the recipe (pipelines/distillation.py)
+
+    def eval_splits(self, raw) -> list[str]:
+        return [split for split in eval_splits(self.task) if split in raw]
+
+    def load_model(self, tokenizer):
+        names = self.task.label_names
+        labels = {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)}}
+        return model_loading.load_model(
+            self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
+            num_labels=self.task.num_labels, finetuning_task=self.task.name,
+            **(labels if self.task.kind == CLASSIFICATION else {"problem_type": "regression"}),
+        )
+
+    def preprocess(self, raw, tokenizer):
+        return tokenize_splits(raw, tokenizer, self.task.input_fields, self.data_args, self.training_args,
+                               self.eval_splits(raw))
+
+    def describe(self, raw, features):
+        return {"train_examples": len(raw["train"]) if "train" in raw else 0,
+                "eval_examples": {split: len(raw[split]) for split in self.eval_splits(raw)}}
+
+    def compute_metrics(self):
+        """compute_metrics for the Trainer."""
+        return metric_function(self.task)
+
+    def trainer_options(self, features, tokenizer):
+        return {
+            "train_dataset": features.get("train"),
+            "eval_dataset": {split.replace("validation_", ""): features[split] for split in self.eval_splits(features)},
+            # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
+            "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8),
+            "compute_metrics": self.compute_metrics(),
+        }
+
+    def evaluate_split(self, trainer, features, raw, split: str) -> tuple[dict, dict]:
+        return evaluate_split(trainer, features, split, self.task, self.training_args.output_dir)
+
+    def evaluate(self, trainer, raw, features):
+        all_metrics, tables = {}, {}
+        for split in self.eval_splits(raw):
+            metrics, split_tables = self.evaluate_split(trainer, features[split], raw[split], split)
+            all_metrics.update(metrics)
+            tables.update(split_tables)
+            trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+        return all_metrics, tables
+
+
+class GlueRun(ClassificationRun):
+    data_arguments = GlueDataArguments
 
     def __init__(self, argv: list[str] | None = None):
         super().__init__(argv)
@@ -277,39 +250,6 @@ class GlueRun(TaskRun):
 
     def load_data(self):
         return load_raw_datasets(self.data_args, self.task, cache_dir=self.model_args.cache_dir)
-
-    def load_model(self, tokenizer):
-        labels = {"id2label": dict(enumerate(self.task.label_names)), "label2id": {n: i for i, n in enumerate(self.task.label_names)}}
-        return model_loading.load_model(
-            self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
-            num_labels=self.task.num_labels, finetuning_task=self.task.name,
-            **(labels if self.task.kind == CLASSIFICATION else {"problem_type": "regression"}),
-        )
-
-    def preprocess(self, raw, tokenizer):
-        return tokenize_splits(raw, tokenizer, self.task.input_fields, self.data_args, self.training_args, eval_splits(self.task))
-
-    def describe(self, raw, features):
-        return {"train_examples": len(raw["train"]) if "train" in raw else 0,
-                "eval_examples": {split: len(raw[split]) for split in eval_splits(self.task) if split in raw}}
-
-    def trainer_options(self, features, tokenizer):
-        splits = [split for split in eval_splits(self.task) if split in features]
-        return {
-            "train_dataset": features.get("train"),
-            "eval_dataset": {split.replace("validation_", ""): features[split] for split in splits},
-            "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8),
-            "compute_metrics": metric_function(self.task),
-        }
-
-    def evaluate(self, trainer, raw, features):
-        all_metrics, tables = {}, {}
-        for split in [split for split in eval_splits(self.task) if split in features]:
-            metrics, split_tables = evaluate_split(trainer, features[split], split, self.task, self.training_args.output_dir)
-            all_metrics.update(metrics)
-            tables.update(split_tables)
-            trainer.log_metrics(split, metrics)
-        return all_metrics, tables
 
 
 def main(argv: list[str] | None = None) -> dict:

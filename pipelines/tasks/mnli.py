@@ -20,83 +20,43 @@ from pathlib import Path
 import datasets
 import numpy as np
 from scipy.special import softmax
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
+from transformers import Trainer
 
-from pipelines import model_loading, run_outputs
-from pipelines.data_files import DataError, LocalFile, find_split_file, label_id, load_from_hub, load_local_file, require_columns
-from pipelines.hub import SHORT_NAMES
+from pipelines import run_outputs
+from pipelines.data_files import DataError, find_split_file, load_from_hub, load_local_file
 from pipelines.metrics import load_metric
-from pipelines.run import TaskRun
-from pipelines.tasks.glue import keep_first, tokenize_splits
-from pipelines.tasks.base import CLASSIFICATION, Metric, Task
+from pipelines.tasks.glue import ClassificationDataArguments, ClassificationRun, keep_first, tokenize_splits
+from pipelines.tasks.glue_tasks import LABEL_NAMES
+from pipelines.tasks.glue_tasks import MNLI as TASK
+from pipelines.tasks.glue_tasks import normalize_mnli_split as normalize_split
+
+TASKS = {"mnli": TASK}
 
 logger = logging.getLogger("pipelines")
 
-LABEL_NAMES = ["entailment", "neutral", "contradiction"]  # GLUE order
-
-TASK = Task(
-    name="mnli", kind=CLASSIFICATION, title="MNLI", description="Natural Language Inference",
-    input_fields=("premise", "hypothesis"), label_names=tuple(LABEL_NAMES),
-    dataset_id="nyu-mll/glue", dataset_config="mnli", dataset_name="GLUE MNLI", language="en",
-    metrics=(
-        Metric("eval_matched_accuracy", "accuracy", "Matched accuracy", "validation_matched", False),
-        Metric("eval_mismatched_accuracy", "accuracy", "Mismatched accuracy", "validation_mismatched", False),
-    ),
-    full_eval_sizes={"validation_matched": 9815, "validation_mismatched": 9832},
-    tags=("natural-language-inference", "mnli", "glue"),
-    example=("A man is playing a guitar.", "A man is making music."),
-    data_note="Matched = the genres of the training data, mismatched = genres not seen in training. GLUE's test "
-              "labels are hidden, so the validation splits serve as test sets, as is usual.",
-    intended_use="Classifying whether a hypothesis follows from a premise (entailment), contradicts it, or neither "
-                 "(neutral), for English text like MNLI's genres; a building block for zero-shot classification and "
-                 "fact-checking research.",
-    limitations=(
-        "MNLI models learn annotation artefacts: negation words in the hypothesis predict contradiction, "
-        "lexical overlap predicts entailment. Accuracy drops on data built to break these shortcuts (HANS).",
-        "English only; three labels, so it cannot say 'unrelated' or 'partly true'.",
-    ),
-    normalize=lambda dataset, source: normalize_split(dataset, source),
-    licence_note="MNLI's texts come from the Open American National Corpus and other sources under their own terms "
-                 "(see the GLUE and MultiNLI pages).",
-)
-TASKS = {"mnli": TASK}
 EVAL_SPLITS = ["validation_matched", "validation_mismatched"]
 SPLITS = ["train", *EVAL_SPLITS]
 # Pairs held out of train for choosing hyperparameters (heldout_train_samples); dev is never used for that.
 HELDOUT_SPLIT = "heldout"
-# Column names of the official MultiNLI files, accepted as well as GLUE's.
-COLUMN_ALIASES = {"sentence1": "premise", "sentence2": "hypothesis", "gold_label": "label"}
-# GLUE drops pairs whose annotators had no majority; the official files mark them with this label.
-NO_MAJORITY_LABEL = "-"
-
-
 @dataclass
-class MnliDataArguments:
+class MnliDataArguments(ClassificationDataArguments):
     dataset_name: str | None = field(default="nyu-mll/glue", metadata={"help": "Hub data set (config below)."})
     dataset_config_name: str | None = field(default="mnli", metadata={"help": "Hub data set config."})
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "Local folder with train/validation_matched/validation_mismatched .jsonl/.json/.csv/.tsv/.parquet. "
-                  "Used instead of the Hub when set."},
+        metadata={"help": "Local folder with train/validation_matched/validation_mismatched "
+                  ".jsonl/.json/.csv/.tsv/.parquet. Used instead of the Hub when set."},
     )
     train_file: str | None = field(default=None, metadata={"help": "Local train file (overrides data_dir)."})
     validation_matched_file: str | None = field(default=None, metadata={"help": "Local dev-matched file."})
     validation_mismatched_file: str | None = field(default=None, metadata={"help": "Local dev-mismatched file."})
-    max_seq_length: int = field(default=128, metadata={"help": "Pairs longer than this are truncated (longest first)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training pairs."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N pairs of each eval split."})
     heldout_train_samples: int | None = field(
         default=None,
         metadata={"help": "Hold out N train pairs (a fixed pseudo-random choice, see heldout_seed) and evaluate on them "
                   "instead of dev: for choosing hyperparameters without looking at dev. Training uses the rest."},
     )
-    heldout_seed: int = field(default=42, metadata={"help": "Seed of the held-out choice (same seed, same pairs; independent of `seed`)."})
-    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every pair to max_seq_length (slower; the HF examples' default)."})
-    sort_eval_by_length: bool = field(
-        default=True, metadata={"help": "Evaluate in length order so eval batches barely pad; predictions are written in the original order."}
-    )
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
-    overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again even when datasets has it cached."})
+    heldout_seed: int = field(
+        default=42, metadata={"help": "Seed of the held-out choice (same seed, same pairs; independent of `seed`)."})
 
     def local_files(self) -> dict[str, str] | None:
         explicit = {"train": self.train_file, "validation_matched": self.validation_matched_file,
@@ -113,46 +73,6 @@ class MnliDataArguments:
 
 
 # --- Loading ------------------------------------------------------------------------------------------------
-
-
-def normalize_split(dataset: datasets.Dataset, source: LocalFile | str) -> datasets.Dataset:
-    """Rename official column names, turn label names into ids, check every row, add idx when absent.
-
-    Errors name the file and line (or example), and the field.
-    """
-    renames = {old: new for old, new in COLUMN_ALIASES.items() if old in dataset.column_names and new not in dataset.column_names}
-    if renames:
-        dataset = dataset.rename_columns(renames)
-    require_columns(dataset, ["premise", "hypothesis", "label"], source)
-    where = source.where if isinstance(source, LocalFile) else (lambda row: f"{source}, example {row}")
-
-    labels, keep = [], []
-    label_ids = {name: i for i, name in enumerate(LABEL_NAMES)}
-    for row, (premise, hypothesis, given) in enumerate(zip(dataset["premise"], dataset["hypothesis"], dataset["label"])):
-        if given == NO_MAJORITY_LABEL:
-            continue
-        label = label_id(given, label_ids)
-        if label is None:
-            shown = "empty" if given is None or (isinstance(given, float) and np.isnan(given)) else repr(given)
-            raise DataError(
-                f"{where(row)}: field 'label' is {shown}; expected 0, 1, 2 (GLUE order) or one of {', '.join(LABEL_NAMES)}"
-            )
-        for name, text in (("premise", premise), ("hypothesis", hypothesis)):
-            if text is None or (isinstance(text, str) and not text.strip()):
-                raise DataError(f"{where(row)}: field '{name}' is empty")
-            if not isinstance(text, str):
-                raise DataError(f"{where(row)}: field '{name}' is {text!r} ({type(text).__name__}); expected text")
-        labels.append(label)
-        keep.append(row)
-    if len(keep) < len(dataset):
-        logger.info("%s: dropped %d pairs without a majority label ('-'), as GLUE does", source if isinstance(source, str) else source.path, len(dataset) - len(keep))
-        dataset = dataset.select(keep)
-    if "idx" not in dataset.column_names:
-        dataset = dataset.add_column("idx", keep)
-    dataset = dataset.remove_columns("label").add_column("label", labels)
-    if len(dataset) == 0:
-        raise DataError(f"{source if isinstance(source, str) else source.path}: no usable pairs")
-    return dataset.cast_column("label", datasets.ClassLabel(names=LABEL_NAMES))
 
 
 def load_raw_datasets(data_args: MnliDataArguments, cache_dir: str | None = None) -> datasets.DatasetDict:
@@ -258,47 +178,24 @@ def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.D
 # --- The run ------------------------------------------------------------------------------------------------
 
 
-class MnliRun(TaskRun):
+class MnliRun(ClassificationRun):
+    """A GLUE classification run with MNLI's extras: two dev sets (matched, mismatched), the held-out split of train,
+    the official files' column names and '-' labels (tasks/glue_tasks.py), per-genre accuracy and the confusion
+    matrix."""
+
     name, task, data_arguments = "mnli", TASK, MnliDataArguments
-    distills = True  # `teacher:` in the recipe (pipelines/distillation.py)
 
     def load_data(self):
         return load_raw_datasets(self.data_args, cache_dir=self.model_args.cache_dir)
 
-    def load_model(self, tokenizer):
-        return model_loading.load_model(
-            self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
-            num_labels=3, id2label=dict(enumerate(LABEL_NAMES)), label2id={name: i for i, name in enumerate(LABEL_NAMES)},
-            finetuning_task="mnli",
-        )
-
-    def preprocess(self, raw, tokenizer):
-        return preprocess(raw, tokenizer, self.data_args, self.training_args)
-
     def eval_splits(self, raw) -> list[str]:
         return [split for split in [*EVAL_SPLITS, HELDOUT_SPLIT] if split in raw]
 
-    def describe(self, raw, features):
-        return {"train_examples": len(raw["train"]) if "train" in raw else 0,
-                "eval_examples": {split: len(raw[split]) for split in self.eval_splits(raw)}}
+    def compute_metrics(self):
+        return compute_metrics
 
-    def trainer_options(self, features, tokenizer):
-        return {
-            "train_dataset": features.get("train"),
-            "eval_dataset": {split.replace("validation_", ""): features[split] for split in self.eval_splits(features)},
-            # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
-            "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8),
-            "compute_metrics": compute_metrics,
-        }
-
-    def evaluate(self, trainer, raw, features):
-        all_metrics, tables = {}, {}
-        for split in self.eval_splits(raw):
-            metrics, split_tables = evaluate_split(trainer, features[split], raw[split], split, self.training_args.output_dir)
-            all_metrics.update(metrics)
-            tables.update(split_tables)
-            trainer.log_metrics(split, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
-        return all_metrics, tables
+    def evaluate_split(self, trainer, features, raw, split):
+        return evaluate_split(trainer, features, raw, split, self.training_args.output_dir)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -33,7 +33,8 @@ from pipelines.arguments import RecipeError
 from pipelines.data_files import load_from_hub
 from pipelines.metrics import load_metric, metric_path  # noqa: F401 (metric_path is part of this module's API)
 from pipelines.run import TaskRun
-from pipelines.tasks.base import EXTRACTIVE_QA, Metric, Task
+from pipelines.tasks.base import Task
+from pipelines.tasks.qa_tasks import KORQUAD, RUN_TASK_NAMES, SQUAD, TASKS, task_of_run  # noqa: F401 (this module's API)
 from pipelines.tasks.qa_windows import (  # noqa: F401 (windows and answers are part of this module's API)
     EVAL_ONLY_COLUMNS,
     postprocess_qa_predictions,
@@ -44,53 +45,6 @@ from pipelines.tasks.qa_windows import (  # noqa: F401 (windows and answers are 
 from pipelines.tasks.squad_files import read_squad_file, split_by_article
 
 logger = logging.getLogger(__name__)
-
-_QA_LIMITATION = ("Extractive: the answer is always a span of the given context, even when the context has no answer "
-                  "(SQuAD v1.1 / KorQuAD 1.0 have no unanswerable questions).")
-_WINDOWS = "only; contexts longer than one window are read in overlapping windows, and answers longer than 30 tokens are never predicted."
-_QA_USE = "paragraph (reading comprehension), as in Wikipedia-style QA."
-SQUAD = Task(
-    name="squad", kind=EXTRACTIVE_QA, title="SQuAD v1.1", description="Extractive Question Answering",
-    input_fields=("question", "context"),
-    dataset_id="rajpurkar/squad", dataset_config=None, dataset_name="SQuAD v1.1", language="en",
-    metrics=(
-        Metric("eval_exact_match", "exact_match", "Exact match", "validation", True),
-        Metric("eval_f1", "f1", "F1", "validation", True),
-    ),
-    full_eval_sizes={"validation": 10570},
-    tags=("extractive-qa", "squad"),
-    example=("Where is the tower?", "The Eiffel Tower is in Paris."),
-    intended_use=f"Finding the answer span to a question in a given English {_QA_USE}",
-    limitations=(_QA_LIMITATION, f"English {_WINDOWS}"),
-    licence_note="SQuAD v1.1 is released under CC BY-SA 4.0.",
-)
-KORQUAD = Task(
-    name="korquad", kind=EXTRACTIVE_QA, title="KorQuAD 1.0", description="Extractive Question Answering",
-    input_fields=("question", "context"),
-    dataset_id="KorQuAD/squad_kor_v1", dataset_config=None, dataset_name="KorQuAD 1.0", language="ko",
-    metrics=(
-        Metric("eval_exact_match", "exact_match", "Exact match", "validation", True),
-        Metric("eval_f1", "f1", "F1 (character-level)", "validation", True),
-    ),
-    full_eval_sizes={"validation": 5774},
-    tags=("extractive-qa", "korquad"),
-    example=("어디에 있나요?", "에펠탑은 파리에 있다."),
-    intended_use=f"Finding the answer span to a question in a given Korean {_QA_USE}",
-    limitations=(_QA_LIMITATION, f"Korean {_WINDOWS}"),
-    licence_note="KorQuAD 1.0 is released under CC BY-ND 2.0 KR: check its terms before redistributing derived work.",
-    metric_note="F1 here is the official KorQuAD 1.0 metric: **character-level** F1 over the answer string (SQuAD's F1 "
-                "counts words). The two are not comparable: character-level F1 gives partial credit within Korean words, "
-                "so it is higher than a word-level F1 of the same answers.",
-)
-TASKS = {"squad": SQUAD, "korquad": KORQUAD}
-RUN_TASK_NAMES = ("qa", "squad", "korquad")  # a QA run records "qa"; its data says which benchmark
-
-
-def task_of_run(info: dict, recipe: dict) -> Task:
-    """SQuAD or KorQuAD, from where the run's data came from (KorQuAD's F1 is character-level)."""
-    where = [info.get("task"), info.get("metric"), json.dumps(info.get("data", ""))]
-    where += [recipe.get(key) for key in ("metric", "dataset_name", "heldout_from_file", "train_file", "validation_file")]
-    return KORQUAD if "korquad" in " ".join(str(w) for w in where).lower() else SQUAD
 
 # Official metrics, one `evaluate` module folder each under pipelines/metrics.
 METRICS = ("squad_v1", "korquad_v1")
