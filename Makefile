@@ -1,13 +1,14 @@
 # Two commands for a fresh machine:
 #   make demo   installs, then trains the CPU recipe (MiniLM on MNLI) and prints accuracies: on 2 cores ~7 min where
 #               the CPU computes bf16 natively (AVX-512 BF16/AMX), ~20 min on AVX2-only CPUs (fp32, picked automatically)
-#   make test   installs, then runs the test suite
+#   make test   installs, then checks the code (ruff lint + format, import-linter contracts) and runs the test suite
+#   make lint   only the code checks
 # On a GPU machine use the CUDA build of torch: make install TORCH="torch"
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 PYTHON = $(VENV)/bin/python
 
-.PHONY: install demo test
+.PHONY: install demo lint test
 
 install: $(VENV)/.installed
 
@@ -20,5 +21,10 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/accelerate launch --config_file configs/accelerate_cpu.yaml scripts/run_mnli.py configs/mnli/minilm_cpu.yaml
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PYTHON) -m pytest -q tests

@@ -38,7 +38,9 @@ class ModelArguments:
     )
     scratch_preset: str | None = field(
         default=None,
-        metadata={"help": "Train our ScratchTransformer from random weights with this size preset (e.g. minilm-l6-h384)."},
+        metadata={
+            "help": "Train our ScratchTransformer from random weights with this size preset (e.g. minilm-l6-h384)."
+        },
     )
     tokenizer_name: str | None = field(
         default=None,
@@ -46,7 +48,10 @@ class ModelArguments:
     )
     config_overrides: str | None = field(
         default=None,
-        metadata={"help": "Comma-separated key=value pairs applied to the model config, e.g. num_hidden_layers=3,norm_position=pre."},
+        metadata={
+            "help": "Comma-separated key=value pairs applied to the model config, "
+            "e.g. num_hidden_layers=3,norm_position=pre."
+        },
     )
     attn_implementation: str | None = field(
         default=None, metadata={"help": "Attention kernel: sdpa (default where supported) or eager."}
@@ -55,12 +60,15 @@ class ModelArguments:
         default=False, metadata={"help": "Replace a checkpoint's head of another size (e.g. 2 labels) with a new one."}
     )
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow code from the checkpoint folder or Hub repo to run. Off unless a recipe turns it on."}
+        default=False,
+        metadata={"help": "Allow code from the checkpoint folder or Hub repo to run. Off unless a recipe turns it on."},
     )
     precision: str = field(
         default="auto",
-        metadata={"help": "auto (bf16 where the hardware computes it natively, fp16 on GPUs without bf16, fp32 on other "
-                  "CPUs), bf16, fp16 or fp32. See pipelines/precision.py."},
+        metadata={
+            "help": "auto (bf16 where the hardware computes it natively, fp16 on GPUs without bf16, fp32 on other "
+            "CPUs), bf16, fp16 or fp32. See pipelines/precision.py."
+        },
     )
     model_revision: str = field(default="main", metadata={"help": "Hub branch, tag or commit."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and data sets are stored."})
@@ -69,7 +77,9 @@ class ModelArguments:
         if (self.model_name_or_path is None) == (self.scratch_preset is None):
             raise RecipeError("Set exactly one of model_name_or_path (pretrained) or scratch_preset (from scratch).")
         if self.scratch_preset is not None and self.tokenizer_name is None:
-            raise RecipeError("scratch_preset needs tokenizer_name (e.g. minilm, or a folder written by scripts/train_tokenizer.py).")
+            raise RecipeError(
+                "scratch_preset needs tokenizer_name (e.g. minilm, or a folder written by scripts/train_tokenizer.py)."
+            )
 
 
 @dataclass
@@ -170,8 +180,9 @@ def parse_recipe(dataclass_types, argv: list[str] | None = None):
         instances = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     except (ValueError, TypeError) as error:
         if "not used by the HfArgumentParser" in str(error):  # a word that is neither a recipe nor a --key's value
-            raise RecipeError(f"command line: {error}. Give the recipe as a .yaml file and everything else as "
-                              "--key value.") from error
+            raise RecipeError(
+                f"command line: {error}. Give the recipe as a .yaml file and everything else as --key value."
+            ) from error
         raise RecipeError(f"{recipe_path or 'command line'}: {error}") from error
     resolved = {}
     for key in [*recipe, *cli_keys]:
@@ -216,7 +227,8 @@ def _plain(value):
 
 
 def parse_overrides(text: str | None) -> dict[str, Any]:
-    """'num_hidden_layers=3,norm_position=pre' -> {'num_hidden_layers': 3, 'norm_position': 'pre'} (values read as YAML)."""
+    """'num_hidden_layers=3,norm_position=pre' -> {'num_hidden_layers': 3, 'norm_position': 'pre'} (values read as
+    YAML)."""
     overrides = {}
     for item in (text or "").split(","):
         item = item.strip()

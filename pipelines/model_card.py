@@ -41,9 +41,26 @@ HUB_IDS_OF_SHORT_NAMES = {
 
 
 HYPERPARAMETERS = (
-    "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
-    "warmup_steps", "warmup_ratio", "lr_scheduler_type", "weight_decay", "optim", "max_seq_length", "doc_stride",
-    "max_train_samples", "bf16", "fp16", "seed", "use_lora", "lora_r", "lora_alpha", "lora_dropout",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "warmup_steps",
+    "warmup_ratio",
+    "lr_scheduler_type",
+    "weight_decay",
+    "optim",
+    "max_seq_length",
+    "doc_stride",
+    "max_train_samples",
+    "bf16",
+    "fp16",
+    "seed",
+    "use_lora",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
 )
 
 
@@ -77,12 +94,19 @@ def eval_results(run: RunFolder, task: Task) -> list[EvalResult]:
     for metric in task.metrics:
         if metric.key not in run.results:
             raise ModelCardError(f"{run.folder / 'all_results.json'} has no '{metric.key}': was the run evaluated?")
-        results.append(EvalResult(
-            task_type=task.hub_task_type, task_name=task.description,
-            dataset_type=task.dataset_id, dataset_name=dataset_name, dataset_config=task.dataset_config,
-            dataset_split=metric.split, metric_type=metric.metric_type, metric_name=metric.name,
-            metric_value=run.results[metric.key],
-        ))
+        results.append(
+            EvalResult(
+                task_type=task.hub_task_type,
+                task_name=task.description,
+                dataset_type=task.dataset_id,
+                dataset_name=dataset_name,
+                dataset_config=task.dataset_config,
+                dataset_split=metric.split,
+                metric_type=metric.metric_type,
+                metric_name=metric.name,
+                metric_value=run.results[metric.key],
+            )
+        )
     return results
 
 
@@ -91,7 +115,9 @@ def eval_subset_note(run: RunFolder, task: Task) -> str | None:
     if run.heldout:
         return "on articles held out of training, see below"
     counts = run.eval_counts
-    partial = [f"{counts[s]:,} of {full:,} {s}" for s, full in task.full_eval_sizes.items() if s in counts and counts[s] < full]
+    partial = [
+        f"{counts[s]:,} of {full:,} {s}" for s, full in task.full_eval_sizes.items() if s in counts and counts[s] < full
+    ]
     return f"on a subset: {', '.join(partial)} examples" if partial else None
 
 
@@ -110,7 +136,12 @@ def architecture_rows(run: RunFolder) -> list[tuple[str, str]]:
         ("LayerNorm position", config.get("norm_position")),
         ("Vocabulary", first("vocab_size")),
         ("Max positions", first("max_position_embeddings")),
-        ("Parameters", f"{parameters['total']:,} ({parameters.get('non_embedding', 0):,} outside the embeddings)" if "total" in parameters else None),
+        (
+            "Parameters",
+            f"{parameters['total']:,} ({parameters.get('non_embedding', 0):,} outside the embeddings)"
+            if "total" in parameters
+            else None,
+        ),
     ]
     return [(name, f"{value:,}" if isinstance(value, int) else str(value)) for name, value in rows if value is not None]
 
@@ -134,10 +165,13 @@ def lora_description(run: RunFolder) -> dict | None:
     def listed(value) -> str:
         return ", ".join(f"`{v}`" for v in sorted(value)) if isinstance(value, list) else str(value)
 
-    return {"r": adapter_config.get("r") or run.setting("lora_r"),
-            "alpha": adapter_config.get("lora_alpha") or run.setting("lora_alpha"),
-            "dropout": adapter_config.get("lora_dropout", run.setting("lora_dropout")),
-            "targets": listed(targets), "modules_to_save": listed(to_save) if to_save else "the task head"}
+    return {
+        "r": adapter_config.get("r") or run.setting("lora_r"),
+        "alpha": adapter_config.get("lora_alpha") or run.setting("lora_alpha"),
+        "dropout": adapter_config.get("lora_dropout", run.setting("lora_dropout")),
+        "targets": listed(targets),
+        "modules_to_save": listed(to_save) if to_save else "the task head",
+    }
 
 
 def hyperparameter_rows(run: RunFolder) -> list[tuple[str, str]]:
@@ -159,12 +193,17 @@ def hardware_text(info: dict) -> str:
     if env.get("gpu"):
         device = f"{env.get('gpu_count', 1)} x {env['gpu']}"
     else:
-        device = f"CPU ({env.get('cpu') or 'unknown'}, {env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} torch threads)"
+        device = (
+            f"CPU ({env.get('cpu') or 'unknown'}, {env.get('cpu_count', '?')} cores, "
+            f"{env.get('torch_threads', '?')} torch threads)"
+        )
     text = f"{device}, {processes} training process{'es' if processes > 1 else ''}"
     precision = info.get("precision")  # pipelines/precision.py: the choice, its reason, the CPU capability
     if precision:
-        text += (f"; CPU capability {precision['hardware']['cpu_capability']}; precision {precision['precision']} "
-                 f"({precision['source']}: {precision['reason']})")
+        text += (
+            f"; CPU capability {precision['hardware']['cpu_capability']}; precision {precision['precision']} "
+            f"({precision['source']}: {precision['reason']})"
+        )
     return text
 
 
@@ -197,13 +236,16 @@ def wandb_text(run: RunFolder) -> str:
     if offline:
         run_id = offline[-1].name.rsplit("-", 1)[-1]
         project = run.recipe.get("wandb_project", "pipelines")
-        return (f"the run was logged offline (run id `{run_id}`, project `{project}`) and not uploaded. From the run's "
-                f"output folder, `wandb sync wandb/{offline[-1].name}` uploads it; it then appears at "
-                f"`https://wandb.ai/<entity>/{project}/runs/{run_id}`.")
+        return (
+            f"the run was logged offline (run id `{run_id}`, project `{project}`) and not uploaded. From the run's "
+            f"output folder, `wandb sync wandb/{offline[-1].name}` uploads it; it then appears at "
+            f"`https://wandb.ai/<entity>/{project}/runs/{run_id}`."
+        )
     online = sorted((run.folder / "wandb").glob("run-*")) if (run.folder / "wandb").is_dir() else []
     if online:
         run_id = online[-1].name.rsplit("-", 1)[-1]
-        return f"run id `{run_id}` in project `{run.recipe.get('wandb_project', 'pipelines')}` (the entity was not recorded)."
+        project = run.recipe.get("wandb_project", "pipelines")
+        return f"run id `{run_id}` in project `{project}` (the entity was not recorded)."
     return "not logged to W&B."
 
 
@@ -217,7 +259,9 @@ def draw_training_curve(history: list[dict], path: Path) -> bool:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    eval_keys = sorted({k for row in history for k in row if k.startswith("eval_") and k.endswith(("accuracy", "f1", "exact_match"))})
+    eval_keys = sorted(
+        {k for row in history for k in row if k.startswith("eval_") and k.endswith(("accuracy", "f1", "exact_match"))}
+    )
     figure, axes = plt.subplots(1, 2 if eval_keys else 1, figsize=(10 if eval_keys else 6, 4), squeeze=False)
     axes[0][0].plot(*zip(*losses), label="training loss")
     axes[0][0].set(xlabel="step", ylabel="loss", title="Training loss")
@@ -235,7 +279,10 @@ def draw_training_curve(history: list[dict], path: Path) -> bool:
 
 def baseline_comparison(run: RunFolder, baseline: RunFolder, task: Task) -> dict:
     if baseline.task != run.task:
-        raise ModelCardError(f"The baseline {baseline.folder} is a {baseline.task.name} run, this one is {run.task.name}: compare like with like.")
+        raise ModelCardError(
+            f"The baseline {baseline.folder} is a {baseline.task.name} run, this one is {run.task.name}: "
+            "compare like with like."
+        )
     rows = []
     for metric in task.metrics:
         this, other = run.results.get(metric.key), baseline.results.get(metric.key)
@@ -243,17 +290,31 @@ def baseline_comparison(run: RunFolder, baseline: RunFolder, task: Task) -> dict
             continue
         scale = 1 if metric.percent_scale else 100
         unit = "" if metric.percent_scale else " pt"
-        rows.append({"name": metric.name, "this": format_metric(this, metric), "baseline": format_metric(other, metric),
-                     "difference": f"{scale * (this - other):+.2f}{unit}"})
-    for name, read in (("Parameters", lambda r: r.info.get("parameters", {}).get("total")),
-                       ("Trainable parameters", lambda r: r.info.get("parameters", {}).get("trainable")),
-                       ("Training time (s)", lambda r: r.results.get("train_runtime")),
-                       ("Training samples/s", lambda r: r.results.get("train_samples_per_second"))):
+        rows.append(
+            {
+                "name": metric.name,
+                "this": format_metric(this, metric),
+                "baseline": format_metric(other, metric),
+                "difference": f"{scale * (this - other):+.2f}{unit}",
+            }
+        )
+    for name, read in (
+        ("Parameters", lambda r: r.info.get("parameters", {}).get("total")),
+        ("Trainable parameters", lambda r: r.info.get("parameters", {}).get("trainable")),
+        ("Training time (s)", lambda r: r.results.get("train_runtime")),
+        ("Training samples/s", lambda r: r.results.get("train_samples_per_second")),
+    ):
         this, other = read(run), read(baseline)
         if this is not None and other is not None:
             as_text = (lambda v: f"{v:,}") if isinstance(this, int) else (lambda v: f"{v:,.1f}")
-            rows.append({"name": name, "this": as_text(this), "baseline": as_text(other),
-                         "difference": f"{this / other:.2f}x" if other else "-"})
+            rows.append(
+                {
+                    "name": name,
+                    "this": as_text(this),
+                    "baseline": as_text(other),
+                    "difference": f"{this / other:.2f}x" if other else "-",
+                }
+            )
     budget_keys = ("max_steps", "num_train_epochs", "max_train_samples", "per_device_train_batch_size", "learning_rate")
     return {
         "model": baseline.info.get("model"),
@@ -266,7 +327,11 @@ def baseline_comparison(run: RunFolder, baseline: RunFolder, task: Task) -> dict
 
 def data_text(run: RunFolder, task: Task) -> str:
     source = run.recipe.get("data_dir") or run.recipe.get("heldout_from_file") or run.recipe.get("train_file")
-    where = f"local copies of {task.dataset_name}" if source else f"[{task.dataset_id}](https://huggingface.co/datasets/{task.dataset_id})"
+    where = (
+        f"local copies of {task.dataset_name}"
+        if source
+        else f"[{task.dataset_id}](https://huggingface.co/datasets/{task.dataset_id})"
+    )
     text = f"Trained and evaluated on {where}."
     train_count = run.train_count
     if train_count:
@@ -282,9 +347,11 @@ def data_text(run: RunFolder, task: Task) -> str:
     if run.heldout:
         fraction = run.setting("heldout_fraction")
         held_out = f"{fraction:.0%} of its articles" if isinstance(fraction, (int, float)) else "some of its articles"
-        text += (f" There is no separate training file here: `{Path(str(run.setting('heldout_from_file'))).name}` was split "
-                 f"by article, {held_out} held out for evaluation and the rest used for training, so no article is in "
-                 "both. The split is in data_splits.json of the run folder.")
+        text += (
+            f" There is no separate training file here: `{Path(str(run.setting('heldout_from_file'))).name}` was split "
+            f"by article, {held_out} held out for evaluation and the rest used for training, so no article is in "
+            "both. The split is in data_splits.json of the run folder."
+        )
     return text
 
 
@@ -297,13 +364,19 @@ def limitations(run: RunFolder, task: Task) -> list[str]:
     if teacher_caveat:
         items.append(teacher_caveat)
     if not run.info.get("pretrained", True):
-        items.append("Trained from scratch on one task's data, with no pretraining: expect far lower accuracy than a "
-                     "pretrained encoder of the same size; it is a point of comparison, not a model to deploy.")
+        items.append(
+            "Trained from scratch on one task's data, with no pretraining: expect far lower accuracy than a "
+            "pretrained encoder of the same size; it is a point of comparison, not a model to deploy."
+        )
     if run.setting("max_train_samples") or (run.train_count or 10**9) < 100_000:
-        items.append("Trained on a subset of the training data within a small compute budget (CPU recipe); the "
-                     "numbers are those of this budget, not of a full training run.")
+        items.append(
+            "Trained on a subset of the training data within a small compute budget (CPU recipe); the "
+            "numbers are those of this budget, not of a full training run."
+        )
     items.extend(task.limitations)
-    items.append("Inherits the biases of its training data (crowd-sourced text) and, when pretrained, of its base model.")
+    items.append(
+        "Inherits the biases of its training data (crowd-sourced text) and, when pretrained, of its base model."
+    )
     return items
 
 
@@ -318,7 +391,8 @@ def build_model_card(
     license: str = DEFAULT_LICENSE,
 ) -> ModelCard:
     """The model card of the run in `output_dir`; the training-curve image is drawn into `image_dir` (default:
-    output_dir). Nothing else is written. Raises RunFolderError when a file is missing, ModelCardError when the card does not parse."""
+    output_dir). Nothing else is written. Raises RunFolderError when a file is missing, ModelCardError when the card
+    does not parse."""
     run = RunFolder.read(output_dir)
     task = run.task
     image_dir = Path(image_dir) if image_dir is not None else run.folder
@@ -331,7 +405,9 @@ def build_model_card(
     origin, summary = origin_and_summary(run, task, base_model)
     origin += teacher_text(run)
 
-    results = [{"split": m.split, "metric_name": m.name, "display": format_metric(run.results[m.key], m)} for m in task.metrics]
+    results = [
+        {"split": m.split, "metric_name": m.name, "display": format_metric(run.results[m.key], m)} for m in task.metrics
+    ]
     environment = run.info.get("environment", {})
     context = {
         "card_data": card_data.to_yaml(),
@@ -350,7 +426,9 @@ def build_model_card(
         "wall_time": wall_time_text(run.results),
         "curve_image": CURVE_IMAGE if draw_training_curve(run.history, image_dir / CURVE_IMAGE) else None,
         "wandb": wandb_text(run),
-        "software": ", ".join(f"{k} {environment[k]}" for k in ("transformers", "torch", "datasets", "accelerate") if environment.get(k)),
+        "software": ", ".join(
+            f"{k} {environment[k]}" for k in ("transformers", "torch", "datasets", "accelerate") if environment.get(k)
+        ),
         "git_commit": environment.get("git_commit"),
         "repo_id": repo_id or "path/to/this/folder",
         "auto_class": task.auto_class,
@@ -365,7 +443,11 @@ def build_model_card(
         "intended_use": intended_use(run, task),
         "limitations": limitations(run, task),
         "licence_text": f"The model is released under {license}. {task.licence_note}"
-                        + (f" The base model [{base_model}](https://huggingface.co/{base_model}) has its own licence." if base_model else ""),
+        + (
+            f" The base model [{base_model}](https://huggingface.co/{base_model}) has its own licence."
+            if base_model
+            else ""
+        ),
     }
     card = ModelCard(render_template(context))
     check_card(card, expected_results=len(task.metrics))
@@ -378,8 +460,9 @@ def render_template(context: dict) -> str:
     return environment.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context)
 
 
-def card_metadata(run: RunFolder, task: Task, model_name: str, license: str, base_model: str | None,
-                  custom_code: list[str], lora) -> ModelCardData:
+def card_metadata(
+    run: RunFolder, task: Task, model_name: str, license: str, base_model: str | None, custom_code: list[str], lora
+) -> ModelCardData:
     """The card's YAML block: licence, base model, data set, language, tags, pipeline tag, model-index results."""
     tags = [*task.tags, task.hub_task_type, run.config.get("model_type", "")]
     tags += ["trained-from-scratch"] if not run.info.get("pretrained") else ["fine-tuned"]
@@ -402,11 +485,24 @@ def card_metadata(run: RunFolder, task: Task, model_name: str, license: str, bas
 def origin_and_summary(run: RunFolder, task: Task, base_model: str | None) -> tuple[str, str]:
     """Where the weights came from, and the card's one-line summary."""
     if run.info.get("pretrained"):
-        start = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"the local checkpoint `{Path(str(run.info.get('model'))).name}`"
-        return f"Fine-tuned from {start}.", f"{start[0].upper() + start[1:]} fine-tuned on {task.title} ({task.description.lower()})."
-    origin = ("Trained **from scratch**: the weights started random (preset "
-              f"`{str(run.info.get('model', '')).removeprefix('scratch:')}`), with no pretraining of any kind.")
-    return origin, f"A `{run.config.get('model_type')}` encoder trained from scratch on {task.title} ({task.description.lower()})."
+        start = (
+            f"[{base_model}](https://huggingface.co/{base_model})"
+            if base_model
+            else f"the local checkpoint `{Path(str(run.info.get('model'))).name}`"
+        )
+        return (
+            f"Fine-tuned from {start}.",
+            f"{start[0].upper() + start[1:]} fine-tuned on {task.title} ({task.description.lower()}).",
+        )
+    origin = (
+        "Trained **from scratch**: the weights started random (preset "
+        f"`{str(run.info.get('model', '')).removeprefix('scratch:')}`), with no pretraining of any kind."
+    )
+    return (
+        origin,
+        f"A `{run.config.get('model_type')}` encoder trained from scratch on {task.title} "
+        f"({task.description.lower()}).",
+    )
 
 
 def teacher_text(run: RunFolder) -> str:
@@ -416,9 +512,11 @@ def teacher_text(run: RunFolder) -> str:
         return ""
     augmented = teacher.get("augmented_examples")
     extra = f", on {augmented} more teacher-labelled examples made from train examples" if augmented else ""
-    return (f" Distilled from the teacher `{teacher.get('path')}` (itself from `{teacher.get('model')}`): the loss mixed "
-            f"the gold labels with the teacher's outputs at temperature {teacher.get('temperature')} (teacher weight "
-            f"{teacher.get('alpha')}){extra}.")
+    return (
+        f" Distilled from the teacher `{teacher.get('path')}` (itself from `{teacher.get('model')}`): the loss mixed "
+        f"the gold labels with the teacher's outputs at temperature {teacher.get('temperature')} (teacher weight "
+        f"{teacher.get('alpha')}){extra}."
+    )
 
 
 def pipeline_output(task: Task) -> str:
@@ -429,8 +527,10 @@ def pipeline_output(task: Task) -> str:
 
 
 def intended_use(run: RunFolder, task: Task) -> str:
-    return task.intended_use + (" Above all it is a research artefact of a study comparing pretrained and from-scratch encoders "
-                  "under the same budget; it is not meant for decisions about people.")
+    return task.intended_use + (
+        " Above all it is a research artefact of a study comparing pretrained and from-scratch encoders "
+        "under the same budget; it is not meant for decisions about people."
+    )
 
 
 def check_card(card: ModelCard, expected_results: int) -> None:

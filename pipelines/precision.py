@@ -74,7 +74,10 @@ class PrecisionChoice:
 
     def line(self) -> str:
         """The one line printed at the start of a run."""
-        return f"Precision: {self.precision} ({self.source}: {self.reason}). CPU capability: {self.hardware.cpu_capability}."
+        return (
+            f"Precision: {self.precision} ({self.source}: {self.reason}). "
+            f"CPU capability: {self.hardware.cpu_capability}."
+        )
 
     def record(self) -> dict:
         """For run_info.json, the W&B config and the model card."""
@@ -122,29 +125,40 @@ def detect_hardware(use_cpu: bool) -> Hardware:
         major, minor = torch.cuda.get_device_capability()
         # including_emulation=False: torch otherwise also says yes for GPUs that only emulate bf16
         native = torch.cuda.is_bf16_supported(including_emulation=False)
-        reason = f"compute capability {major}.{minor} {'has' if native else 'lacks'} native bf16 (8.0 and newer have it)"
-        return Hardware(torch.cuda.get_device_name(), capability, native, reason, gpu_compute_capability=f"{major}.{minor}")
+        reason = (
+            f"compute capability {major}.{minor} {'has' if native else 'lacks'} native bf16 (8.0 and newer have it)"
+        )
+        return Hardware(
+            torch.cuda.get_device_name(), capability, native, reason, gpu_compute_capability=f"{major}.{minor}"
+        )
 
     # The CPU flags come from cpuinfo and ignore the caps; get_cpu_capability honours ATEN_CPU_CAPABILITY and
     # oneDNN's bf16 query honours ONEDNN_MAX_CPU_ISA, so a capped run is judged by what it may really use.
     avx512_bf16 = _ask(lambda: torch.cpu._is_avx512_bf16_supported())
     amx = _ask(lambda: torch.cpu._is_amx_tile_supported())
     onednn_bf16 = _ask(lambda: torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    flags = ", ".join(name for name, has in (("AVX-512 BF16", avx512_bf16), ("AMX", amx)) if has) or "neither AVX-512 BF16 nor AMX"
+    flags = (
+        ", ".join(name for name, has in (("AVX-512 BF16", avx512_bf16), ("AMX", amx)) if has)
+        or "neither AVX-512 BF16 nor AMX"
+    )
     native = capability.startswith("AVX512") and (avx512_bf16 or amx) and onednn_bf16
     if native:
         reason = f"the CPU has {flags} and torch runs {capability} kernels"
     elif not (avx512_bf16 or amx):
         reason = f"the CPU has {flags}"
     else:
-        reason = f"the CPU has {flags}, but torch runs {capability} kernels" + ("" if onednn_bf16 else " and oneDNN's bf16 is capped off")
+        reason = f"the CPU has {flags}, but torch runs {capability} kernels" + (
+            "" if onednn_bf16 else " and oneDNN's bf16 is capped off"
+        )
     speeds = {"fp32": matmul_gflops("fp32"), "bf16": matmul_gflops("bf16")}
     hardware = Hardware("cpu", capability, native, reason, matmul_gflops=speeds)
     measured = slowdown(hardware, "bf16")
     if native and measured > EMULATED_SLOWDOWN:
         hardware.native_bf16 = False
-        hardware.native_bf16_reason = (f"{reason}, but a {MATMUL_SIZE}² bf16 matmul measured {measured:.1f}x slower than "
-                                       "fp32 here, so bf16 is not native in practice")
+        hardware.native_bf16_reason = (
+            f"{reason}, but a {MATMUL_SIZE}² bf16 matmul measured {measured:.1f}x slower than "
+            "fp32 here, so bf16 is not native in practice"
+        )
     return hardware
 
 
@@ -182,7 +196,11 @@ def choose(requested: str, launcher: str | None, hardware: Hardware) -> Precisio
     """The precision to run in, the reason, and a warning where an explicit choice is emulated or overridden."""
     launcher_asks = launcher if launcher in ("bf16", "fp16", "fp8") else None
     if requested == "auto" and launcher_asks:
-        precision, source, reason = launcher_asks, "launcher", f"accelerate launch asked for {launcher_asks}; the recipe says auto"
+        precision, source, reason = (
+            launcher_asks,
+            "launcher",
+            f"accelerate launch asked for {launcher_asks}; the recipe says auto",
+        )
     elif requested != "auto":
         precision, source, reason = requested, "recipe", "set in the recipe"
         if launcher_asks and launcher_asks != requested:
@@ -215,17 +233,22 @@ def emulation_warning(choice: PrecisionChoice) -> str | None:
         return None
     if hardware.is_gpu:
         if precision == "bf16" and not hardware.native_bf16:
-            return f"bf16 on {hardware.device} ({hardware.native_bf16_reason}) is emulated and slow; precision: auto would use fp16"
+            return (
+                f"bf16 on {hardware.device} ({hardware.native_bf16_reason}) is emulated and slow; "
+                "precision: auto would use fp16"
+            )
         return None
     if precision not in hardware.matmul_gflops:
         hardware.matmul_gflops[precision] = matmul_gflops(precision)
     measured = slowdown(hardware, precision)
     if precision == "bf16" and hardware.native_bf16 or measured <= EMULATED_SLOWDOWN:
         return None
-    return (f"{precision} is not native on this CPU (capability {hardware.cpu_capability}; {hardware.native_bf16_reason}): "
-            f"a {MATMUL_SIZE}² {precision} matmul ran {measured:.0f}x slower than fp32 here "
-            f"({hardware.matmul_gflops[precision]:.1f} vs {hardware.matmul_gflops['fp32']:.1f} GFLOP/s). "
-            "precision: auto would use fp32.")
+    return (
+        f"{precision} is not native on this CPU (capability {hardware.cpu_capability}; {hardware.native_bf16_reason}): "
+        f"a {MATMUL_SIZE}² {precision} matmul ran {measured:.0f}x slower than fp32 here "
+        f"({hardware.matmul_gflops[precision]:.1f} vs {hardware.matmul_gflops['fp32']:.1f} GFLOP/s). "
+        "precision: auto would use fp32."
+    )
 
 
 def apply(precision_field: str, recipe: dict, training_args) -> PrecisionChoice:
@@ -236,8 +259,10 @@ def apply(precision_field: str, recipe: dict, training_args) -> PrecisionChoice:
     choice = choose(requested, launcher, detect_hardware(bool(training_args.use_cpu)))
     if getattr(training_args, "deepspeed_plugin", None) is not None and choice.mixed_precision != (launcher or "no"):
         # TrainingArguments has already written the launcher's precision into the DeepSpeed config
-        raise RecipeError(f"Under DeepSpeed the launch config's mixed_precision ({launcher}) is final, but the recipe asks "
-                          f"for {choice.precision}: make them agree (--mixed_precision or the recipe's precision).")
+        raise RecipeError(
+            f"Under DeepSpeed the launch config's mixed_precision ({launcher}) is final, but the recipe asks "
+            f"for {choice.precision}: make them agree (--mixed_precision or the recipe's precision)."
+        )
     training_args.bf16 = choice.precision == "bf16"
     training_args.fp16 = choice.precision == "fp16"
     training_args.mixed_precision = choice.mixed_precision
@@ -250,4 +275,8 @@ def apply(precision_field: str, recipe: dict, training_args) -> PrecisionChoice:
 
 
 if __name__ == "__main__":  # python -m pipelines.precision: what auto picks on this machine, and why
-    print(choose("auto", os.environ.get("ACCELERATE_MIXED_PRECISION"), detect_hardware(not torch.cuda.is_available())).line())
+    print(
+        choose(
+            "auto", os.environ.get("ACCELERATE_MIXED_PRECISION"), detect_hardware(not torch.cuda.is_available())
+        ).line()
+    )

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from pipelines import tracking
 
-
 # Trainer log keys: eval losses (eval_loss, eval_matched_loss, ...) and the quality metrics plotted over steps
 # and compared at the end. Macro-F1 stays in the tables but gets no plot of its own.
 EVAL_LOSS_KEY = re.compile(r"^eval(_\w+?)?_loss$")
 QUALITY_KEY = re.compile(r"^eval(_\w+?)?_(accuracy|exact_match|f1)$")
-TABLE_KEY = re.compile(r"^(eval(_\w+?)?_(accuracy|macro_f1|exact_match|f1|loss)|train_loss|train_runtime|train_samples_per_second)$")
+TABLE_KEY = re.compile(
+    r"^(eval(_\w+?)?_(accuracy|macro_f1|exact_match|f1|loss)|train_loss|train_runtime|train_samples_per_second)$"
+)
 
 
 class ReportError(ValueError):
@@ -61,7 +62,9 @@ def read_jsonl(path: Path) -> list[dict]:
 def read_run_folder(folder: Path) -> Run:
     """A finished run's output folder. all_results.json is written last by the pipeline: no file, no finished run."""
     if not (folder / "all_results.json").is_file():
-        raise ReportError(f"{folder}: no all_results.json, so not a finished run (still running, killed, or not a run folder)")
+        raise ReportError(
+            f"{folder}: no all_results.json, so not a finished run (still running, killed, or not a run folder)"
+        )
     info = read_json(folder / "run_info.json") if (folder / "run_info.json").is_file() else {}
     if (folder / "log_history.json").is_file():
         history = read_json(folder / "log_history.json")
@@ -69,15 +72,23 @@ def read_run_folder(folder: Path) -> Run:
         offline = tracking.find_offline_runs(folder)
         history = history_from_wandb(tracking.read_offline_run(offline[-1])["history"]) if offline else []
     predictions = {
-        path.name[len("predictions_") : -len(".jsonl")]: read_jsonl(path) for path in sorted(folder.glob("predictions_*.jsonl"))
+        path.name[len("predictions_") : -len(".jsonl")]: read_jsonl(path)
+        for path in sorted(folder.glob("predictions_*.jsonl"))
     }
     name = info.get("recipe", {}).get("run_name") or folder.name
-    return Run(name=name, source=str(folder), info=info, results=read_json(folder / "all_results.json"),
-               history=history, predictions=predictions)
+    return Run(
+        name=name,
+        source=str(folder),
+        info=info,
+        results=read_json(folder / "all_results.json"),
+        history=history,
+        predictions=predictions,
+    )
 
 
 def history_from_wandb(rows) -> list[dict]:
-    """W&B history rows (train/loss, train/global_step, eval/matched_loss) -> Trainer log rows (loss, step, eval_matched_loss)."""
+    """W&B history rows (train/loss, train/global_step, eval/matched_loss) -> Trainer log rows (loss, step,
+    eval_matched_loss)."""
     converted = []
     for row in rows:
         out = {}
@@ -96,7 +107,8 @@ def history_from_wandb(rows) -> list[dict]:
 
 
 def final_metrics_from_summary(summary: dict) -> dict:
-    """The flat final metrics that finish_run put in the summary (eval_matched_accuracy, ...), not the curves' last values."""
+    """The flat final metrics that finish_run put in the summary (eval_matched_accuracy, ...), not the curves' last
+    values."""
     return {k: v for k, v in summary.items() if "/" not in k and not k.startswith("_")}
 
 
@@ -105,8 +117,13 @@ def read_offline_wandb_run(folder: Path) -> Run:
     info = dict(run["config"].get("run_info") or {})
     info.setdefault("job_type", run["run"].get("job_type") or None)
     info.setdefault("group", run["run"].get("group") or None)
-    return Run(name=run["run"].get("name") or folder.name, source=str(folder), info=info,
-               results=final_metrics_from_summary(run["summary"]), history=history_from_wandb(run["history"]))
+    return Run(
+        name=run["run"].get("name") or folder.name,
+        source=str(folder),
+        info=info,
+        results=final_metrics_from_summary(run["summary"]),
+        history=history_from_wandb(run["history"]),
+    )
 
 
 def read_online_wandb_run(path: str) -> Run:
@@ -120,8 +137,13 @@ def read_online_wandb_run(path: str) -> Run:
     info = dict(run.config.get("run_info") or {})
     info.setdefault("job_type", run.job_type)
     info.setdefault("group", run.group)
-    return Run(name=run.name or path, source=f"wandb:{path}", info=info,
-               results=final_metrics_from_summary(dict(run.summary_metrics)), history=history_from_wandb(run.scan_history()))
+    return Run(
+        name=run.name or path,
+        source=f"wandb:{path}",
+        info=info,
+        results=final_metrics_from_summary(dict(run.summary_metrics)),
+        history=history_from_wandb(run.scan_history()),
+    )
 
 
 def read_run(location: str) -> Run:
@@ -137,7 +159,7 @@ def read_run(location: str) -> Run:
 
 
 def parse_source(text: str) -> tuple[str | None, str]:
-    """"ARM=PATH" -> (ARM, PATH); a bare path (or one that exists as written) -> (None, PATH)."""
+    """ "ARM=PATH" -> (ARM, PATH); a bare path (or one that exists as written) -> (None, PATH)."""
     if "=" in text and not Path(text).exists():
         arm, location = text.split("=", 1)
         if arm and "/" not in arm:

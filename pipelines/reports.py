@@ -53,8 +53,19 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Recipe keys that differ between the seeds of one arm by design: never used to tell arms apart.
 PER_RUN_RECIPE_KEYS = {
-    "seed", "data_seed", "output_dir", "run_name", "logging_dir", "resume_from_checkpoint", "report_to",
-    "wandb_project", "wandb_group", "wandb_job_type", "wandb_tags", "wandb_mode", "overwrite_output_dir",
+    "seed",
+    "data_seed",
+    "output_dir",
+    "run_name",
+    "logging_dir",
+    "resume_from_checkpoint",
+    "report_to",
+    "wandb_project",
+    "wandb_group",
+    "wandb_job_type",
+    "wandb_tags",
+    "wandb_mode",
+    "overwrite_output_dir",
 }
 MODEL_RECIPE_KEYS = {"model_name_or_path", "scratch_preset"}  # already in the arm name through run_info["model"]
 
@@ -116,7 +127,7 @@ def example_score(row: dict, task=None) -> tuple[Any, dict[str, float], bool] | 
     """One line of a predictions file -> (example key, scores, correct), as the run's task scores it
     (pipelines/tasks/base.py: accuracy 0/1, a regression's absolute error, QA's EM/F1 on their 0-100 scale).
     None for a row without scores. Without a task, a line with gold and predicted is scored as a classification."""
-    from pipelines.tasks.base import KINDS, CLASSIFICATION
+    from pipelines.tasks.base import CLASSIFICATION, KINDS
 
     return (task.behaviour if task is not None else KINDS[CLASSIFICATION]).example_score(row)
 
@@ -140,8 +151,16 @@ def pair_seeds(baseline_runs: list[Run], other_runs: list[Run]) -> list[tuple[Ru
     return pairs or list(zip(baseline_runs, other_runs))
 
 
-def compare_arms(baseline: str, baseline_runs: list[Run], other: str, other_runs: list[Run], split: str,
-                 n_resamples: int, max_examples: int, texts: dict) -> dict | None:
+def compare_arms(
+    baseline: str,
+    baseline_runs: list[Run],
+    other: str,
+    other_runs: list[Run],
+    split: str,
+    n_resamples: int,
+    max_examples: int,
+    texts: dict,
+) -> dict | None:
     """Paired statistics of one arm against the baseline on one split; None when the runs lack per-example files."""
     base_scored = [scored_examples(r, split) for r in baseline_runs]
     task = run_task(baseline_runs[0])
@@ -168,8 +187,14 @@ def compare_arms(baseline: str, baseline_runs: list[Run], other: str, other_runs
     for base_run, other_run in pair_seeds(baseline_runs, other_runs):
         base, oth = scored_by_run[id(base_run)], scored_by_run[id(other_run)]
         test = stats.mcnemar([base[k][1] for k in keys], [oth[k][1] for k in keys])
-        mcnemar_tests.append({"baseline_run": base_run.name, "other_run": other_run.name,
-                              "seeds": [base_run.seed, other_run.seed], **vars(test)})
+        mcnemar_tests.append(
+            {
+                "baseline_run": base_run.name,
+                "other_run": other_run.name,
+                "seeds": [base_run.seed, other_run.seed],
+                **vars(test),
+            }
+        )
 
     # Examples one arm gets right in every seed and the other gets wrong in every seed: differences that do not
     # depend on the seed.
@@ -191,10 +216,18 @@ def compare_arms(baseline: str, baseline_runs: list[Run], other: str, other_runs
         "differences": differences,
         "mcnemar": mcnemar_tests,
         "examples": {
-            "baseline_right_arm_wrong": {"count": len(only_baseline),
-                                         "shown": [describe_example(k, base_scored, other_scored, texts, task) for k in only_baseline[:max_examples]]},
-            "arm_right_baseline_wrong": {"count": len(only_other),
-                                         "shown": [describe_example(k, base_scored, other_scored, texts, task) for k in only_other[:max_examples]]},
+            "baseline_right_arm_wrong": {
+                "count": len(only_baseline),
+                "shown": [
+                    describe_example(k, base_scored, other_scored, texts, task) for k in only_baseline[:max_examples]
+                ],
+            },
+            "arm_right_baseline_wrong": {
+                "count": len(only_other),
+                "shown": [
+                    describe_example(k, base_scored, other_scored, texts, task) for k in only_other[:max_examples]
+                ],
+            },
         },
     }
 
@@ -249,7 +282,7 @@ def load_texts(run: Run, split: str) -> dict[Any, dict]:
 
 def describe_example(key, base_scored, other_scored, texts: dict, task=None) -> dict:
     """One example for the report: its text, the gold answer, and each arm's predictions (one per seed)."""
-    from pipelines.tasks.base import KINDS, CLASSIFICATION
+    from pipelines.tasks.base import CLASSIFICATION, KINDS
 
     row = base_scored[0][key][2]
     kind = task.behaviour if task is not None else KINDS[CLASSIFICATION]
@@ -277,8 +310,14 @@ def read_sources(sources) -> list[Run]:
     return runs
 
 
-def build_report(sources, output_dir, title: str | None = None, baseline: str | None = None, max_examples: int = 10,
-                 n_resamples: int = 2000) -> dict:
+def build_report(
+    sources,
+    output_dir,
+    title: str | None = None,
+    baseline: str | None = None,
+    max_examples: int = 10,
+    n_resamples: int = 2000,
+) -> dict:
     """Read the runs, compute everything, write report.md, report.html, summary.json and the PNGs. Returns the summary.
 
     sources: run locations (see read_run), each optionally as (arm, location) to name its arm.
@@ -301,15 +340,19 @@ def build_report(sources, output_dir, title: str | None = None, baseline: str | 
     splits = list(dict.fromkeys(split for r in runs for split in r.predictions))
     without_predictions = [r.name for r in runs if not r.predictions]
     if without_predictions:
-        notes.append(f"No per-example predictions for {', '.join(without_predictions)} (e.g. read from W&B): "
-                     "left out of the paired statistics.")
+        notes.append(
+            f"No per-example predictions for {', '.join(without_predictions)} (e.g. read from W&B): "
+            "left out of the paired statistics."
+        )
     texts = {split: load_texts(arms[baseline][0], split) for split in splits}
     comparisons = []
     for arm, members in arms.items():
         if arm == baseline:
             continue
         for split in splits:
-            comparison = compare_arms(baseline, arms[baseline], arm, members, split, n_resamples, max_examples, texts[split])
+            comparison = compare_arms(
+                baseline, arms[baseline], arm, members, split, n_resamples, max_examples, texts[split]
+            )
             if comparison is not None:
                 comparisons.append(comparison)
 
@@ -322,18 +365,33 @@ def build_report(sources, output_dir, title: str | None = None, baseline: str | 
         "groups": groups,
         "bootstrap_resamples": n_resamples,
         "notes": notes,
-        "runs": [{"name": r.name, "arm": r.arm, "seed": r.seed, "source": r.source, "task": r.info.get("task"),
-                  "model": r.info.get("model"), "job_type": r.info.get("job_type"), "group": r.info.get("group"),
-                  "parameters": r.info.get("parameters"), "metrics": {k: v for k, v in r.results.items() if is_number(v)}}
-                 for r in runs],
-        "arms": {arm: {"runs": [r.name for r in members], "seeds": [r.seed for r in members], "metrics": metrics[arm]}
-                 for arm, members in arms.items()},
+        "runs": [
+            {
+                "name": r.name,
+                "arm": r.arm,
+                "seed": r.seed,
+                "source": r.source,
+                "task": r.info.get("task"),
+                "model": r.info.get("model"),
+                "job_type": r.info.get("job_type"),
+                "group": r.info.get("group"),
+                "parameters": r.info.get("parameters"),
+                "metrics": {k: v for k, v in r.results.items() if is_number(v)},
+            }
+            for r in runs
+        ],
+        "arms": {
+            arm: {"runs": [r.name for r in members], "seeds": [r.seed for r in members], "metrics": metrics[arm]}
+            for arm, members in arms.items()
+        },
         "comparisons": comparisons,
         "plots": [name for name, _ in plots],
     }
     document = render(summary, arms, metrics, plots)
     (output_dir / "report.md").write_text(document.markdown(), encoding="utf-8")
     (output_dir / "report.html").write_text(document.html(output_dir, title), encoding="utf-8")
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    (output_dir / "summary.json").write_text(
+        json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
     logger.info("Report written to %s (report.md, report.html, summary.json)", output_dir)
     return summary

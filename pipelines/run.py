@@ -20,7 +20,18 @@ from pathlib import Path
 import datasets
 from transformers import TrainingArguments
 
-from pipelines import checkpoints, distillation, hub_push, interruptions, model_loading, precision, run_guard, run_lock, run_outputs, training
+from pipelines import (
+    checkpoints,
+    distillation,
+    hub_push,
+    interruptions,
+    model_loading,
+    precision,
+    run_guard,
+    run_lock,
+    run_outputs,
+    training,
+)
 from pipelines.arguments import ModelArguments, TrackingArguments, parse_recipe
 from pipelines.lora import PeftArguments
 from pipelines.run_guard import RunArguments
@@ -90,8 +101,9 @@ class TaskRun:
             features = self.teacher.label_training_data(raw, features, tokenizer)
         info = self.start_outputs(model, raw, features)
         make_trainer = self.teacher.make_trainer if self.teacher is not None else training.make_trainer
-        trainer = make_trainer(info, model=model, args=args, processing_class=tokenizer,
-                               **self.trainer_options(features, tokenizer))
+        trainer = make_trainer(
+            info, model=model, args=args, processing_class=tokenizer, **self.trainer_options(features, tokenizer)
+        )
 
         all_results, tables = self.train_and_evaluate(trainer, raw, features, tokenizer, resume_from)
         run_outputs.finish_run(trainer, all_results, tables)
@@ -124,8 +136,9 @@ class TaskRun:
         extra = self.describe(raw, features)
         if getattr(self, "teacher", None) is not None:
             extra["teacher"] = self.teacher.description
-        return run_outputs.start_outputs(self.name, self.model_args, self.tracking_args, self.training_args, self.recipe,
-                                      model, extra)
+        return run_outputs.start_outputs(
+            self.name, self.model_args, self.tracking_args, self.training_args, self.recipe, model, extra
+        )
 
     # --- A task's steps -------------------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from pipelines.study_spec import Arm, Job, SearchSpec, StudyError, best_file  # 
 
 logger = logging.getLogger("pipelines")
 
+
 def suggest(trial, key: str, dimension: Any):
     if isinstance(dimension, list):
         return trial.suggest_categorical(key, dimension)
@@ -67,10 +68,18 @@ def suggest(trial, key: str, dimension: Any):
 
 def write_best(spec: SearchSpec, arm: str, optuna_study) -> dict:
     best = optuna_study.best_trial
-    record = {"params": best.params, "objective": spec.objective, "value": best.value, "trial": best.number,
-              "trial_folder": best.user_attrs.get("folder"), "finished_trials": len(finished_trials(optuna_study))}
-    header = (f"# Written by the search of arm '{arm}': the values of its best trial by {spec.objective} "
-              f"({spec.direction}); the arm's jobs read them. Delete this file to search again.\n")
+    record = {
+        "params": best.params,
+        "objective": spec.objective,
+        "value": best.value,
+        "trial": best.number,
+        "trial_folder": best.user_attrs.get("folder"),
+        "finished_trials": len(finished_trials(optuna_study)),
+    }
+    header = (
+        f"# Written by the search of arm '{arm}': the values of its best trial by {spec.objective} "
+        f"({spec.direction}); the arm's jobs read them. Delete this file to search again.\n"
+    )
     best_file(spec, arm).write_text(header + yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
     return record
 
@@ -88,7 +97,9 @@ def import_optuna():
     try:
         import optuna
     except ImportError as error:
-        raise StudyError("A study with a search needs optuna: pip install 'pipelines[search]' (or pip install optuna)") from error
+        raise StudyError(
+            "A study with a search needs optuna: pip install 'pipelines[search]' (or pip install optuna)"
+        ) from error
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, plot_slice
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
@@ -102,18 +113,27 @@ def open_search(spec: SearchSpec, study, arm: str):
     for attempt in range(5):
         try:
             storage = optuna.storages.RDBStorage(
-                spec.storage, heartbeat_interval=spec.heartbeat_s, grace_period=2 * spec.heartbeat_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+                spec.storage,
+                heartbeat_interval=spec.heartbeat_s,
+                grace_period=2 * spec.heartbeat_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
             break
         except Exception:  # noqa: BLE001 - workers started together race to create the tables; the loser retries
             if attempt == 4:
                 raise
             time.sleep(1 + random.random() * 2)
     # TPE after n_trials // 2 random trials; constant_liar keeps parallel workers from proposing the same point.
-    sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed, constant_liar=True,
-                                         n_startup_trials=max(1, min(10, spec.n_trials // 2)))
-    return optuna.create_study(study_name=f"{study.name}/{arm}", storage=storage, sampler=sampler,
-                               direction=spec.direction, load_if_exists=True)
+    sampler = optuna.samplers.TPESampler(
+        seed=spec.sampler_seed, constant_liar=True, n_startup_trials=max(1, min(10, spec.n_trials // 2))
+    )
+    return optuna.create_study(
+        study_name=f"{study.name}/{arm}",
+        storage=storage,
+        sampler=sampler,
+        direction=spec.direction,
+        load_if_exists=True,
+    )
 
 
 def finished_trials(optuna_study) -> list:
@@ -129,9 +149,14 @@ def requeue_interrupted(optuna_study) -> None:
     trials = optuna_study.get_trials(deepcopy=False)
     resumed = {t.user_attrs.get("resumes") for t in trials}
     for trial in trials:
-        if (trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("interrupted")
-                and trial.number not in resumed):
-            optuna_study.enqueue_trial(trial.params, user_attrs={"folder": trial.user_attrs["folder"], "resumes": trial.number})
+        if (
+            trial.state == optuna.trial.TrialState.FAIL
+            and trial.user_attrs.get("interrupted")
+            and trial.number not in resumed
+        ):
+            optuna_study.enqueue_trial(
+                trial.params, user_attrs={"folder": trial.user_attrs["folder"], "resumes": trial.number}
+            )
 
 
 def trial_objective(spec: SearchSpec, study, arm_name: str):
@@ -146,13 +171,20 @@ def trial_objective(spec: SearchSpec, study, arm_name: str):
         recipe = {**arm.recipe, **spec.overrides, **params}
         # W&B: the study's group; job type search-<arm>; the trial number as a tag, so the UI groups trials.
         recipe["wandb_tags"] = [*recipe.get("wandb_tags", []), "search", f"trial-{trial.number}"]
-        trial_arm = Arm(name=f"{arm.name}-{folder}", job_type=f"search-{arm.name}", recipe=recipe,
-                        recipe_source=f"{arm.recipe_source} + search.overrides + trial {trial.number}")
+        trial_arm = Arm(
+            name=f"{arm.name}-{folder}",
+            job_type=f"search-{arm.name}",
+            recipe=recipe,
+            recipe_source=f"{arm.recipe_source} + search.overrides + trial {trial.number}",
+        )
         job = Job(trial_arm, spec.seed, spec.folders[arm.name] / folder)
         holder = run_lock.holder(job.output_dir)
         if holder is not None and not job.finished:  # its earlier worker still runs it (a stale heartbeat)
-            print(f"[{arm.name} trial {trial.number}] skipped: another run holds {job.output_dir}: "
-                  f"{run_lock.describe(holder)}", flush=True)
+            print(
+                f"[{arm.name} trial {trial.number}] skipped: another run holds {job.output_dir}: "
+                f"{run_lock.describe(holder)}",
+                flush=True,
+            )
             raise import_optuna().TrialPruned(f"{job.output_dir} is held by another run")
         if not job.finished:
             print(f"[{arm.name} trial {trial.number}] {params} -> {job.output_dir} (log: study_job.log)", flush=True)
@@ -162,12 +194,16 @@ def trial_objective(spec: SearchSpec, study, arm_name: str):
                 trial.set_user_attr("interrupted", True)
                 raise
             if status != 0 or not job.finished:
-                raise TrialFailed(f"trial {trial.number} of arm '{arm.name}' failed (exit status {status}); "
-                                  f"log: {job.output_dir / 'study_job.log'}")
+                raise TrialFailed(
+                    f"trial {trial.number} of arm '{arm.name}' failed (exit status {status}); "
+                    f"log: {job.output_dir / 'study_job.log'}"
+                )
         results = json.loads((job.output_dir / "all_results.json").read_text(encoding="utf-8"))
         if not isinstance(results.get(spec.objective), (int, float)):
-            raise TrialFailed(f"{job.output_dir / 'all_results.json'} has no '{spec.objective}' (search.objective); "
-                              f"it has: {', '.join(sorted(results))}")
+            raise TrialFailed(
+                f"{job.output_dir / 'all_results.json'} has no '{spec.objective}' (search.objective); "
+                f"it has: {', '.join(sorted(results))}"
+            )
         print(f"[{arm.name} trial {trial.number}] {spec.objective} = {results[spec.objective]:.4f}", flush=True)
         return float(results[spec.objective])
 
@@ -191,12 +227,19 @@ def run_search_worker(study, keep_going: bool = False) -> int:
                 optuna_study.stop()
 
         to_start = spec.n_trials - len(optuna_study.get_trials(deepcopy=False, states=taken))
-        print(f"Search {study.name}/{arm}: {len(finished_trials(optuna_study))} of {spec.n_trials} trials finished "
-              f"({spec.storage})", flush=True)
+        print(
+            f"Search {study.name}/{arm}: {len(finished_trials(optuna_study))} of {spec.n_trials} trials finished "
+            f"({spec.storage})",
+            flush=True,
+        )
         if to_start > 0:
             try:
-                optuna_study.optimize(trial_objective(spec, study, arm), n_trials=to_start,
-                                      callbacks=[stop_when_budget_taken], catch=(TrialFailed,) if keep_going else ())
+                optuna_study.optimize(
+                    trial_objective(spec, study, arm),
+                    n_trials=to_start,
+                    callbacks=[stop_when_budget_taken],
+                    catch=(TrialFailed,) if keep_going else (),
+                )
             except TrialFailed as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 1
@@ -223,14 +266,20 @@ def search_table(spec: SearchSpec, arm: str, optuna_study) -> str:
     header = f"| trial | {' | '.join(keys)} | {spec.objective} | state | folder |"
     rows = [header, "|" + "---|" * (len(keys) + 4)]
     sign = -1 if spec.direction == "maximize" else 1
-    trials = sorted(optuna_study.get_trials(deepcopy=False),
-                    key=lambda t: (t.value is None, sign * (t.value or 0), t.number))
+    trials = sorted(
+        optuna_study.get_trials(deepcopy=False), key=lambda t: (t.value is None, sign * (t.value or 0), t.number)
+    )
     best = optuna_study.best_trial.number if finished_trials(optuna_study) else None
     for t in trials:
         mark = " (best)" if t.number == best else ""
-        rows.append(f"| {t.number}{mark} | {' | '.join(format_value(t.params.get(k)) for k in keys)} | "
-                    f"{format_value(t.value)} | {t.state.name} | {t.user_attrs.get('folder', '')} |")
-    return f"Search of arm '{arm}' ({len(finished_trials(optuna_study))} finished trials, {spec.direction} {spec.objective}):\n\n" + "\n".join(rows)
+        rows.append(
+            f"| {t.number}{mark} | {' | '.join(format_value(t.params.get(k)) for k in keys)} | "
+            f"{format_value(t.value)} | {t.state.name} | {t.user_attrs.get('folder', '')} |"
+        )
+    return (
+        f"Search of arm '{arm}' ({len(finished_trials(optuna_study))} finished trials, "
+        f"{spec.direction} {spec.objective}):\n\n" + "\n".join(rows)
+    )
 
 
 def plot_search(spec: SearchSpec, arm: str, optuna_study, path: Path) -> bool:
@@ -255,9 +304,13 @@ def add_search_to_report(study) -> None:
     """Write search.md and search_<arm>.png into the report folder and append the tables to report.md."""
     import_optuna()
     spec = study.search
-    sections = ["## Hyperparameter search", "",
-                f"Objective {spec.objective} ({spec.direction}), measured on TRAIN held out (never dev); "
-                f"{spec.n_trials} trials per arm; storage {spec.storage}.", ""]
+    sections = [
+        "## Hyperparameter search",
+        "",
+        f"Objective {spec.objective} ({spec.direction}), measured on TRAIN held out (never dev); "
+        f"{spec.n_trials} trials per arm; storage {spec.storage}.",
+        "",
+    ]
     for arm in spec.arms:
         optuna_study = open_search(spec, study, arm)
         sections += [search_table(spec, arm, optuna_study), ""]

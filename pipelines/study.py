@@ -58,24 +58,35 @@ logger = logging.getLogger("pipelines")
 # --------------------------------------------------------------------------------------------------------------
 
 
-def run_study(study: Study, dry_run: bool = False, keep_going: bool = False, report_only: bool = False,
-              wandb_report: bool = False, backend: str = "local", gpus: list[int] | None = None,
-              search_only: bool = False) -> int:
+def run_study(
+    study: Study,
+    dry_run: bool = False,
+    keep_going: bool = False,
+    report_only: bool = False,
+    wandb_report: bool = False,
+    backend: str = "local",
+    gpus: list[int] | None = None,
+    search_only: bool = False,
+) -> int:
     """Run the search (if the study has one), then the unfinished jobs on the chosen backend, then write the report.
 
     Returns the exit status.
     """
     if study.search is not None and not report_only:
-        status = run_searches(study, backend=backend, gpus=gpus, dry_run=dry_run, keep_going=keep_going,
-                                     search_only=search_only)
+        status = run_searches(
+            study, backend=backend, gpus=gpus, dry_run=dry_run, keep_going=keep_going, search_only=search_only
+        )
         if status != 0 or search_only:
             return status
         if not dry_run:
             study = load_study(study.path)  # the searched arms now read the chosen values
     jobs = study.jobs()
     done = [j for j in jobs if j.finished]
-    print(f"Study {study.name}: {len(study.arms)} arms × {len(study.seeds)} seeds = {len(jobs)} jobs, "
-          f"{len(done)} finished, in {study.output_root}", flush=True)
+    print(
+        f"Study {study.name}: {len(study.arms)} arms × {len(study.seeds)} seeds = {len(jobs)} jobs, "
+        f"{len(done)} finished, in {study.output_root}",
+        flush=True,
+    )
     for number, job in enumerate(jobs, 1):
         label = f"[{number}/{len(jobs)}] {job.run_name}"
         if job.finished:
@@ -102,8 +113,11 @@ def run_study(study: Study, dry_run: bool = False, keep_going: bool = False, rep
             return 130
     finished = [j for j in jobs if j.finished]
     if failed:
-        print(f"{len(failed)} job(s) failed: {', '.join(j.run_name for j in failed)}. Fix the cause and run the same "
-              "command again: finished jobs are skipped, interrupted ones resume.", file=sys.stderr)
+        print(
+            f"{len(failed)} job(s) failed: {', '.join(j.run_name for j in failed)}. Fix the cause and run the same "
+            "command again: finished jobs are skipped, interrupted ones resume.",
+            file=sys.stderr,
+        )
     if not finished:
         if study.search is not None and study.search.storage_exists():
             study.report_dir.mkdir(parents=True, exist_ok=True)
@@ -115,21 +129,31 @@ def run_study(study: Study, dry_run: bool = False, keep_going: bool = False, rep
     return 1 if failed or len(finished) < len(jobs) else status
 
 
-def run_searches(study, backend: str = "local", gpus: list[int] | None = None, dry_run: bool = False,
-                 keep_going: bool = False, search_only: bool = False) -> int:
+def run_searches(
+    study,
+    backend: str = "local",
+    gpus: list[int] | None = None,
+    dry_run: bool = False,
+    keep_going: bool = False,
+    search_only: bool = False,
+) -> int:
     """Run the study's search (search.py; this process is one worker), then write each arm's best values and table."""
     spec = study.search
     if dry_run:
         for arm in spec.arms:
-            print(f"Search {arm}: {spec.n_trials} trials of {spec.space} by {spec.objective} ({spec.direction}), "
-                  f"storage {spec.storage}; trials in {spec.folders[arm]}", flush=True)
+            print(
+                f"Search {arm}: {spec.n_trials} trials of {spec.space} by {spec.objective} ({spec.direction}), "
+                f"storage {spec.storage}; trials in {spec.folders[arm]}",
+                flush=True,
+            )
         return 0
     if all(search.best_file(spec, arm).is_file() for arm in spec.arms):
         return 0
     slots = study_backends.gpu_slots(gpus, study.resources.get("gpus") or 1) if backend == "local" else []
     if backend != "local" or len(slots) > 1:  # workers as submitit jobs: one per GPU slot, or spec.workers on Slurm
-        status = study_backends.run_search_workers(study, cluster=backend, slots=slots, n_workers=spec.workers,
-                                                   keep_going=keep_going)
+        status = study_backends.run_search_workers(
+            study, cluster=backend, slots=slots, n_workers=spec.workers, keep_going=keep_going
+        )
     else:  # this process is the (or a) worker
         status = search.run_search_worker(study, keep_going)
     if status != 0:
@@ -138,13 +162,19 @@ def run_searches(study, backend: str = "local", gpus: list[int] | None = None, d
         optuna_study = search.open_search(spec, study, arm)
         n_finished = len(search.finished_trials(optuna_study))
         if n_finished < spec.n_trials:
-            print(f"Search {arm}: {n_finished} of {spec.n_trials} trials finished, others are still running in other "
-                  "workers; run the study again when they are done.", file=sys.stderr)
+            print(
+                f"Search {arm}: {n_finished} of {spec.n_trials} trials finished, others are still running in other "
+                "workers; run the study again when they are done.",
+                file=sys.stderr,
+            )
             return 0 if search_only else 1
         record = search.write_best(spec, arm, optuna_study)
         print(search.search_table(spec, arm, optuna_study), flush=True)
-        print(f"Best of {arm}: {record['params']} ({spec.objective} {record['value']:.4f}, trial {record['trial']}) "
-              f"-> {search.best_file(spec, arm)}", flush=True)
+        print(
+            f"Best of {arm}: {record['params']} ({spec.objective} {record['value']:.4f}, trial {record['trial']}) "
+            f"-> {search.best_file(spec, arm)}",
+            flush=True,
+        )
     return 0
 
 
@@ -171,26 +201,49 @@ def parse_gpus(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(levelname)s %(message)s", level=logging.INFO)
     logger.setLevel(logging.INFO)
-    parser = argparse.ArgumentParser(prog="run_study.py", description="Run a study: its search (if any), then every "
-                                     "arm × seed as one job, resumable, then the report.")
+    parser = argparse.ArgumentParser(
+        prog="run_study.py",
+        description="Run a study: its search (if any), then every arm × seed as one job, resumable, then the report.",
+    )
     parser.add_argument("study", help="Study file, e.g. configs/studies/mnli_pretrained_vs_scratch_cpu.yaml")
-    parser.add_argument("--backend", choices=["local", "slurm", "submitit-local"], default="local",
-                        help="local: this machine, one job per GPU (or per `resources.gpus` GPUs), one at a time "
-                        "without a GPU. slurm: a Slurm job array through submitit (pip install '.[cluster]'). "
-                        "submitit-local: the Slurm path run by submitit's local executor (no cluster; for testing).")
-    parser.add_argument("--gpus", type=parse_gpus, default=None,
-                        help="Local backend: the GPUs to use, e.g. 0,1,2,3 (default: every visible GPU).")
-    parser.add_argument("--search-only", action="store_true",
-                        help="Only run search trials (a search worker: start several, on any machines that reach "
-                        "the search's storage), not the grid.")
+    parser.add_argument(
+        "--backend",
+        choices=["local", "slurm", "submitit-local"],
+        default="local",
+        help="local: this machine, one job per GPU (or per `resources.gpus` GPUs), one at a time "
+        "without a GPU. slurm: a Slurm job array through submitit (pip install '.[cluster]'). "
+        "submitit-local: the Slurm path run by submitit's local executor (no cluster; for testing).",
+    )
+    parser.add_argument(
+        "--gpus",
+        type=parse_gpus,
+        default=None,
+        help="Local backend: the GPUs to use, e.g. 0,1,2,3 (default: every visible GPU).",
+    )
+    parser.add_argument(
+        "--search-only",
+        action="store_true",
+        help="Only run search trials (a search worker: start several, on any machines that reach "
+        "the search's storage), not the grid.",
+    )
     parser.add_argument("--dry-run", action="store_true", help="Print the jobs and their commands; run nothing.")
     parser.add_argument("--keep-going", action="store_true", help="After a failed job, go on with the others.")
     parser.add_argument("--report-only", action="store_true", help="Only (re)write the report from the finished jobs.")
-    parser.add_argument("--wandb-report", action="store_true", help="Also create a W&B Report (credentials + wandb-workspaces).")
+    parser.add_argument(
+        "--wandb-report", action="store_true", help="Also create a W&B Report (credentials + wandb-workspaces)."
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     # A StudyError or ReportError reaches scripts/run_study.py's cli.run: `error: <message>`, exit status 2.
     study = load_study(args.study)
     if args.search_only and study.search is None:
         raise StudyError(f"{study.path}: --search-only, but the study has no 'search' section")
-    return run_study(study, dry_run=args.dry_run, keep_going=args.keep_going, report_only=args.report_only,
-                     wandb_report=args.wandb_report, backend=args.backend, gpus=args.gpus, search_only=args.search_only)
+    return run_study(
+        study,
+        dry_run=args.dry_run,
+        keep_going=args.keep_going,
+        report_only=args.report_only,
+        wandb_report=args.wandb_report,
+        backend=args.backend,
+        gpus=args.gpus,
+        search_only=args.search_only,
+    )

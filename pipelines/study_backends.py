@@ -49,7 +49,9 @@ def import_submitit():
     try:
         import submitit
     except ImportError as error:
-        raise StudyError("This backend needs submitit: pip install 'pipelines[cluster]' (or pip install submitit)") from error
+        raise StudyError(
+            "This backend needs submitit: pip install 'pipelines[cluster]' (or pip install submitit)"
+        ) from error
     return submitit
 
 
@@ -66,7 +68,9 @@ class StudyTask:
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
 
-    def __call__(self, cwd: str, jobs: list[tuple[list[str], dict[str, str], str]], keep_going: bool = True) -> list[int]:
+    def __call__(
+        self, cwd: str, jobs: list[tuple[list[str], dict[str, str], str]], keep_going: bool = True
+    ) -> list[int]:
         os.chdir(cwd)
         statuses = []
         for command, job_env, output_dir in jobs:
@@ -84,8 +88,14 @@ class StudyTask:
                 # Its own session, so that checkpoint() reaches accelerate and its workers with one signal; SIGUSR2
                 # (submitit's "about to be stopped", which Slurm sends to every process of the task) is ignored by
                 # the job, which stops on the SIGTERM that checkpoint() sends.
-                self.process = subprocess.Popen(command, env={**os.environ, **job_env}, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True, preexec_fn=ignore_sigusr2)
+                self.process = subprocess.Popen(
+                    command,
+                    env={**os.environ, **job_env},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=ignore_sigusr2,
+                )
                 status = self.process.wait()
             print(f"{output_dir}: exit status {status}", flush=True)
             statuses.append(status)
@@ -99,8 +109,10 @@ class StudyTask:
         import submitit
 
         if self.process is not None and self.process.poll() is None:
-            print(f"Stopping job (pid {self.process.pid}) with SIGTERM; it resumes from its checkpoint when requeued",
-                  flush=True)
+            print(
+                f"Stopping job (pid {self.process.pid}) with SIGTERM; it resumes from its checkpoint when requeued",
+                flush=True,
+            )
             os.killpg(self.process.pid, signal.SIGTERM)
             if not wait_for_group(self.process.pid, STOP_WAIT_S):
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -144,8 +156,12 @@ def collect(study, submitted: list[tuple[Any, list]]) -> list:
         try:
             submitit_job.result()
         except Exception as error:  # noqa: BLE001 - submitit raises whatever the task raised; report and go on
-            print(f"submitit job {submitit_job.job_id} failed: {str(error).strip().splitlines()[-1:]}; "
-                  f"its logs: {submitit_job.paths.stdout}", file=sys.stderr, flush=True)
+            print(
+                f"submitit job {submitit_job.job_id} failed: {str(error).strip().splitlines()[-1:]}; "
+                f"its logs: {submitit_job.paths.stdout}",
+                file=sys.stderr,
+                flush=True,
+            )
         for job in jobs:
             if not job.finished:
                 failed.append(job)
@@ -173,7 +189,7 @@ def gpu_slots(gpus: list[int] | None, gpus_per_job: int) -> list[list[int]]:
     gpus = visible_gpus() if gpus is None else gpus
     if gpus and len(gpus) < gpus_per_job:
         raise StudyError(f"resources.gpus is {gpus_per_job} per job, but only {len(gpus)} GPU(s) are available: {gpus}")
-    return [gpus[i:i + gpus_per_job] for i in range(0, len(gpus) - gpus_per_job + 1, gpus_per_job)]
+    return [gpus[i : i + gpus_per_job] for i in range(0, len(gpus) - gpus_per_job + 1, gpus_per_job)]
 
 
 def run_jobs_on_gpus(study, jobs, slots: list[list[int]], keep_going: bool) -> list:
@@ -181,7 +197,7 @@ def run_jobs_on_gpus(study, jobs, slots: list[list[int]], keep_going: bool) -> l
     a failed job unless keep_going)."""
     submitit = import_submitit()
     unfinished = [j for j in jobs if not j.finished]
-    shares = [unfinished[k::len(slots)] for k in range(len(slots))]
+    shares = [unfinished[k :: len(slots)] for k in range(len(slots))]
     submitted = []
     for slot, share in zip(slots, shares):
         if not share:
@@ -189,8 +205,10 @@ def run_jobs_on_gpus(study, jobs, slots: list[list[int]], keep_going: bool) -> l
         executor = submitit.LocalExecutor(folder=study.output_root / "submitit")
         executor.update_parameters(visible_gpus=slot, gpus_per_node=len(slot), timeout_min=LOCAL_TIME_MIN)
         submitit_job = executor.submit(StudyTask(), str(Path.cwd()), task_jobs(study, share), keep_going)
-        print(f"GPU {','.join(map(str, slot))}: {', '.join(j.run_name for j in share)} (logs: <job>/study_job.log)",
-              flush=True)
+        print(
+            f"GPU {','.join(map(str, slot))}: {', '.join(j.run_name for j in share)} (logs: <job>/study_job.log)",
+            flush=True,
+        )
         submitted.append((submitit_job, share))
     return collect(study, submitted)
 
@@ -204,14 +222,23 @@ def executor_for(study, cluster: str, folder: Path):
     """A submitit executor with the study's resources: Slurm options, or the same jobs on this machine."""
     submitit = import_submitit()
     resources = study.resources
-    executor = submitit.AutoExecutor(folder=folder, cluster="local" if cluster == "submitit-local" else cluster,
-                                     slurm_max_num_timeout=int(resources.get("max_requeues", 3)))
-    parameters: dict[str, Any] = {"name": study.name, "timeout_min": int(resources.get("time_min") or 0) or None,
-                                  "gpus_per_node": int(resources.get("gpus") or 0), "tasks_per_node": 1, "nodes": 1,
-                                  "cpus_per_task": resources.get("cpus"), "mem_gb": resources.get("mem_gb"),
-                                  "slurm_partition": resources.get("partition"),
-                                  "slurm_array_parallelism": resources.get("array_parallelism"),
-                                  "slurm_additional_parameters": resources.get("slurm")}
+    executor = submitit.AutoExecutor(
+        folder=folder,
+        cluster="local" if cluster == "submitit-local" else cluster,
+        slurm_max_num_timeout=int(resources.get("max_requeues", 3)),
+    )
+    parameters: dict[str, Any] = {
+        "name": study.name,
+        "timeout_min": int(resources.get("time_min") or 0) or None,
+        "gpus_per_node": int(resources.get("gpus") or 0),
+        "tasks_per_node": 1,
+        "nodes": 1,
+        "cpus_per_task": resources.get("cpus"),
+        "mem_gb": resources.get("mem_gb"),
+        "slurm_partition": resources.get("partition"),
+        "slurm_array_parallelism": resources.get("array_parallelism"),
+        "slurm_additional_parameters": resources.get("slurm"),
+    }
     if cluster == "submitit-local":
         parameters["timeout_min"] = parameters["timeout_min"] or LOCAL_TIME_MIN
     executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
@@ -225,9 +252,12 @@ def run_jobs_with_submitit(study, jobs, cluster: str) -> list:
     described = task_jobs(study, unfinished)
     with executor.batch():
         submitit_jobs = [executor.submit(StudyTask(), str(Path.cwd()), [job]) for job in described]
-    print(f"Submitted {len(submitit_jobs)} job(s) ({cluster}): {', '.join(j.job_id for j in submitit_jobs)}. "
-          "Waiting for them; if you stop waiting, they go on, and `run_study.py <study> --report-only` writes the "
-          "report once they are done.", flush=True)
+    print(
+        f"Submitted {len(submitit_jobs)} job(s) ({cluster}): {', '.join(j.job_id for j in submitit_jobs)}. "
+        "Waiting for them; if you stop waiting, they go on, and `run_study.py <study> --report-only` writes the "
+        "report once they are done.",
+        flush=True,
+    )
     return collect(study, [(sj, [job]) for sj, job in zip(submitit_jobs, unfinished)])
 
 
@@ -266,7 +296,10 @@ def run_search_workers(study, cluster: str, slots: list[list[int]], n_workers: i
         try:
             statuses.append(job.result())
         except Exception as error:  # noqa: BLE001 - report and let the others finish the search
-            print(f"search worker {job.job_id} failed: {str(error).strip().splitlines()[-1:]}; log: {job.paths.stdout}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"search worker {job.job_id} failed: {str(error).strip().splitlines()[-1:]}; log: {job.paths.stdout}",
+                file=sys.stderr,
+                flush=True,
+            )
             statuses.append(1)
     return max(statuses, default=0)

@@ -39,13 +39,20 @@ def accelerate_executable() -> str:
 def job_command(study: Study, job: Job) -> list[str]:
     """`accelerate launch --config_file C script job_recipe.yaml --output_dir ... --seed ...` for one job."""
     arguments = [
-        str(study.script), str(job.output_dir / "job_recipe.yaml"),
-        "--output_dir", str(job.output_dir),
-        "--seed", str(job.seed),
-        "--run_name", job.run_name,
-        "--wandb_group", study.name,
-        "--wandb_job_type", job.arm.job_type,
-        "--resume_from_checkpoint", "auto",
+        str(study.script),
+        str(job.output_dir / "job_recipe.yaml"),
+        "--output_dir",
+        str(job.output_dir),
+        "--seed",
+        str(job.seed),
+        "--run_name",
+        job.run_name,
+        "--wandb_group",
+        study.name,
+        "--wandb_job_type",
+        job.arm.job_type,
+        "--resume_from_checkpoint",
+        "auto",
     ]
     if study.launch_config is None:
         return [sys.executable, *arguments]
@@ -62,11 +69,14 @@ def prepare_job(study: Study, job: Job) -> dict[str, str]:
     job.output_dir.mkdir(parents=True, exist_ok=True)
     recipe = dict(job.arm.recipe)
     recipe["wandb_tags"] = list(dict.fromkeys([*recipe.get("wandb_tags", []), study.name, job.arm.name]))
-    header = (f"# Written by scripts/run_study.py for study '{study.name}' ({study.path}), arm '{job.arm.name}':\n"
-              f"# {job.arm.recipe_source} + the study's overrides + the arm's overrides. Seed and output folder are "
-              "on the command line.\n")
-    (job.output_dir / "job_recipe.yaml").write_text(header + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True),
-                                                   encoding="utf-8")
+    header = (
+        f"# Written by scripts/run_study.py for study '{study.name}' ({study.path}), arm '{job.arm.name}':\n"
+        f"# {job.arm.recipe_source} + the study's overrides + the arm's overrides. Seed and output folder are "
+        "on the command line.\n"
+    )
+    (job.output_dir / "job_recipe.yaml").write_text(
+        header + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
     record_path = job.output_dir / "study_job.json"
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
     record.setdefault("wandb_run_id", secrets.token_hex(4))
@@ -87,8 +97,15 @@ def run_job(command: list[str], job_env: dict[str, str], log_path: Path) -> int:
     with log_path.open("a", encoding="utf-8") as log:
         log.write(log_header(command))
         log.flush()
-        process = subprocess.Popen(command, env={**os.environ, **job_env}, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **job_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
         try:
             for line in process.stdout:
                 sys.stdout.write(line)
@@ -112,8 +129,12 @@ def check_finished_recipe(study: Study, job: Job) -> None:
     current = {**job.arm.recipe, "wandb_tags": recorded.get("wandb_tags")}
     if recorded and recorded != current:
         changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
-        logger.warning("%s finished with another recipe (changed: %s); delete %s to run it again",
-                       job.run_name, ", ".join(changed), job.output_dir)
+        logger.warning(
+            "%s finished with another recipe (changed: %s); delete %s to run it again",
+            job.run_name,
+            ", ".join(changed),
+            job.output_dir,
+        )
 
 
 def run_jobs_one_at_a_time(study: Study, jobs: list[Job], keep_going: bool) -> list[Job] | None:
@@ -138,7 +159,11 @@ def run_jobs_one_at_a_time(study: Study, jobs: list[Job], keep_going: bool) -> l
             return None
         if status != 0 or not job.finished:
             failed.append(job)
-            print(f"{label}: FAILED (exit status {status}); log: {job.output_dir / 'study_job.log'}", file=sys.stderr, flush=True)
+            print(
+                f"{label}: FAILED (exit status {status}); log: {job.output_dir / 'study_job.log'}",
+                file=sys.stderr,
+                flush=True,
+            )
             if not keep_going:
                 break
     return failed

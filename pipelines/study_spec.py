@@ -19,8 +19,22 @@ import yaml
 from pipelines import run_guard
 from pipelines.arguments import RecipeError, load_recipe
 
-STUDY_KEYS = {"name", "description", "script", "launch_config", "recipe", "overrides", "seeds", "arms", "grid",
-              "baseline", "output_root", "report_dir", "resources", "search"}
+STUDY_KEYS = {
+    "name",
+    "description",
+    "script",
+    "launch_config",
+    "recipe",
+    "overrides",
+    "seeds",
+    "arms",
+    "grid",
+    "baseline",
+    "output_root",
+    "report_dir",
+    "resources",
+    "search",
+}
 ARM_KEYS = {"name", "job_type", "recipe", "overrides"}
 # Set per job on the command line, so they are dropped from the arm's recipe file.
 PER_JOB_KEYS = ("output_dir", "seed", "run_name", "wandb_group", "wandb_job_type", "resume_from_checkpoint")
@@ -116,12 +130,23 @@ def load_study(path: str | os.PathLike, check_files: bool = True) -> Study:
     arms = expand_arms(spec, path, check_files)
     baseline = spec.get("baseline") or arms[0].name
     if baseline not in [a.name for a in arms]:
-        raise StudyError(f"{path}: baseline '{baseline}' is not an arm; the arms are: {', '.join(a.name for a in arms)}")
+        raise StudyError(
+            f"{path}: baseline '{baseline}' is not an arm; the arms are: {', '.join(a.name for a in arms)}"
+        )
     output_root = Path(spec.get("output_root") or f"outputs/studies/{name}")
     resources = check_resources(spec.get("resources") or {}, path)
-    study = Study(name=name, path=path, script=script, launch_config=launch_config, arms=arms, seeds=seeds,
-                  output_root=output_root, report_dir=Path(spec.get("report_dir") or output_root / "report"),
-                  baseline=baseline, resources=resources)
+    study = Study(
+        name=name,
+        path=path,
+        script=script,
+        launch_config=launch_config,
+        arms=arms,
+        seeds=seeds,
+        output_root=output_root,
+        report_dir=Path(spec.get("report_dir") or output_root / "report"),
+        baseline=baseline,
+        resources=resources,
+    )
     if spec.get("search") is not None:
         study.search = parse_search(spec["search"], study)
         apply_best_values(study)  # the searched arms train with the values the search chose
@@ -132,14 +157,18 @@ def check_keys(mapping: dict, known: set[str], where: str) -> None:
     for key in mapping:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
-            raise StudyError(f"{where}: unknown key '{key}'." + (f" Did you mean '{close[0]}'?" if close else "")
-                             + f" Known keys: {', '.join(sorted(known))}")
+            raise StudyError(
+                f"{where}: unknown key '{key}'."
+                + (f" Did you mean '{close[0]}'?" if close else "")
+                + f" Known keys: {', '.join(sorted(known))}"
+            )
 
 
 def require_file(file: Path, key: str, study_path: Path) -> None:
     if not file.is_file():
-        raise StudyError(f"{study_path}: {key} '{file}' not found (relative to {Path.cwd()}; run studies from the "
-                         "repository root)")
+        raise StudyError(
+            f"{study_path}: {key} '{file}' not found (relative to {Path.cwd()}; run studies from the repository root)"
+        )
 
 
 def expand_arms(spec: dict, path: Path, check_files: bool) -> list[Arm]:
@@ -163,8 +192,10 @@ def expand_arms(spec: dict, path: Path, check_files: bool) -> list[Arm]:
                 except RecipeError as error:
                     raise StudyError(f"{where}: {error}") from error
             elif check_files:
-                raise StudyError(f"{where}: recipe '{recipe_file}' not found (relative to {Path.cwd()}; run studies from "
-                                 "the repository root)")
+                raise StudyError(
+                    f"{where}: recipe '{recipe_file}' not found (relative to {Path.cwd()}; run studies from "
+                    "the repository root)"
+                )
             else:
                 recipes[recipe_file] = None
         for label, grid_overrides in grid:
@@ -173,8 +204,14 @@ def expand_arms(spec: dict, path: Path, check_files: bool) -> list[Arm]:
             recipe = merge(base or {}, spec.get("overrides"), arm_spec.get("overrides"), grid_overrides)
             if base is not None:
                 check_model_keys(recipe, name, recipe_file, path)
-            arms.append(Arm(name=name, job_type=str(arm_spec.get("job_type") or arm_spec["name"]), recipe=recipe,
-                            recipe_source=str(recipe_file)))
+            arms.append(
+                Arm(
+                    name=name,
+                    job_type=str(arm_spec.get("job_type") or arm_spec["name"]),
+                    recipe=recipe,
+                    recipe_source=str(recipe_file),
+                )
+            )
     names = [a.name for a in arms]
     for name in names:
         if names.count(name) > 1:
@@ -196,12 +233,15 @@ def grid_variants(grid: dict, path: Path) -> list[tuple[str, dict]]:
             axes.append([(f"{key}-{value}", {key: value}) for value in values])
         else:
             raise StudyError(f"{path}: grid '{key}' must be a non-empty list of values or a label: value mapping")
-    return [("_".join(label for label, _ in combo), {k: v for _, o in combo for k, v in o.items()})
-            for combo in itertools.product(*axes)]
+    return [
+        ("_".join(label for label, _ in combo), {k: v for _, o in combo for k, v in o.items()})
+        for combo in itertools.product(*axes)
+    ]
 
 
 def merge(base: dict, *layers: dict | None) -> dict:
-    """Apply override layers in order; a None value removes the key. Per-job keys are dropped (set on the command line)."""
+    """Apply override layers in order; a None value removes the key. Per-job keys are dropped (set on the command
+    line)."""
     recipe = dict(base)
     for layer in layers:
         for key, value in (layer or {}).items():
@@ -218,8 +258,10 @@ def check_model_keys(recipe: dict, arm: str, recipe_file: str, path: Path) -> No
     """Catch the commonest study mistake before hours of jobs: an arm with both (or neither) model keys."""
     has_model, has_preset = recipe.get("model_name_or_path") is not None, recipe.get("scratch_preset") is not None
     if has_model and has_preset:
-        raise StudyError(f"{path}: arm '{arm}' sets both model_name_or_path and scratch_preset ({recipe_file} + overrides); "
-                         "add 'model_name_or_path: null' to the arm's overrides to train from scratch")
+        raise StudyError(
+            f"{path}: arm '{arm}' sets both model_name_or_path and scratch_preset ({recipe_file} + overrides); "
+            "add 'model_name_or_path: null' to the arm's overrides to train from scratch"
+        )
     if not has_model and not has_preset:
         raise StudyError(f"{path}: arm '{arm}' has neither model_name_or_path nor scratch_preset")
 
@@ -245,8 +287,19 @@ def check_resources(resources: dict, path: Path) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 
 
-SEARCH_KEYS = {"arms", "n_trials", "objective", "direction", "seed", "overrides", "space", "storage", "heartbeat_s",
-               "sampler_seed", "workers"}
+SEARCH_KEYS = {
+    "arms",
+    "n_trials",
+    "objective",
+    "direction",
+    "seed",
+    "overrides",
+    "space",
+    "storage",
+    "heartbeat_s",
+    "sampler_seed",
+    "workers",
+}
 HOLDOUT_KEYS = ("heldout_train_samples", "heldout_from_file")
 
 
@@ -293,24 +346,43 @@ def parse_search(spec: Any, study) -> SearchSpec:
     overrides = spec.get("overrides") or {}
     for arm in study.arms:
         if arm.name in arms and not any({**arm.recipe, **overrides}.get(k) is not None for k in HOLDOUT_KEYS):
-            raise StudyError(f"{where}: arm '{arm.name}' would measure '{spec['objective']}' on dev. The objective must "
-                             "come from a slice of TRAIN: set heldout_train_samples (MNLI) or heldout_from_file (QA) "
-                             "in search.overrides")
+            raise StudyError(
+                f"{where}: arm '{arm.name}' would measure '{spec['objective']}' on dev. The objective must "
+                "come from a slice of TRAIN: set heldout_train_samples (MNLI) or heldout_from_file (QA) "
+                "in search.overrides"
+            )
     search_root = study.output_root / "search"
-    return SearchSpec(arms=list(arms), n_trials=int(spec["n_trials"]), objective=str(spec["objective"]),
-                      direction=spec.get("direction", "maximize"), seed=int(spec.get("seed", 42)), overrides=overrides,
-                      space=spec["space"], storage=spec.get("storage") or f"sqlite:///{search_root / 'search.db'}",
-                      heartbeat_s=int(spec.get("heartbeat_s", 60)), sampler_seed=spec.get("sampler_seed"),
-                      workers=int(spec.get("workers", 1)),
-                      folders={arm: search_root / arm for arm in arms})
+    return SearchSpec(
+        arms=list(arms),
+        n_trials=int(spec["n_trials"]),
+        objective=str(spec["objective"]),
+        direction=spec.get("direction", "maximize"),
+        seed=int(spec.get("seed", 42)),
+        overrides=overrides,
+        space=spec["space"],
+        storage=spec.get("storage") or f"sqlite:///{search_root / 'search.db'}",
+        heartbeat_s=int(spec.get("heartbeat_s", 60)),
+        sampler_seed=spec.get("sampler_seed"),
+        workers=int(spec.get("workers", 1)),
+        folders={arm: search_root / arm for arm in arms},
+    )
 
 
 def check_dimension(key: str, dimension: Any, where: str) -> None:
     if isinstance(dimension, list) and dimension:
         return
-    if not isinstance(dimension, dict) or not {"low", "high"} <= set(dimension) or set(dimension) - {"low", "high", "log", "step"}:
-        raise StudyError(f"{where}: a range {{low, high[, log, step]}} or a non-empty list of values, got {dimension!r}")
-    if not all(isinstance(dimension[k], (int, float)) for k in ("low", "high")) or dimension["low"] >= dimension["high"]:
+    if (
+        not isinstance(dimension, dict)
+        or not {"low", "high"} <= set(dimension)
+        or set(dimension) - {"low", "high", "log", "step"}
+    ):
+        raise StudyError(
+            f"{where}: a range {{low, high[, log, step]}} or a non-empty list of values, got {dimension!r}"
+        )
+    if (
+        not all(isinstance(dimension[k], (int, float)) for k in ("low", "high"))
+        or dimension["low"] >= dimension["high"]
+    ):
         raise StudyError(f"{where}: low and high are numbers with low < high, got {dimension!r}")
 
 

@@ -76,7 +76,9 @@ def git_commit() -> str | None:
     try:
         repo = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -214,8 +216,14 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict[str, Any]:
                 run["config"][_item_key(item)] = _item_value(item)
         elif kind == "run":
             r = record.run
-            run["run"] = {"id": r.run_id, "project": r.project, "group": r.run_group, "job_type": r.job_type,
-                          "name": r.display_name, "tags": list(r.tags)}
+            run["run"] = {
+                "id": r.run_id,
+                "project": r.project,
+                "group": r.run_group,
+                "job_type": r.job_type,
+                "name": r.display_name,
+                "tags": list(r.tags),
+            }
             for item in r.config.update:
                 run["config"][_item_key(item)] = _item_value(item)
     return run
@@ -234,7 +242,9 @@ def finish_wandb() -> None:
     run = wandb.run
     if run is None:
         return
-    offline = run.settings.mode == "offline" if hasattr(run.settings, "mode") else os.environ.get("WANDB_MODE") == "offline"
+    offline = (
+        run.settings.mode == "offline" if hasattr(run.settings, "mode") else os.environ.get("WANDB_MODE") == "offline"
+    )
     run_dir = Path(run.dir).parent
     wandb.finish()
     if offline:

@@ -28,7 +28,8 @@ logger = logging.getLogger("pipelines")
 def setup_run(training_args) -> None:
     """Logging on every process (quiet on non-main ones) and seeds, before anything is loaded."""
     logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     level = logging.INFO if training_args.process_index == 0 else logging.WARNING
@@ -161,7 +162,10 @@ class SafeWandbCallback(WandbCallback):
             logger.warning(
                 "W&B failed during %s (%s: %s). Training goes on without W&B; the metrics are in %s "
                 "(trainer_state.json, log_history.json and all_results.json).",
-                event, type(error).__name__, error, output_dir,
+                event,
+                type(error).__name__,
+                error,
+                output_dir,
             )
             return None
 

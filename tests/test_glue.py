@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, launch_command, subprocess_env
+
 from pipelines.arguments import RecipeError
 from pipelines.data_files import DataError
 from pipelines.metrics import load_metric
@@ -24,8 +24,12 @@ FIXTURES = REPO / "tests" / "fixtures" / "glue"
 
 
 def data_args(name: str, **extra) -> glue.GlueDataArguments:
-    return glue.GlueDataArguments(task_name=name, train_file=str(FIXTURES / f"{name}_train.jsonl"),
-                                  validation_file=str(FIXTURES / f"{name}_validation.jsonl"), **extra)
+    return glue.GlueDataArguments(
+        task_name=name,
+        train_file=str(FIXTURES / f"{name}_train.jsonl"),
+        validation_file=str(FIXTURES / f"{name}_validation.jsonl"),
+        **extra,
+    )
 
 
 def test_every_glue_task_is_known_with_its_official_metric():
@@ -44,7 +48,9 @@ def test_metrics_match_the_reference_definitions():
     predictions, references = np.array([0, 1, 1, 0, 1, 1, 0, 0]), np.array([0, 1, 0, 0, 1, 0, 1, 0])
     # Matthews = (TP*TN - FP*FN) / sqrt(...) with TP=2, TN=3, FP=2, FN=1.
     expected = (2 * 3 - 2 * 1) / np.sqrt(4 * 3 * 5 * 4)
-    assert load_metric("glue", "cola").compute(predictions=predictions, references=references)["matthews_correlation"] == pytest.approx(expected)
+    assert load_metric("glue", "cola").compute(predictions=predictions, references=references)[
+        "matthews_correlation"
+    ] == pytest.approx(expected)
     mrpc = load_metric("glue", "mrpc").compute(predictions=predictions, references=references)
     assert mrpc == pytest.approx({"accuracy": 5 / 8, "f1": 2 * 2 / (4 + 3)})
     scores, gold = [0.1, 2.5, 3.0, 4.9, 1.0], [0.0, 3.0, 2.0, 5.0, 1.5]
@@ -59,15 +65,21 @@ def test_local_files_load_with_label_names_and_scores(tmp_path):
     assert raw["train"].features["label"].names == ["negative", "positive"] and len(raw["validation"]) == 5
     named = tmp_path / "named.jsonl"
     named.write_text(json.dumps({"sentence": "Fine.", "label": "positive"}) + "\n")
-    assert glue.load_raw_datasets(glue.GlueDataArguments(task_name="sst2", train_file=str(named)), task)["train"]["label"] == [1]
+    assert glue.load_raw_datasets(glue.GlueDataArguments(task_name="sst2", train_file=str(named)), task)["train"][
+        "label"
+    ] == [1]
     stsb = glue.load_raw_datasets(data_args("stsb"), find_task("stsb"))
     assert stsb["validation"]["label"][0] == pytest.approx(4.5)
 
 
 def test_bad_input_names_the_file_line_and_field(tmp_path):
     bad = tmp_path / "train.jsonl"
-    bad.write_text(json.dumps({"sentence": "Good.", "label": 1}) + "\n" + json.dumps({"sentence": "Bad.", "label": 7}) + "\n")
-    with pytest.raises(DataError, match=r"train.jsonl, line 2: field 'label' is 7; expected 0, 1 or one of negative, positive"):
+    bad.write_text(
+        json.dumps({"sentence": "Good.", "label": 1}) + "\n" + json.dumps({"sentence": "Bad.", "label": 7}) + "\n"
+    )
+    with pytest.raises(
+        DataError, match=r"train.jsonl, line 2: field 'label' is 7; expected 0, 1 or one of negative, positive"
+    ):
         glue.load_raw_datasets(glue.GlueDataArguments(task_name="sst2", train_file=str(bad)), find_task("sst2"))
     bad.write_text(json.dumps({"sentence1": "A.", "sentence2": "", "label": 2.0}) + "\n")
     with pytest.raises(DataError, match=r"line 1: field 'sentence2' is empty"):
@@ -82,14 +94,33 @@ def test_bad_input_names_the_file_line_and_field(tmp_path):
 def train(tmp_path: Path, name: str, model_dir: Path, seed: int = 3, launcher: bool = False) -> Path:
     output_dir = tmp_path / f"{name}-seed{seed}"
     recipe = tmp_path / f"{name}.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "task_name": name, "model_name_or_path": str(model_dir), "train_file": str(FIXTURES / f"{name}_train.jsonl"),
-        "validation_file": str(FIXTURES / f"{name}_validation.jsonl"), "max_seq_length": 32, "output_dir": str(output_dir),
-        "max_steps": 4, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "learning_rate": 1e-3,
-        "logging_steps": 2, "seed": seed, "report_to": "none", "precision": "fp32", "use_cpu": True,
-        "ignore_mismatched_sizes": True,  # the tiny checkpoint has a 3-label head
-    }))
-    command = launch_command("scripts/run_glue.py", recipe) if launcher else [sys.executable, str(REPO / "scripts" / "run_glue.py"), str(recipe)]
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "task_name": name,
+                "model_name_or_path": str(model_dir),
+                "train_file": str(FIXTURES / f"{name}_train.jsonl"),
+                "validation_file": str(FIXTURES / f"{name}_validation.jsonl"),
+                "max_seq_length": 32,
+                "output_dir": str(output_dir),
+                "max_steps": 4,
+                "per_device_train_batch_size": 8,
+                "per_device_eval_batch_size": 8,
+                "learning_rate": 1e-3,
+                "logging_steps": 2,
+                "seed": seed,
+                "report_to": "none",
+                "precision": "fp32",
+                "use_cpu": True,
+                "ignore_mismatched_sizes": True,  # the tiny checkpoint has a 3-label head
+            }
+        )
+    )
+    command = (
+        launch_command("scripts/run_glue.py", recipe)
+        if launcher
+        else [sys.executable, str(REPO / "scripts" / "run_glue.py"), str(recipe)]
+    )
     result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return output_dir
@@ -116,7 +147,9 @@ def test_glue_task_end_to_end(tmp_path, tiny_bert_dir, name):
     if name == "stsb":
         from scipy import stats
 
-        assert results["eval_pearson"] == pytest.approx(stats.pearsonr([r["predicted"] for r in rows], gold)[0], abs=1e-4)
+        assert results["eval_pearson"] == pytest.approx(
+            stats.pearsonr([r["predicted"] for r in rows], gold)[0], abs=1e-4
+        )
 
     card = str(build_model_card(runs[0], repo_id=f"someone/tiny-{name}", image_dir=tmp_path))
     assert f"dataset_config: {name}" in card or f"config: {name}" in card
@@ -127,15 +160,31 @@ def test_glue_task_end_to_end(tmp_path, tiny_bert_dir, name):
     examples = [{"id": i, **{field: f"Some text {i} for {field}." for field in task.input_fields}} for i in range(3)]
     inputs.write_text("".join(json.dumps(example) + "\n" for example in examples))
     output = tmp_path / "out.jsonl"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "predict.py"), str(runs[0]), "--input", str(inputs),
-                             "--output", str(output)], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "predict.py"),
+            str(runs[0]),
+            "--input",
+            str(inputs),
+            "--output",
+            str(output),
+        ],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     predicted = [json.loads(line) for line in output.read_text().splitlines()]
     assert [p["id"] for p in predicted] == [0, 1, 2]
     if task.kind == "regression":
         assert all(isinstance(p["predicted_score"], float) for p in predicted)
     else:
-        assert all(p["predicted_label"] in task.label_names and set(p["scores"]) == set(task.label_names) for p in predicted)
+        assert all(
+            p["predicted_label"] in task.label_names and set(p["scores"]) == set(task.label_names) for p in predicted
+        )
         assert all(abs(sum(p["scores"].values()) - 1) < 1e-4 for p in predicted)
 
     summary = reports.build_report([("a", str(runs[0])), ("b", str(runs[1]))], tmp_path / "report", n_resamples=100)

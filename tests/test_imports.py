@@ -39,7 +39,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
     def visit(module: str) -> list[str] | None:
         if module in path:
-            return path[path.index(module):] + [module]
+            return path[path.index(module) :] + [module]
         if module in done:
             return None
         path.append(module)
@@ -67,9 +67,11 @@ def test_no_import_cycles_in_pipelines():
 
 def test_reading_a_runs_task_imports_no_training_code():
     """The model card, predict.py and the reports ask a run's task; that must not import the run sequence."""
-    code = ("import sys; from pipelines import model_card; from pipelines.tasks.base import find_task, task_of_run; "
-            "find_task('mnli'), find_task('sst2'), task_of_run({'task': 'qa'}); "
-            "print(sorted(m for m in ('pipelines.run', 'pipelines.training', 'pipelines.tasks.mnli') if m in sys.modules))")
+    code = (
+        "import sys; from pipelines import model_card; from pipelines.tasks.base import find_task, task_of_run; "
+        "find_task('mnli'), find_task('sst2'), task_of_run({'task': 'qa'}); "
+        "print(sorted(m for m in ('pipelines.run', 'pipelines.training', 'pipelines.tasks.mnli') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"

@@ -10,8 +10,8 @@ import datasets
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, launch_command, subprocess_env
+
 from pipelines.arguments import ModelArguments, RecipeError, TrackingArguments, parse_recipe
 from pipelines.data_files import DataError
 from pipelines.metrics import load_metric
@@ -60,7 +60,9 @@ def test_load_every_format_and_label_form(tmp_path, suffix, label_form):
 
 
 def test_official_multinli_columns_and_no_majority_rows(tmp_path):
-    rows = [{"sentence1": r["premise"], "sentence2": r["hypothesis"], "gold_label": LABEL_NAMES[r["label"]]} for r in ROWS]
+    rows = [
+        {"sentence1": r["premise"], "sentence2": r["hypothesis"], "gold_label": LABEL_NAMES[r["label"]]} for r in ROWS
+    ]
     rows.append({"sentence1": "x y", "sentence2": "z", "gold_label": "-"})
     raw = load_raw_datasets(MnliDataArguments(data_dir=str(write_data_dir(tmp_path, rows))))
     assert len(raw["train"]) == 3  # the '-' pair is dropped, as GLUE does
@@ -68,7 +70,9 @@ def test_official_multinli_columns_and_no_majority_rows(tmp_path):
 
 
 def test_max_samples(tmp_path):
-    raw = load_raw_datasets(MnliDataArguments(data_dir=str(write_data_dir(tmp_path)), max_train_samples=2, max_eval_samples=1))
+    raw = load_raw_datasets(
+        MnliDataArguments(data_dir=str(write_data_dir(tmp_path)), max_train_samples=2, max_eval_samples=1)
+    )
     assert len(raw["train"]) == 2 and len(raw["validation_matched"]) == 1 and len(raw["validation_mismatched"]) == 1
 
 
@@ -101,7 +105,7 @@ def test_error_empty_premise(tmp_path):
 
 
 def test_error_malformed_json_line(tmp_path):
-    message = _error_for(tmp_path, json.dumps(ROWS[0]) + "\n{\"premise\": \"a\", \n")
+    message = _error_for(tmp_path, json.dumps(ROWS[0]) + '\n{"premise": "a", \n')
     assert "train.jsonl, line 2" in message and "malformed JSON" in message
 
 
@@ -151,9 +155,13 @@ def test_recipe_parsing(tmp_path):
     from transformers import TrainingArguments
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("model_name_or_path: minilm\nlearning_rate: 2e-5\nmax_seq_length: 64\noutput_dir: out\nwandb_tags: [a]\n")
+    recipe.write_text(
+        "model_name_or_path: minilm\nlearning_rate: 2e-5\nmax_seq_length: 64\noutput_dir: out\nwandb_tags: [a]\n"
+    )
     types = (ModelArguments, MnliDataArguments, TrackingArguments, TrainingArguments)
-    model_args, data_args, tracking_args, training_args, resolved = parse_recipe(types, [str(recipe), "--max_seq_length", "32"])
+    model_args, data_args, tracking_args, training_args, resolved = parse_recipe(
+        types, [str(recipe), "--max_seq_length", "32"]
+    )
     assert training_args.learning_rate == 2e-5 and isinstance(training_args.learning_rate, float)
     assert data_args.max_seq_length == 32  # the command line wins over the recipe
     assert training_args.train_sampling_strategy == "group_by_length"  # project default
@@ -191,30 +199,61 @@ def test_accelerate_launch_end_to_end(tmp_path, data_dir, tiny_bert_dir):
     output_dir = tmp_path / "run"
     recipe = tmp_path / "tiny.yaml"
     # No precision key: auto decides (the accelerate config leaves it to the recipe): bf16 where native, else fp32.
-    recipe.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_bert_dir), "data_dir": str(small), "max_seq_length": 64,
-        "output_dir": str(output_dir), "max_steps": 6, "per_device_train_batch_size": 16,
-        "per_device_eval_batch_size": 16, "learning_rate": 1e-3, "logging_steps": 2, "seed": 3,
-        "report_to": "wandb", "wandb_project": "pipelines-tests", "wandb_group": "e2e", "wandb_job_type": "scratch",
-        "wandb_tags": ["test"],
-    }))
-    result = subprocess.run(launch_command("scripts/run_mnli.py", recipe), cwd=tmp_path, env=subprocess_env(),
-                            capture_output=True, text=True, timeout=600)
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_bert_dir),
+                "data_dir": str(small),
+                "max_seq_length": 64,
+                "output_dir": str(output_dir),
+                "max_steps": 6,
+                "per_device_train_batch_size": 16,
+                "per_device_eval_batch_size": 16,
+                "learning_rate": 1e-3,
+                "logging_steps": 2,
+                "seed": 3,
+                "report_to": "wandb",
+                "wandb_project": "pipelines-tests",
+                "wandb_group": "e2e",
+                "wandb_job_type": "scratch",
+                "wandb_tags": ["test"],
+            }
+        )
+    )
+    result = subprocess.run(
+        launch_command("scripts/run_mnli.py", recipe),
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "wandb sync" in result.stdout + result.stderr  # says how to upload the offline run
 
     results = json.loads((output_dir / "all_results.json").read_text())
-    for key in ("eval_matched_accuracy", "eval_mismatched_accuracy", "eval_matched_macro_f1", "train_samples_per_second"):
+    for key in (
+        "eval_matched_accuracy",
+        "eval_mismatched_accuracy",
+        "eval_matched_macro_f1",
+        "train_samples_per_second",
+    ):
         assert key in results, key
     assert sum(map(sum, results["eval_matched_confusion_matrix"])) == 40
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "tokenizer.json").is_file()
     run_info = json.loads((output_dir / "run_info.json").read_text())
     native = torch.backends.cpu.get_cpu_capability().startswith("AVX512") and (
-        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    )
     assert run_info["mixed_precision"] == ("bf16" if native else "no")
-    assert run_info["precision"]["source"] == "auto" and f"Precision: {'bf16' if native else 'fp32'} (auto" in result.stdout
+    assert (
+        run_info["precision"]["source"] == "auto"
+        and f"Precision: {'bf16' if native else 'fp32'} (auto" in result.stdout
+    )
 
-    predictions = [json.loads(line) for line in (output_dir / "predictions_validation_matched.jsonl").read_text().splitlines()]
+    predictions = [
+        json.loads(line) for line in (output_dir / "predictions_validation_matched.jsonl").read_text().splitlines()
+    ]
     assert [p["idx"] for p in predictions] == list(range(40))  # file order, although evaluated by length
     gold = [json.loads(line)["label"] for line in (small / "validation_matched.jsonl").read_text().splitlines()]
     assert [p["gold"] for p in predictions] == gold
@@ -250,8 +289,13 @@ def test_predictions_come_back_in_dataset_order(tmp_path, tiny_bert_dir):
     encoded = tokenizer(texts, ["a hypothesis"] * 300)
     rows = datasets.Dataset.from_dict({**encoded, "label": [i % 3 for i in range(300)]})
     rows = rows.add_column("length", [len(ids) for ids in rows["input_ids"]])
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_eval_batch_size=8,
-                             train_sampling_strategy="group_by_length")
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to=[],
+        per_device_eval_batch_size=8,
+        train_sampling_strategy="group_by_length",
+    )
     output = PipelineTrainer(model=model, args=args, processing_class=tokenizer).predict(rows)
     assert output.label_ids.tolist() == rows["label"]
 
@@ -267,8 +311,14 @@ def test_length_grouped_batches_come_in_shuffled_order(tmp_path, tiny_bert_dir):
 
     lengths = [int(n) for n in torch.randint(5, 120, (640,), generator=torch.Generator().manual_seed(0))]
     dataset = datasets.Dataset.from_dict({"input_ids": [[1] * n for n in lengths], "length": lengths})
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, use_cpu=True, report_to=[],
-                             train_sampling_strategy="group_by_length", seed=0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        use_cpu=True,
+        report_to=[],
+        train_sampling_strategy="group_by_length",
+        seed=0,
+    )
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3)
     trainer = PipelineTrainer(model=model, args=args, train_dataset=dataset)
     sampler = trainer._get_train_sampler()
@@ -278,11 +328,19 @@ def test_length_grouped_batches_come_in_shuffled_order(tmp_path, tiny_bert_dir):
     grouped = list(LengthGroupedSampler(8, lengths=lengths))
     torch.manual_seed(1)
     shuffled = list(ShuffledLengthGroups(LengthGroupedSampler(8, lengths=lengths)))
-    batches = lambda order: [tuple(order[i : i + 8]) for i in range(0, len(order), 8)]
+
+    def batches(order):
+        return [tuple(order[i : i + 8]) for i in range(0, len(order), 8)]
+
     # every index once, and the same batches (the same padding) ...
     assert sorted(shuffled) == list(range(640)) and sorted(batches(shuffled)) == sorted(batches(grouped))
     # ... but no longer in runs of descending length: consecutive batches' maximum lengths go down about half the time
-    maxima = lambda order: [max(lengths[i] for i in b) for b in batches(order)]
-    falls = lambda m: sum(a > b for a, b in zip(m, m[1:])) / (len(m) - 1)
+
+    def maxima(order):
+        return [max(lengths[i] for i in b) for b in batches(order)]
+
+    def falls(m):
+        return sum(a > b for a, b in zip(m, m[1:])) / (len(m) - 1)
+
     assert falls(maxima(grouped)) > 0.9
     assert 0.3 < falls(maxima(shuffled)) < 0.7

@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import REPO, launch_command, subprocess_env
 
 
@@ -16,17 +15,42 @@ def test_run_qa_end_to_end(tmp_path, tiny_bert_dir):
     fixture = REPO / "tests" / "fixtures" / "qa" / "tiny_squad.json"
     output_dir = tmp_path / "run"
     recipe = tmp_path / "qa.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_bert_dir), "train_file": str(fixture), "validation_file": str(fixture),
-        "max_seq_length": 64, "doc_stride": 16, "max_query_length": 16, "output_dir": str(output_dir),
-        "max_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "logging_steps": 1,
-        "report_to": "wandb", "wandb_group": "qa-e2e", "wandb_job_type": "scratch",
-        # EM/F1 inside the Trainer's evaluation: logged at every evaluation, and the best checkpoint chosen by F1.
-        "eval_strategy": "steps", "eval_steps": 2, "save_strategy": "steps", "save_steps": 2,
-        "metric_for_best_model": "f1", "load_best_model_at_end": True,
-    }))
-    result = subprocess.run(launch_command("scripts/run_qa.py", recipe), cwd=tmp_path, env=subprocess_env(),
-                            capture_output=True, text=True, timeout=600)
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_bert_dir),
+                "train_file": str(fixture),
+                "validation_file": str(fixture),
+                "max_seq_length": 64,
+                "doc_stride": 16,
+                "max_query_length": 16,
+                "output_dir": str(output_dir),
+                "max_steps": 4,
+                "per_device_train_batch_size": 4,
+                "learning_rate": 1e-3,
+                "logging_steps": 1,
+                "report_to": "wandb",
+                "wandb_group": "qa-e2e",
+                "wandb_job_type": "scratch",
+                # EM/F1 inside the Trainer's evaluation: logged at every evaluation, and the best checkpoint
+                # chosen by F1.
+                "eval_strategy": "steps",
+                "eval_steps": 2,
+                "save_strategy": "steps",
+                "save_steps": 2,
+                "metric_for_best_model": "f1",
+                "load_best_model_at_end": True,
+            }
+        )
+    )
+    result = subprocess.run(
+        launch_command("scripts/run_qa.py", recipe),
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     results = json.loads((output_dir / "all_results.json").read_text())
@@ -34,7 +58,9 @@ def test_run_qa_end_to_end(tmp_path, tiny_bert_dir):
     assert results["eval_total"] == total_questions
     assert 0 <= results["eval_f1"] <= 100 and results["eval_metric"] == "squad_v1"
     rows = [json.loads(line) for line in (output_dir / "predictions_validation.jsonl").read_text().splitlines()]
-    assert len(rows) == total_questions and all({"id", "gold_answers", "predicted", "exact_match", "f1"} <= set(r) for r in rows)
+    assert len(rows) == total_questions and all(
+        {"id", "gold_answers", "predicted", "exact_match", "f1"} <= set(r) for r in rows
+    )
     assert sum(r["exact_match"] for r in rows) / len(rows) == pytest.approx(results["eval_exact_match"])
     predictions = json.loads((output_dir / "predictions_validation.json").read_text())
     assert set(predictions) == {r["id"] for r in rows}

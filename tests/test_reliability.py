@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, launch_command, subprocess_env
 
 FAKE_HF_TOKEN = "hf_" + "Zq7Lx2Vb9Nm4Kp8Rt3Wy6Ud1Se5Af0GhJc"
@@ -31,9 +30,16 @@ def small_mnli(tmp_path_factory, data_dir) -> Path:
 
 def write_recipe(path: Path, tiny_bert_dir, small_mnli, output_dir, **extra) -> Path:
     recipe = {
-        "model_name_or_path": str(tiny_bert_dir), "data_dir": str(small_mnli), "max_seq_length": 64,
-        "output_dir": str(output_dir), "per_device_train_batch_size": 8, "per_device_eval_batch_size": 16,
-        "learning_rate": 1e-3, "logging_steps": 2, "seed": 11, "max_steps": 12,
+        "model_name_or_path": str(tiny_bert_dir),
+        "data_dir": str(small_mnli),
+        "max_seq_length": 64,
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 16,
+        "learning_rate": 1e-3,
+        "logging_steps": 2,
+        "seed": 11,
+        "max_steps": 12,
     }
     recipe.update(extra)
     path.write_text(yaml.safe_dump(recipe))
@@ -56,8 +62,14 @@ def test_sigkill_then_resume_gives_the_same_metrics(tmp_path, tiny_bert_dir, sma
     killed_dir = tmp_path / "killed"
     killed = write_recipe(tmp_path / "killed.yaml", tiny_bert_dir, small_mnli, killed_dir, **common)
     # Slow the steps down a little so the kill lands between checkpoint 4 and the end.
-    process = subprocess.Popen(launch_command("scripts/run_mnli.py", killed), cwd=tmp_path, env=subprocess_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        launch_command("scripts/run_mnli.py", killed),
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while not (killed_dir / "checkpoint-4" / "trainer_state.json").exists():
         assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
@@ -89,7 +101,9 @@ def test_half_written_checkpoint_is_never_picked(tmp_path):
     (empty / "model.safetensors").write_bytes(b"")
     args = TrainingArguments(output_dir=str(tmp_path), resume_from_checkpoint="auto", use_cpu=True, report_to=[])
     assert resolve_resume_checkpoint(args) == str(good)
-    fresh = TrainingArguments(output_dir=str(tmp_path / "new"), resume_from_checkpoint="auto", use_cpu=True, report_to=[])
+    fresh = TrainingArguments(
+        output_dir=str(tmp_path / "new"), resume_from_checkpoint="auto", use_cpu=True, report_to=[]
+    )
     assert resolve_resume_checkpoint(fresh) is None
 
 
@@ -103,8 +117,17 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, tiny_
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
     encoded = tokenizer(["a short premise"] * 64, ["a hypothesis"] * 64)
     train = datasets.Dataset.from_dict({**encoded, "label": [0, 1, 2, 1] * 16})
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], max_steps=10, save_strategy="steps",
-                             save_steps=3, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to=[],
+        max_steps=10,
+        save_strategy="steps",
+        save_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+    )
 
     # The real model, whose loss turns NaN at the 6th step, as after a blow-up.
     poisoned = {"calls": 0}
@@ -131,9 +154,16 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, tiny_
 @pytest.mark.slow
 def test_wandb_failures_never_stop_training(tmp_path, tiny_bert_dir, small_mnli):
     # Online mode with a key the server would reject, and no server to reach: wandb.init fails.
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_bert_dir, small_mnli, tmp_path / "out", report_to="wandb", max_steps=4)
-    env = subprocess_env(WANDB_MODE="online", WANDB_API_KEY=FAKE_WANDB_KEY, WANDB_BASE_URL="http://127.0.0.1:9",
-                         WANDB_INIT_TIMEOUT="20", WANDB__SERVICE_WAIT="20")
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_bert_dir, small_mnli, tmp_path / "out", report_to="wandb", max_steps=4
+    )
+    env = subprocess_env(
+        WANDB_MODE="online",
+        WANDB_API_KEY=FAKE_WANDB_KEY,
+        WANDB_BASE_URL="http://127.0.0.1:9",
+        WANDB_INIT_TIMEOUT="20",
+        WANDB__SERVICE_WAIT="20",
+    )
     result = run(launch_command("scripts/run_mnli.py", recipe), tmp_path, env=env)
     assert "W&B failed" in result.stdout + result.stderr
     assert "eval_matched_accuracy" in json.loads((tmp_path / "out" / "all_results.json").read_text())
@@ -154,8 +184,15 @@ def test_wandb_process_crash_mid_run(tmp_path, tiny_bert_dir):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
     encoded = tokenizer(["a short premise"] * 48, ["a hypothesis"] * 48)
     train = datasets.Dataset.from_dict({**encoded, "label": [0, 1, 2] * 16})
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=["wandb"], max_steps=8,
-                             per_device_train_batch_size=4, logging_steps=1, run_name="crash")
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to=["wandb"],
+        max_steps=8,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        run_name="crash",
+    )
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("WANDB_")}
     try:
         tracking.setup_wandb(TrackingArguments(wandb_mode="offline"), args)
@@ -167,7 +204,9 @@ def test_wandb_process_crash_mid_run(tmp_path, tiny_bert_dir):
                         if "wandb" in " ".join(child.cmdline()):
                             child.kill()
 
-        trainer = make_trainer({"task": "test"}, model=model, args=args, train_dataset=train, processing_class=tokenizer)
+        trainer = make_trainer(
+            {"task": "test"}, model=model, args=args, train_dataset=train, processing_class=tokenizer
+        )
         trainer.add_callback(KillWandbAtStep4())
         result = trainer.train()
         finish_run(trainer, dict(result.metrics))
@@ -187,8 +226,16 @@ def test_wandb_process_crash_mid_run(tmp_path, tiny_bert_dir):
 
 @pytest.mark.slow
 def test_tokens_never_reach_output_files(tmp_path, tiny_bert_dir, small_mnli):
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_bert_dir, small_mnli, tmp_path / "out", report_to="wandb", max_steps=4,
-                          save_strategy="steps", save_steps=2)
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        tiny_bert_dir,
+        small_mnli,
+        tmp_path / "out",
+        report_to="wandb",
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+    )
     env = subprocess_env(HF_TOKEN=FAKE_HF_TOKEN, WANDB_API_KEY=FAKE_WANDB_KEY, WANDB_MODE="offline")
     result = run(launch_command("scripts/run_mnli.py", recipe, "--hub_token", FAKE_HF_TOKEN), tmp_path, env=env)
     for secret in (FAKE_HF_TOKEN, FAKE_WANDB_KEY):
@@ -206,13 +253,28 @@ def test_tokens_never_reach_output_files(tmp_path, tiny_bert_dir, small_mnli):
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path, tiny_bert_dir, small_mnli):
-    """2 gloo processes: one W&B run, one output folder written by rank 0, the loss not doubled, metrics like 1 process."""
-    single = write_recipe(tmp_path / "single.yaml", tiny_bert_dir, small_mnli, tmp_path / "single",
-                          report_to="wandb", per_device_train_batch_size=8, max_steps=6)
+    """2 gloo processes: one W&B run, one output folder written by rank 0, the loss not doubled, metrics like 1
+    process."""
+    single = write_recipe(
+        tmp_path / "single.yaml",
+        tiny_bert_dir,
+        small_mnli,
+        tmp_path / "single",
+        report_to="wandb",
+        per_device_train_batch_size=8,
+        max_steps=6,
+    )
     run(launch_command("scripts/run_mnli.py", single), tmp_path)
     # Same global batch (2 x 4) and steps as the single-process run.
-    ddp = write_recipe(tmp_path / "ddp.yaml", tiny_bert_dir, small_mnli, tmp_path / "ddp",
-                       report_to="wandb", per_device_train_batch_size=4, max_steps=6)
+    ddp = write_recipe(
+        tmp_path / "ddp.yaml",
+        tiny_bert_dir,
+        small_mnli,
+        tmp_path / "ddp",
+        report_to="wandb",
+        per_device_train_batch_size=4,
+        max_steps=6,
+    )
     run(launch_command("scripts/run_mnli.py", ddp, config_file="configs/accelerate_cpu_ddp.yaml"), tmp_path)
 
     from pipelines.tracking import find_offline_runs, read_offline_run
@@ -239,8 +301,13 @@ def test_launch_configs_load_and_name_their_command():
     from accelerate.commands.config.config_args import load_config_from_file
 
     configs = [REPO / "accelerate_config.yaml", *sorted((REPO / "configs").glob("accelerate_*.yaml"))]
-    assert {p.name for p in configs} >= {"accelerate_config.yaml", "accelerate_cpu.yaml", "accelerate_cpu_ddp.yaml",
-                                         "accelerate_fsdp.yaml", "accelerate_deepspeed.yaml"}
+    assert {p.name for p in configs} >= {
+        "accelerate_config.yaml",
+        "accelerate_cpu.yaml",
+        "accelerate_cpu_ddp.yaml",
+        "accelerate_fsdp.yaml",
+        "accelerate_deepspeed.yaml",
+    }
     for path in configs:
         config = load_config_from_file(str(path))
         header = "\n".join(path.read_text().splitlines()[:3])
@@ -250,4 +317,6 @@ def test_launch_configs_load_and_name_their_command():
         expected = "bf16" if path.name in ("accelerate_fsdp.yaml", "accelerate_deepspeed.yaml") else "no"
         assert config.mixed_precision == expected, path
     assert load_config_from_file(str(REPO / "configs" / "accelerate_fsdp.yaml")).fsdp_config["fsdp_version"] == 2
-    assert load_config_from_file(str(REPO / "configs" / "accelerate_deepspeed.yaml")).deepspeed_config["zero_stage"] == 2
+    assert (
+        load_config_from_file(str(REPO / "configs" / "accelerate_deepspeed.yaml")).deepspeed_config["zero_stage"] == 2
+    )

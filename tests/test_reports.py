@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, subprocess_env
+
 from pipelines import reports, stats
 from pipelines.reports import Run
 
@@ -96,12 +96,24 @@ def test_bootstrap_averages_seeds_per_example():
 # --------------------------------------------------------------------------------------------------------------
 
 
-def mnli_run(name: str, arm: str, seed: int, predicted: list[int], gold: list[int], data_dir: Path | None = None) -> Run:
-    rows = [{"idx": i, "gold": g, "predicted": p, "probabilities": [1 / 3] * 3} for i, (g, p) in enumerate(zip(gold, predicted))]
+def mnli_run(
+    name: str, arm: str, seed: int, predicted: list[int], gold: list[int], data_dir: Path | None = None
+) -> Run:
+    rows = [
+        {"idx": i, "gold": g, "predicted": p, "probabilities": [1 / 3] * 3}
+        for i, (g, p) in enumerate(zip(gold, predicted))
+    ]
     accuracy = sum(g == p for g, p in zip(gold, predicted)) / len(gold)
     recipe = {"data_dir": str(data_dir)} if data_dir else {}
-    return Run(name=name, source=name, info={"task": "mnli", "seed": seed, "recipe": recipe},
-               results={"eval_matched_accuracy": accuracy}, history=[], predictions={"validation_matched": rows}, arm=arm)
+    return Run(
+        name=name,
+        source=name,
+        info={"task": "mnli", "seed": seed, "recipe": recipe},
+        results={"eval_matched_accuracy": accuracy},
+        history=[],
+        predictions={"validation_matched": rows},
+        arm=arm,
+    )
 
 
 def test_comparison_counts_and_examples_with_text(tmp_path):
@@ -111,9 +123,13 @@ def test_comparison_counts_and_examples_with_text(tmp_path):
     for split in ("train", "validation_matched", "validation_mismatched"):
         (data_dir / f"{split}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     gold = [0, 1, 2, 0, 1, 2]
-    # Example 0: baseline right in both seeds, other wrong in both. Example 1: other right in both, baseline wrong in both.
+    # Example 0: baseline right in both seeds, other wrong in both.
+    # Example 1: other right in both, baseline wrong in both.
     # Example 2: baseline right in one seed only, so in neither list.
-    base = [mnli_run("b1", "base", 1, [0, 0, 2, 0, 1, 2], gold, data_dir), mnli_run("b2", "base", 2, [0, 2, 0, 0, 1, 2], gold, data_dir)]
+    base = [
+        mnli_run("b1", "base", 1, [0, 0, 2, 0, 1, 2], gold, data_dir),
+        mnli_run("b2", "base", 2, [0, 2, 0, 0, 1, 2], gold, data_dir),
+    ]
     other = [mnli_run("o1", "other", 1, [1, 1, 2, 0, 1, 2], gold), mnli_run("o2", "other", 2, [2, 1, 2, 0, 1, 2], gold)]
     texts = reports.load_texts(base[0], "validation_matched")
     comparison = reports.compare_arms("base", base, "other", other, "validation_matched", 200, 10, texts)
@@ -128,8 +144,13 @@ def test_comparison_counts_and_examples_with_text(tmp_path):
 
     only_base = comparison["examples"]["baseline_right_arm_wrong"]
     assert only_base["count"] == 1
-    assert only_base["shown"][0] == {"key": 0, "text": "Premise 0. ⟶ Hypothesis 0.", "gold": "entailment",
-                                     "baseline_predicted": ["entailment", "entailment"], "arm_predicted": ["neutral", "contradiction"]}
+    assert only_base["shown"][0] == {
+        "key": 0,
+        "text": "Premise 0. ⟶ Hypothesis 0.",
+        "gold": "entailment",
+        "baseline_predicted": ["entailment", "entailment"],
+        "arm_predicted": ["neutral", "contradiction"],
+    }
     only_other = comparison["examples"]["arm_right_baseline_wrong"]
     assert only_other["count"] == 1 and only_other["shown"][0]["key"] == 1
 
@@ -137,7 +158,14 @@ def test_comparison_counts_and_examples_with_text(tmp_path):
 def test_qa_rows_score_exact_match_and_f1():
     from pipelines.tasks.qa import KORQUAD
 
-    row = {"id": "q1", "question": "누가?", "gold_answers": ["세종"], "predicted": "세종대왕", "exact_match": 0.0, "f1": 66.7}
+    row = {
+        "id": "q1",
+        "question": "누가?",
+        "gold_answers": ["세종"],
+        "predicted": "세종대왕",
+        "exact_match": 0.0,
+        "f1": 66.7,
+    }
     assert reports.example_score(row, KORQUAD) == ("q1", {"exact_match": 0.0, "f1": 66.7}, False)
     assert reports.example_score(dict(row, exact_match=100.0, f1=100.0), KORQUAD)[2] is True
     assert reports.example_score(dict(row, exact_match=None), KORQUAD) is None  # unscored rows are skipped
@@ -146,13 +174,21 @@ def test_qa_rows_score_exact_match_and_f1():
 def test_default_arm_names_use_job_type_model_and_differing_keys():
     def run(job_type, lr, seed):
         recipe = {"model_name_or_path": "/x/tiny", "learning_rate": lr, "seed": seed, "output_dir": f"o{seed}"}
-        return Run(name="r", source="r", info={"job_type": job_type, "model": "/x/tiny", "seed": seed, "recipe": recipe},
-                   results={}, history=[])
+        return Run(
+            name="r",
+            source="r",
+            info={"job_type": job_type, "model": "/x/tiny", "seed": seed, "recipe": recipe},
+            results={},
+            history=[],
+        )
 
     runs = [run("scratch", 1e-3, 1), run("scratch", 1e-3, 2), run("scratch", 1e-4, 1)]
     reports.name_arms(runs)
-    assert [r.arm for r in runs] == ["scratch tiny learning_rate=0.001", "scratch tiny learning_rate=0.001",
-                                     "scratch tiny learning_rate=0.0001"]
+    assert [r.arm for r in runs] == [
+        "scratch tiny learning_rate=0.001",
+        "scratch tiny learning_rate=0.001",
+        "scratch tiny learning_rate=0.0001",
+    ]
 
 
 def test_sources_and_unreadable_runs(tmp_path):
@@ -166,10 +202,14 @@ def test_sources_and_unreadable_runs(tmp_path):
 
 
 def test_wandb_history_rows_become_trainer_rows():
-    rows = [{"train/loss": 1.1, "train/global_step": 2, "train/epoch": 0.5, "_step": 0},
-            {"eval/matched_accuracy": 0.4, "train/global_step": 4, "eval_matched/confusion_matrix/nrows": 3}]
-    assert reports.history_from_wandb(rows) == [{"loss": 1.1, "step": 2, "epoch": 0.5},
-                                                {"eval_matched_accuracy": 0.4, "step": 4}]
+    rows = [
+        {"train/loss": 1.1, "train/global_step": 2, "train/epoch": 0.5, "_step": 0},
+        {"eval/matched_accuracy": 0.4, "train/global_step": 4, "eval_matched/confusion_matrix/nrows": 3},
+    ]
+    assert reports.history_from_wandb(rows) == [
+        {"loss": 1.1, "step": 2, "epoch": 0.5},
+        {"eval_matched_accuracy": 0.4, "step": 4},
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -202,16 +242,48 @@ def tiny_runs(tmp_path_factory, data_dir, tiny_bert_dir) -> dict[str, list[Path]
         lines = (data_dir / "mnli" / f"{split}.jsonl").read_text().splitlines()[:n]
         (small / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     recipe = root / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_bert_dir), "data_dir": str(small), "max_seq_length": 64, "max_steps": 8,
-        "per_device_train_batch_size": 8, "per_device_eval_batch_size": 32, "logging_steps": 2, "eval_strategy": "steps",
-        "eval_steps": 4, "report_to": "wandb", "wandb_project": "pipelines-tests", "wandb_group": "report-test",
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_bert_dir),
+                "data_dir": str(small),
+                "max_seq_length": 64,
+                "max_steps": 8,
+                "per_device_train_batch_size": 8,
+                "per_device_eval_batch_size": 32,
+                "logging_steps": 2,
+                "eval_strategy": "steps",
+                "eval_steps": 4,
+                "report_to": "wandb",
+                "wandb_project": "pipelines-tests",
+                "wandb_group": "report-test",
+            }
+        )
+    )
     folders = {arm: [root / arm / f"seed{seed}" for seed in SEEDS] for arm in ARMS}
-    jobs = [[str(recipe), "--output_dir", str(folder), "--seed", str(seed), "--learning_rate", str(ARMS[arm]),
-             "--wandb_job_type", arm] for arm in ARMS for seed, folder in zip(SEEDS, folders[arm])]
-    result = subprocess.run([sys.executable, "-c", RUN_JOBS, json.dumps(jobs)], cwd=root, env=subprocess_env(),
-                            capture_output=True, text=True, timeout=900)
+    jobs = [
+        [
+            str(recipe),
+            "--output_dir",
+            str(folder),
+            "--seed",
+            str(seed),
+            "--learning_rate",
+            str(ARMS[arm]),
+            "--wandb_job_type",
+            arm,
+        ]
+        for arm in ARMS
+        for seed, folder in zip(SEEDS, folders[arm])
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_JOBS, json.dumps(jobs)],
+        cwd=root,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return folders
 
@@ -248,7 +320,14 @@ def test_report_from_run_folders(tiny_runs, tmp_path):
     sources = [(arm, str(folder)) for arm, folders in tiny_runs.items() for folder in folders]
     summary = reports.build_report(sources, out, title="Tiny", n_resamples=500)
 
-    for name in ("report.md", "report.html", "summary.json", "loss_curves.png", "eval_metrics.png", "final_metrics.png"):
+    for name in (
+        "report.md",
+        "report.html",
+        "summary.json",
+        "loss_curves.png",
+        "eval_metrics.png",
+        "final_metrics.png",
+    ):
         assert (out / name).is_file(), name
     for name in ("loss_curves.png", "eval_metrics.png", "final_metrics.png"):
         assert_png(out / name)
@@ -271,7 +350,8 @@ def test_report_from_run_folders(tiny_runs, tmp_path):
         prefix = "eval_" + split.replace("validation_", "")
         difference = comparison["differences"]["accuracy"]
         expected = np.mean([read_results(f)[f"{prefix}_accuracy"] for f in tiny_runs["slow"]]) - np.mean(
-            [read_results(f)[f"{prefix}_accuracy"] for f in tiny_runs["fast"]])
+            [read_results(f)[f"{prefix}_accuracy"] for f in tiny_runs["fast"]]
+        )
         assert difference["difference"] == pytest.approx(expected)
         assert difference["ci_low"] <= difference["difference"] <= difference["ci_high"]
         for test, fast, slow in zip(comparison["mcnemar"], tiny_runs["fast"], tiny_runs["slow"]):
@@ -352,6 +432,11 @@ def test_wandb_report_without_credentials_keeps_the_local_report(tiny_runs, tmp_
 
 
 def test_compare_script_help():
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "compare.py"), "--help"], env=subprocess_env(),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "compare.py"), "--help"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "--wandb-report" in result.stdout

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, complete_checkpoint, subprocess_env
+
 from pipelines import study as studies
 from pipelines import study_jobs
 from pipelines.study import StudyError, load_study
@@ -22,8 +22,18 @@ from pipelines.study import StudyError, load_study
 
 def write_study(folder: Path, base_recipe: dict | None = None, **spec) -> Path:
     recipe_path = folder / "base.yaml"
-    recipe_path.write_text(yaml.safe_dump(base_recipe or {"model_name_or_path": "minilm", "learning_rate": 1e-4, "seed": 42,
-                                                     "output_dir": "outputs/x", "wandb_tags": ["mnli"]}))
+    recipe_path.write_text(
+        yaml.safe_dump(
+            base_recipe
+            or {
+                "model_name_or_path": "minilm",
+                "learning_rate": 1e-4,
+                "seed": 42,
+                "output_dir": "outputs/x",
+                "wandb_tags": ["mnli"],
+            }
+        )
+    )
     defaults = {
         "name": "tiny-study",
         "script": str(REPO / "scripts" / "run_mnli.py"),
@@ -33,8 +43,15 @@ def write_study(folder: Path, base_recipe: dict | None = None, **spec) -> Path:
         "output_root": str(folder / "study"),
         "arms": [
             {"name": "pretrained", "job_type": "pretrained"},
-            {"name": "scratch", "job_type": "scratch",
-             "overrides": {"model_name_or_path": None, "scratch_preset": "minilm-l6-h384", "tokenizer_name": "minilm"}},
+            {
+                "name": "scratch",
+                "job_type": "scratch",
+                "overrides": {
+                    "model_name_or_path": None,
+                    "scratch_preset": "minilm-l6-h384",
+                    "tokenizer_name": "minilm",
+                },
+            },
         ],
     }
     path = folder / "study.yaml"
@@ -43,23 +60,48 @@ def write_study(folder: Path, base_recipe: dict | None = None, **spec) -> Path:
 
 
 def test_plan_recipes_and_commands(tmp_path, capsys):
-    study = load_study(write_study(tmp_path, overrides={"save_strategy": "steps"}, grid={"learning_rate": {"hi": 5e-4, "lo": 1e-4}}))
+    study = load_study(
+        write_study(tmp_path, overrides={"save_strategy": "steps"}, grid={"learning_rate": {"hi": 5e-4, "lo": 1e-4}})
+    )
     assert [a.name for a in study.arms] == ["pretrained_hi", "pretrained_lo", "scratch_hi", "scratch_lo"]
     assert study.baseline == "pretrained_hi" and study.report_dir == tmp_path / "study" / "report"
     scratch = study.arms[3]
     # null removed model_name_or_path; per-job keys (seed, output_dir) go on the command line instead.
-    assert scratch.recipe == {"learning_rate": 1e-4, "wandb_tags": ["mnli"], "save_strategy": "steps",
-                              "scratch_preset": "minilm-l6-h384", "tokenizer_name": "minilm"}
+    assert scratch.recipe == {
+        "learning_rate": 1e-4,
+        "wandb_tags": ["mnli"],
+        "save_strategy": "steps",
+        "scratch_preset": "minilm-l6-h384",
+        "tokenizer_name": "minilm",
+    }
     jobs = study.jobs()
     # Seed by seed: every arm once before any arm twice.
-    assert [j.run_name for j in jobs[:5]] == ["pretrained_hi-seed1", "pretrained_lo-seed1", "scratch_hi-seed1",
-                                              "scratch_lo-seed1", "pretrained_hi-seed2"]
+    assert [j.run_name for j in jobs[:5]] == [
+        "pretrained_hi-seed1",
+        "pretrained_lo-seed1",
+        "scratch_hi-seed1",
+        "scratch_lo-seed1",
+        "pretrained_hi-seed2",
+    ]
     assert jobs[3].output_dir == tmp_path / "study" / "scratch_lo" / "seed1"
     command = study_jobs.job_command(study, jobs[3])
     assert command[1:4] == ["launch", "--config_file", str(REPO / "configs" / "accelerate_cpu.yaml")]
-    assert command[4:] == [str(REPO / "scripts" / "run_mnli.py"), str(jobs[3].output_dir / "job_recipe.yaml"),
-                           "--output_dir", str(jobs[3].output_dir), "--seed", "1", "--run_name", "scratch_lo-seed1",
-                           "--wandb_group", "tiny-study", "--wandb_job_type", "scratch", "--resume_from_checkpoint", "auto"]
+    assert command[4:] == [
+        str(REPO / "scripts" / "run_mnli.py"),
+        str(jobs[3].output_dir / "job_recipe.yaml"),
+        "--output_dir",
+        str(jobs[3].output_dir),
+        "--seed",
+        "1",
+        "--run_name",
+        "scratch_lo-seed1",
+        "--wandb_group",
+        "tiny-study",
+        "--wandb_job_type",
+        "scratch",
+        "--resume_from_checkpoint",
+        "auto",
+    ]
 
     assert studies.main([str(study.path), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -101,17 +143,23 @@ def test_finished_job_with_a_changed_recipe_is_skipped_with_a_warning(tmp_path, 
     assert "pretrained-seed1 finished with another recipe (changed: learning_rate)" in caplog.text
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"seed": [1]}, "unknown key 'seed'. Did you mean 'seeds'"),
-    ({"recipe": "nowhere.yaml"}, "recipe 'nowhere.yaml' not found"),
-    ({"script": "scripts/nope.py"}, "script 'scripts/nope.py' not found"),
-    ({"baseline": "bert"}, "baseline 'bert' is not an arm; the arms are: pretrained, scratch"),
-    ({"seeds": [1, "two"]}, "'seeds' must be a list of integers"),
-    ({"arms": [{"name": "a"}, {"name": "a"}]}, "two arms are named 'a'"),
-    ({"arms": [{"name": "a", "overide": {}}]}, "arms\\[0\\]: unknown key 'overide'. Did you mean 'overrides'"),
-    ({"arms": [{"name": "s", "overrides": {"scratch_preset": "tiny"}}]}, "arm 's' sets both model_name_or_path and scratch_preset .*'model_name_or_path: null'"),
-    ({"grid": {"learning_rate": []}}, "grid 'learning_rate' must be a non-empty list"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"seed": [1]}, "unknown key 'seed'. Did you mean 'seeds'"),
+        ({"recipe": "nowhere.yaml"}, "recipe 'nowhere.yaml' not found"),
+        ({"script": "scripts/nope.py"}, "script 'scripts/nope.py' not found"),
+        ({"baseline": "bert"}, "baseline 'bert' is not an arm; the arms are: pretrained, scratch"),
+        ({"seeds": [1, "two"]}, "'seeds' must be a list of integers"),
+        ({"arms": [{"name": "a"}, {"name": "a"}]}, "two arms are named 'a'"),
+        ({"arms": [{"name": "a", "overide": {}}]}, "arms\\[0\\]: unknown key 'overide'. Did you mean 'overrides'"),
+        (
+            {"arms": [{"name": "s", "overrides": {"scratch_preset": "tiny"}}]},
+            "arm 's' sets both model_name_or_path and scratch_preset .*'model_name_or_path: null'",
+        ),
+        ({"grid": {"learning_rate": []}}, "grid 'learning_rate' must be a non-empty list"),
+    ],
+)
 def test_study_file_errors_name_the_problem(tmp_path, spec, message):
     with pytest.raises(StudyError, match=message):
         load_study(write_study(tmp_path, **spec))
@@ -120,19 +168,28 @@ def test_study_file_errors_name_the_problem(tmp_path, spec, message):
 def test_shipped_studies(monkeypatch):
     monkeypatch.chdir(REPO)  # study paths are relative to the repository root
     files = sorted((REPO / "configs" / "studies").glob("*.yaml"))
-    assert {f.stem for f in files} >= {"mnli_pretrained_vs_scratch", "mnli_pretrained_vs_scratch_cpu",
-                                       "qa_ablation_korquad", "qa_ablation_korquad_cpu"}
+    assert {f.stem for f in files} >= {
+        "mnli_pretrained_vs_scratch",
+        "mnli_pretrained_vs_scratch_cpu",
+        "qa_ablation_korquad",
+        "qa_ablation_korquad_cpu",
+    }
     for file in files:
         assert file.read_text().splitlines()[0] == f"# python scripts/run_study.py configs/studies/{file.name}", file
         study = load_study(file.relative_to(REPO))  # checks that the script, launch config and recipes exist
         for arm in study.arms:
-            assert (arm.recipe.get("model_name_or_path") is None) != (arm.recipe.get("scratch_preset") is None), arm.name
+            assert (arm.recipe.get("model_name_or_path") is None) != (arm.recipe.get("scratch_preset") is None), (
+                arm.name
+            )
     mnli = load_study("configs/studies/mnli_pretrained_vs_scratch_cpu.yaml")
     assert [a.name for a in mnli.arms] == ["pretrained", "scratch"] and mnli.seeds == [42, 43]
-    assert mnli.arms[1].recipe["scratch_preset"] == "minilm-l6-h384" and mnli.arms[1].recipe["tokenizer_name"] == "minilm"
+    assert (
+        mnli.arms[1].recipe["scratch_preset"] == "minilm-l6-h384" and mnli.arms[1].recipe["tokenizer_name"] == "minilm"
+    )
     qa = load_study("configs/studies/qa_ablation_korquad_cpu.yaml")
-    assert [a.name for a in qa.arms] == [f"{preset}_{lr}" for preset in ("small-3l-4h", "small-6l-4h", "small-6l-8h")
-                                         for lr in ("lr5e-4", "lr1e-4")]
+    assert [a.name for a in qa.arms] == [
+        f"{preset}_{lr}" for preset in ("small-3l-4h", "small-6l-4h", "small-6l-8h") for lr in ("lr5e-4", "lr1e-4")
+    ]
     assert {a.recipe["learning_rate"] for a in qa.arms} == {5e-4, 1e-4}
 
 
@@ -162,24 +219,38 @@ def test_study_end_to_end_with_resume(tmp_path, data_dir, tiny_bert_dir):
         lines = (data_dir / "mnli" / f"{split}.jsonl").read_text().splitlines()[:n]
         (small / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     recipe = {
-        "model_name_or_path": str(tiny_bert_dir), "data_dir": str(small), "max_seq_length": 64, "max_steps": MAX_STEPS,
-        "per_device_train_batch_size": 8, "per_device_eval_batch_size": 32, "logging_steps": 10,
-        "save_strategy": "steps", "save_steps": SAVE_STEPS, "report_to": "wandb", "wandb_project": "pipelines-tests",
+        "model_name_or_path": str(tiny_bert_dir),
+        "data_dir": str(small),
+        "max_seq_length": 64,
+        "max_steps": MAX_STEPS,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 32,
+        "logging_steps": 10,
+        "save_strategy": "steps",
+        "save_steps": SAVE_STEPS,
+        "report_to": "wandb",
+        "wandb_project": "pipelines-tests",
     }
     # Plain `python script` (launch_config: null) instead of `accelerate launch`: the same jobs, 10 s less start-up
     # each. The accelerate command itself is checked in test_plan_recipes_and_commands.
-    study_file = write_study(tmp_path, base_recipe=recipe, launch_config=None, arms=[
-        {"name": "fast", "job_type": "fast", "overrides": {"learning_rate": 3e-3}},
-        {"name": "slow", "job_type": "slow", "overrides": {"learning_rate": 1e-5}},
-    ])
+    study_file = write_study(
+        tmp_path,
+        base_recipe=recipe,
+        launch_config=None,
+        arms=[
+            {"name": "fast", "job_type": "fast", "overrides": {"learning_rate": 3e-3}},
+            {"name": "slow", "job_type": "slow", "overrides": {"learning_rate": 1e-5}},
+        ],
+    )
     command = [sys.executable, str(REPO / "scripts" / "run_study.py"), str(study_file)]
     root = tmp_path / "study"
     first, killed = root / "fast" / "seed1", root / "slow" / "seed1"
 
     # First attempt: let the first job finish and the second save a checkpoint, then kill the study and its job.
     log = (tmp_path / "first.log").open("w")
-    process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.time() + 300
     while not complete_checkpoint(killed, SAVE_STEPS) and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)

@@ -1,7 +1,7 @@
 """What the rest of the project knows about a task, in one place: each task module defines its `Task`s in `TASKS`.
 
     task = find_task("mnli")                       # by the name a run records in run_info.json ("task")
-    task = task_of_run(run_info, recipe, config)   # the task of a finished run folder (QA: SQuAD or KorQuAD by its data)
+    task = task_of_run(run_info, recipe, config)   # a finished run folder's task (QA: SQuAD or KorQuAD by its data)
 
 The model card, `scripts/predict.py`, the reports, the inference pipelines and LoRA ask the task (its behaviour,
 label names, input fields, metrics, prose) and never test its name. A new task is a module listed in
@@ -74,12 +74,17 @@ class Classification(TaskKind):
     def predictor(self, run, task, device=None, trust_remote_code=False):
         from pipelines.inference import classification_pipeline
 
-        return classification_pipeline(run.folder, task.input_fields, device=device,
-                                       trust_remote_code=trust_remote_code), {}
+        return classification_pipeline(
+            run.folder, task.input_fields, device=device, trust_remote_code=trust_remote_code
+        ), {}
 
     def output_row(self, row, prediction):
-        return {**row, "predicted_label": prediction["label"], "score": prediction["score"],
-                "scores": prediction["scores"]}
+        return {
+            **row,
+            "predicted_label": prediction["label"],
+            "score": prediction["score"],
+            "scores": prediction["scores"],
+        }
 
     def example_score(self, row):
         if "gold" not in row or "predicted" not in row:
@@ -100,8 +105,9 @@ class Regression(Classification):
     def predictor(self, run, task, device=None, trust_remote_code=False):
         from pipelines.inference import classification_pipeline
 
-        return classification_pipeline(run.folder, task.input_fields, regression=True, device=device,
-                                       trust_remote_code=trust_remote_code), {}
+        return classification_pipeline(
+            run.folder, task.input_fields, regression=True, device=device, trust_remote_code=trust_remote_code
+        ), {}
 
     def output_row(self, row, prediction):
         return {**row, "predicted_score": prediction["score"]}
@@ -133,8 +139,13 @@ class ExtractiveQA(TaskKind):
         return qa, options
 
     def output_row(self, row, prediction):
-        return {**row, "predicted_answer": prediction["answer"], "score": prediction["score"],
-                "start": prediction["start"], "end": prediction["end"]}
+        return {
+            **row,
+            "predicted_answer": prediction["answer"],
+            "score": prediction["score"],
+            "start": prediction["start"],
+            "end": prediction["end"],
+        }
 
     def example_score(self, row):
         if row.get("exact_match") is None or row.get("f1") is None:

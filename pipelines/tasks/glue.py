@@ -43,18 +43,25 @@ from pipelines.tasks.glue_tasks import GLUE_TASKS as TASKS  # noqa: F401
 
 logger = logging.getLogger("pipelines")
 
+
 @dataclass
 class ClassificationDataArguments:
     """What every text-classification run (GLUE, MNLI) reads of its data; a task's dataclass adds where it is."""
 
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (pairs: longest first)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N examples of each eval split."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep the first N examples of each eval split."}
+    )
     pad_to_max_length: bool = field(
-        default=False, metadata={"help": "Pad every input to max_seq_length (slower; the HF examples' default)."})
+        default=False, metadata={"help": "Pad every input to max_seq_length (slower; the HF examples' default)."}
+    )
     sort_eval_by_length: bool = field(
-        default=True, metadata={"help": "Evaluate in length order so eval batches barely pad; predictions are written "
-                                "in the original order."}
+        default=True,
+        metadata={
+            "help": "Evaluate in length order so eval batches barely pad; predictions are written "
+            "in the original order."
+        },
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again even when datasets has it cached."})
@@ -65,8 +72,11 @@ class GlueDataArguments(ClassificationDataArguments):
     task_name: str | None = field(default=None, metadata={"help": f"The GLUE task: {', '.join(GLUE_TASK_NAMES)}."})
     dataset_name: str = field(default="nyu-mll/glue", metadata={"help": "Hub data set (the task is its config)."})
     train_file: str | None = field(
-        default=None, metadata={"help": "Local train file with GLUE's column names (instead of the Hub)."})
-    validation_file: str | None = field(default=None, metadata={"help": "Local validation file with GLUE's column names."})
+        default=None, metadata={"help": "Local train file with GLUE's column names (instead of the Hub)."}
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Local validation file with GLUE's column names."}
+    )
 
     def __post_init__(self):
         if self.task_name is None or self.task_name.lower() not in GLUE_TASK_NAMES:
@@ -94,11 +104,19 @@ def load_raw_datasets(data_args: GlueDataArguments, task: Task, cache_dir: str |
     else:
         hint = f"train_file / validation_file with the columns {', '.join(task.input_fields)}, label."
         hub = load_from_hub(data_args.dataset_name, task.name, cache_dir, hint)
-        raw = {split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]", task) for split in splits if split in hub}
-    return keep_first(datasets.DatasetDict(raw), data_args.max_train_samples, data_args.max_eval_samples, eval_splits(task))
+        raw = {
+            split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]", task)
+            for split in splits
+            if split in hub
+        }
+    return keep_first(
+        datasets.DatasetDict(raw), data_args.max_train_samples, data_args.max_eval_samples, eval_splits(task)
+    )
 
 
-def keep_first(raw: datasets.DatasetDict, train_samples: int | None, eval_samples: int | None, eval_split_names) -> datasets.DatasetDict:
+def keep_first(
+    raw: datasets.DatasetDict, train_samples: int | None, eval_samples: int | None, eval_split_names
+) -> datasets.DatasetDict:
     """max_train_samples / max_eval_samples: the first examples of train and of each eval split."""
     if "train" in raw and train_samples is not None:
         raw["train"] = raw["train"].select(range(min(train_samples, len(raw["train"]))))
@@ -111,8 +129,9 @@ def keep_first(raw: datasets.DatasetDict, train_samples: int | None, eval_sample
 # --- Preprocessing ------------------------------------------------------------------------------------------
 
 
-def tokenize_splits(raw: datasets.DatasetDict, tokenizer, fields: tuple[str, ...], data_args, training_args,
-                    sorted_splits: list[str]) -> datasets.DatasetDict:
+def tokenize_splits(
+    raw: datasets.DatasetDict, tokenizer, fields: tuple[str, ...], data_args, training_args, sorted_splits: list[str]
+) -> datasets.DatasetDict:
     """Tokenize one text or a pair (cached by datasets; once per process group), add a length column for grouping,
     and sort `sorted_splits` by length when data_args.sort_eval_by_length (evaluation then barely pads)."""
     padding = "max_length" if data_args.pad_to_max_length else False
@@ -155,7 +174,9 @@ def metric_function(task: Task):
     metric = load_metric("glue", task.name)
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
-        return metric.compute(predictions=scores_of(eval_prediction.predictions, task), references=eval_prediction.label_ids)
+        return metric.compute(
+            predictions=scores_of(eval_prediction.predictions, task), references=eval_prediction.label_ids
+        )
 
     return compute_metrics
 
@@ -174,12 +195,24 @@ def evaluate_split(trainer, features: datasets.Dataset, split: str, task: Task, 
         if task.kind == REGRESSION:
             predicted = float(logits[i, 0])
             # Not rounded: an undertrained model's scores can differ in the 6th decimal only.
-            rows.append({"idx": int(idx[i]), "gold": round(float(gold[i]), 6), "predicted": predicted,
-                         "absolute_error": abs(predicted - float(gold[i]))})
+            rows.append(
+                {
+                    "idx": int(idx[i]),
+                    "gold": round(float(gold[i]), 6),
+                    "predicted": predicted,
+                    "absolute_error": abs(predicted - float(gold[i])),
+                }
+            )
         else:
             probabilities = softmax(logits[i])
-            rows.append({"idx": int(idx[i]), "gold": int(gold[i]), "predicted": int(probabilities.argmax()),
-                         "probabilities": [round(float(p), 6) for p in probabilities]})
+            rows.append(
+                {
+                    "idx": int(idx[i]),
+                    "gold": int(gold[i]),
+                    "predicted": int(probabilities.argmax()),
+                    "probabilities": [round(float(p), 6) for p in probabilities],
+                }
+            )
     if trainer.is_world_process_zero():
         run_outputs.write_jsonl(Path(output_dir) / f"predictions_{split}.jsonl", rows)
     sample = [[r["idx"], task.label_name(r["gold"]), task.label_name(r["predicted"])] for r in rows[:200]]
@@ -201,18 +234,25 @@ class ClassificationRun(TaskRun):
         names = self.task.label_names
         labels = {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)}}
         return model_loading.load_model(
-            self.model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=self.data_args.max_seq_length,
-            num_labels=self.task.num_labels, finetuning_task=self.task.name,
+            self.model_args,
+            AutoModelForSequenceClassification,
+            tokenizer,
+            max_seq_length=self.data_args.max_seq_length,
+            num_labels=self.task.num_labels,
+            finetuning_task=self.task.name,
             **(labels if self.task.kind == CLASSIFICATION else {"problem_type": "regression"}),
         )
 
     def preprocess(self, raw, tokenizer):
-        return tokenize_splits(raw, tokenizer, self.task.input_fields, self.data_args, self.training_args,
-                               self.eval_splits(raw))
+        return tokenize_splits(
+            raw, tokenizer, self.task.input_fields, self.data_args, self.training_args, self.eval_splits(raw)
+        )
 
     def describe(self, raw, features):
-        return {"train_examples": len(raw["train"]) if "train" in raw else 0,
-                "eval_examples": {split: len(raw[split]) for split in self.eval_splits(raw)}}
+        return {
+            "train_examples": len(raw["train"]) if "train" in raw else 0,
+            "eval_examples": {split: len(raw[split]) for split in self.eval_splits(raw)},
+        }
 
     def compute_metrics(self):
         """compute_metrics for the Trainer."""
@@ -223,7 +263,9 @@ class ClassificationRun(TaskRun):
             "train_dataset": features.get("train"),
             "eval_dataset": {split.replace("validation_", ""): features[split] for split in self.eval_splits(features)},
             # Multiples of 8 suit GPU tensor cores; on CPU they only add padding.
-            "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8),
+            "data_collator": DataCollatorWithPadding(
+                tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8
+            ),
             "compute_metrics": self.compute_metrics(),
         }
 

@@ -18,49 +18,147 @@ from pipelines.tasks.base import CLASSIFICATION, REGRESSION, Metric, Task, find_
 logger = logging.getLogger("pipelines")
 
 LICENCE_NOTE = "GLUE's data sets come under their own licences: see gluebenchmark.com and each data set's page."
-METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "matthews_correlation": "Matthews correlation",
-                "pearson": "Pearson correlation", "spearmanr": "Spearman correlation"}
+METRIC_NAMES = {
+    "accuracy": "Accuracy",
+    "f1": "F1",
+    "matthews_correlation": "Matthews correlation",
+    "pearson": "Pearson correlation",
+    "spearmanr": "Spearman correlation",
+}
 
 
-def glue_task(name: str, title: str, description: str, fields: tuple[str, ...], labels: tuple[str, ...] | None,
-              metrics: tuple[str, ...], validation_size: int, example: tuple[str, ...], use: str) -> Task:
+def glue_task(
+    name: str,
+    title: str,
+    description: str,
+    fields: tuple[str, ...],
+    labels: tuple[str, ...] | None,
+    metrics: tuple[str, ...],
+    validation_size: int,
+    example: tuple[str, ...],
+    use: str,
+) -> Task:
     """A GLUE task with one validation split; labels None means regression (STS-B)."""
     return Task(
-        name=name, kind=REGRESSION if labels is None else CLASSIFICATION, title=title, description=description,
-        input_fields=fields, label_names=labels or (), dataset_id="nyu-mll/glue", dataset_config=name,
-        dataset_name=f"GLUE {title}", language="en",
+        name=name,
+        kind=REGRESSION if labels is None else CLASSIFICATION,
+        title=title,
+        description=description,
+        input_fields=fields,
+        label_names=labels or (),
+        dataset_id="nyu-mll/glue",
+        dataset_config=name,
+        dataset_name=f"GLUE {title}",
+        language="en",
         # Accuracy and F1 are fractions (shown as %); correlations are shown as they are.
-        metrics=tuple(Metric(f"eval_{m}", m, METRIC_NAMES[m], "validation", m in ("matthews_correlation", "pearson", "spearmanr"))
-                      for m in metrics),
-        full_eval_sizes={"validation": validation_size}, tags=(name, "glue"), example=example,
+        metrics=tuple(
+            Metric(f"eval_{m}", m, METRIC_NAMES[m], "validation", m in ("matthews_correlation", "pearson", "spearmanr"))
+            for m in metrics
+        ),
+        full_eval_sizes={"validation": validation_size},
+        tags=(name, "glue"),
+        example=example,
         data_note="GLUE's test labels are hidden, so the validation split serves as the test set, as is usual.",
         intended_use=f"{use}, for English text like {title}'s.",
         limitations=("English only; it knows this one task's labels and nothing else.",),
-        licence_note=LICENCE_NOTE, normalize=lambda dataset, source: normalize_split(dataset, source, find_task(name)),
+        licence_note=LICENCE_NOTE,
+        normalize=lambda dataset, source: normalize_split(dataset, source, find_task(name)),
     )
 
 
-GLUE_TASKS = {task.name: task for task in (
-    glue_task("cola", "CoLA", "Linguistic Acceptability", ("sentence",), ("unacceptable", "acceptable"),
-              ("matthews_correlation",), 1043, ("The book was read by me.",), "Judging whether a sentence is grammatical"),
-    glue_task("sst2", "SST-2", "Sentiment Analysis", ("sentence",), ("negative", "positive"), ("accuracy",), 872,
-              ("A gripping, beautifully acted film.",), "Classifying the sentiment of a sentence as positive or negative"),
-    glue_task("mrpc", "MRPC", "Paraphrase Detection", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
-              ("f1", "accuracy"), 408, ("He said it would rain.", "He predicted rain."), "Telling whether two sentences are paraphrases"),
-    glue_task("qqp", "QQP", "Duplicate Question Detection", ("question1", "question2"), ("not_duplicate", "duplicate"),
-              ("f1", "accuracy"), 40430, ("How do I learn Python?", "What is the best way to learn Python?"),
-              "Telling whether two questions ask the same thing"),
-    glue_task("stsb", "STS-B", "Semantic Textual Similarity", ("sentence1", "sentence2"), None, ("pearson", "spearmanr"),
-              1500, ("A man is playing a guitar.", "A man plays music."), "Scoring how similar two sentences are, from 0 to 5"),
-    glue_task("qnli", "QNLI", "Question Answering NLI", ("question", "sentence"), ("entailment", "not_entailment"),
-              ("accuracy",), 5463, ("Where is the tower?", "The Eiffel Tower is in Paris."),
-              "Telling whether a sentence answers a question"),
-    glue_task("rte", "RTE", "Recognizing Textual Entailment", ("sentence1", "sentence2"), ("entailment", "not_entailment"),
-              ("accuracy",), 277, ("A man plays a guitar.", "A man makes music."), "Telling whether one sentence entails another"),
-    glue_task("wnli", "WNLI", "Winograd NLI", ("sentence1", "sentence2"), ("not_entailment", "entailment"),
-              ("accuracy",), 71, ("The trophy did not fit in the case because it was too big.", "The trophy was too big."),
-              "Resolving pronouns by entailment"),
-)}
+GLUE_TASKS = {
+    task.name: task
+    for task in (
+        glue_task(
+            "cola",
+            "CoLA",
+            "Linguistic Acceptability",
+            ("sentence",),
+            ("unacceptable", "acceptable"),
+            ("matthews_correlation",),
+            1043,
+            ("The book was read by me.",),
+            "Judging whether a sentence is grammatical",
+        ),
+        glue_task(
+            "sst2",
+            "SST-2",
+            "Sentiment Analysis",
+            ("sentence",),
+            ("negative", "positive"),
+            ("accuracy",),
+            872,
+            ("A gripping, beautifully acted film.",),
+            "Classifying the sentiment of a sentence as positive or negative",
+        ),
+        glue_task(
+            "mrpc",
+            "MRPC",
+            "Paraphrase Detection",
+            ("sentence1", "sentence2"),
+            ("not_equivalent", "equivalent"),
+            ("f1", "accuracy"),
+            408,
+            ("He said it would rain.", "He predicted rain."),
+            "Telling whether two sentences are paraphrases",
+        ),
+        glue_task(
+            "qqp",
+            "QQP",
+            "Duplicate Question Detection",
+            ("question1", "question2"),
+            ("not_duplicate", "duplicate"),
+            ("f1", "accuracy"),
+            40430,
+            ("How do I learn Python?", "What is the best way to learn Python?"),
+            "Telling whether two questions ask the same thing",
+        ),
+        glue_task(
+            "stsb",
+            "STS-B",
+            "Semantic Textual Similarity",
+            ("sentence1", "sentence2"),
+            None,
+            ("pearson", "spearmanr"),
+            1500,
+            ("A man is playing a guitar.", "A man plays music."),
+            "Scoring how similar two sentences are, from 0 to 5",
+        ),
+        glue_task(
+            "qnli",
+            "QNLI",
+            "Question Answering NLI",
+            ("question", "sentence"),
+            ("entailment", "not_entailment"),
+            ("accuracy",),
+            5463,
+            ("Where is the tower?", "The Eiffel Tower is in Paris."),
+            "Telling whether a sentence answers a question",
+        ),
+        glue_task(
+            "rte",
+            "RTE",
+            "Recognizing Textual Entailment",
+            ("sentence1", "sentence2"),
+            ("entailment", "not_entailment"),
+            ("accuracy",),
+            277,
+            ("A man plays a guitar.", "A man makes music."),
+            "Telling whether one sentence entails another",
+        ),
+        glue_task(
+            "wnli",
+            "WNLI",
+            "Winograd NLI",
+            ("sentence1", "sentence2"),
+            ("not_entailment", "entailment"),
+            ("accuracy",),
+            71,
+            ("The trophy did not fit in the case because it was too big.", "The trophy was too big."),
+            "Resolving pronouns by entailment",
+        ),
+    )
+}
 GLUE_TASK_NAMES = (*GLUE_TASKS, "mnli")  # MNLI is run by its own module, tasks/mnli.py (run_mnli.py)
 
 
@@ -73,9 +171,16 @@ NO_MAJORITY_LABEL = "-"
 LABEL_NAMES = ["entailment", "neutral", "contradiction"]  # GLUE order
 
 MNLI = Task(
-    name="mnli", kind=CLASSIFICATION, title="MNLI", description="Natural Language Inference",
-    input_fields=("premise", "hypothesis"), label_names=tuple(LABEL_NAMES),
-    dataset_id="nyu-mll/glue", dataset_config="mnli", dataset_name="GLUE MNLI", language="en",
+    name="mnli",
+    kind=CLASSIFICATION,
+    title="MNLI",
+    description="Natural Language Inference",
+    input_fields=("premise", "hypothesis"),
+    label_names=tuple(LABEL_NAMES),
+    dataset_id="nyu-mll/glue",
+    dataset_config="mnli",
+    dataset_name="GLUE MNLI",
+    language="en",
     metrics=(
         Metric("eval_matched_accuracy", "accuracy", "Matched accuracy", "validation_matched", False),
         Metric("eval_mismatched_accuracy", "accuracy", "Mismatched accuracy", "validation_mismatched", False),
@@ -84,10 +189,10 @@ MNLI = Task(
     tags=("natural-language-inference", "mnli", "glue"),
     example=("A man is playing a guitar.", "A man is making music."),
     data_note="Matched = the genres of the training data, mismatched = genres not seen in training. GLUE's test "
-              "labels are hidden, so the validation splits serve as test sets, as is usual.",
+    "labels are hidden, so the validation splits serve as test sets, as is usual.",
     intended_use="Classifying whether a hypothesis follows from a premise (entailment), contradicts it, or neither "
-                 "(neutral), for English text like MNLI's genres; a building block for zero-shot classification and "
-                 "fact-checking research.",
+    "(neutral), for English text like MNLI's genres; a building block for zero-shot classification and "
+    "fact-checking research.",
     limitations=(
         "MNLI models learn annotation artefacts: negation words in the hypothesis predict contradiction, "
         "lexical overlap predicts entailment. Accuracy drops on data built to break these shortcuts (HANS).",
@@ -95,7 +200,7 @@ MNLI = Task(
     ),
     normalize=lambda dataset, source: normalize_mnli_split(dataset, source),
     licence_note="MNLI's texts come from the Open American National Corpus and other sources under their own terms "
-                 "(see the GLUE and MultiNLI pages).",
+    "(see the GLUE and MultiNLI pages).",
 )
 TASKS = {"mnli": MNLI, **GLUE_TASKS}  # find_task: every GLUE task
 
@@ -116,7 +221,9 @@ def normalize_split(dataset: datasets.Dataset, source: LocalFile | str, task: Ta
         for name in task.input_fields:
             text = example[name]
             if not isinstance(text, str) or not text.strip():
-                shown = "empty" if text is None or isinstance(text, str) else f"{text!r} ({type(text).__name__}), not text"
+                shown = (
+                    "empty" if text is None or isinstance(text, str) else f"{text!r} ({type(text).__name__}), not text"
+                )
                 raise DataError(f"{where(row)}: field '{name}' is {shown}")
         labels.append(parse_label(example["label"], task, label_ids, lambda: where(row)))
     if "idx" not in dataset.column_names:
@@ -139,7 +246,9 @@ def parse_label(given, task: Task, label_ids: dict[str, int], where) -> int | fl
     label = label_id(given, label_ids)
     if label is None:
         ids = ", ".join(str(i) for i in range(len(task.label_names)))
-        raise DataError(f"{where()}: field 'label' is {given!r}; expected {ids} or one of {', '.join(task.label_names)}")
+        raise DataError(
+            f"{where()}: field 'label' is {given!r}; expected {ids} or one of {', '.join(task.label_names)}"
+        )
     return label
 
 
@@ -148,7 +257,11 @@ def normalize_mnli_split(dataset: datasets.Dataset, source: LocalFile | str) -> 
 
     Errors name the file and line (or example), and the field.
     """
-    renames = {old: new for old, new in COLUMN_ALIASES.items() if old in dataset.column_names and new not in dataset.column_names}
+    renames = {
+        old: new
+        for old, new in COLUMN_ALIASES.items()
+        if old in dataset.column_names and new not in dataset.column_names
+    }
     if renames:
         dataset = dataset.rename_columns(renames)
     require_columns(dataset, ["premise", "hypothesis", "label"], source)
@@ -156,14 +269,17 @@ def normalize_mnli_split(dataset: datasets.Dataset, source: LocalFile | str) -> 
 
     labels, keep = [], []
     label_ids = {name: i for i, name in enumerate(LABEL_NAMES)}
-    for row, (premise, hypothesis, given) in enumerate(zip(dataset["premise"], dataset["hypothesis"], dataset["label"])):
+    for row, (premise, hypothesis, given) in enumerate(
+        zip(dataset["premise"], dataset["hypothesis"], dataset["label"])
+    ):
         if given == NO_MAJORITY_LABEL:
             continue
         label = label_id(given, label_ids)
         if label is None:
             shown = "empty" if given is None or (isinstance(given, float) and np.isnan(given)) else repr(given)
             raise DataError(
-                f"{where(row)}: field 'label' is {shown}; expected 0, 1, 2 (GLUE order) or one of {', '.join(LABEL_NAMES)}"
+                f"{where(row)}: field 'label' is {shown}; expected 0, 1, 2 (GLUE order) "
+                f"or one of {', '.join(LABEL_NAMES)}"
             )
         for name, text in (("premise", premise), ("hypothesis", hypothesis)):
             if text is None or (isinstance(text, str) and not text.strip()):
@@ -173,7 +289,11 @@ def normalize_mnli_split(dataset: datasets.Dataset, source: LocalFile | str) -> 
         labels.append(label)
         keep.append(row)
     if len(keep) < len(dataset):
-        logger.info("%s: dropped %d pairs without a majority label ('-'), as GLUE does", source if isinstance(source, str) else source.path, len(dataset) - len(keep))
+        logger.info(
+            "%s: dropped %d pairs without a majority label ('-'), as GLUE does",
+            source if isinstance(source, str) else source.path,
+            len(dataset) - len(keep),
+        )
         dataset = dataset.select(keep)
     if "idx" not in dataset.column_names:
         dataset = dataset.add_column("idx", keep)

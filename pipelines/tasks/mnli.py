@@ -38,29 +38,39 @@ EVAL_SPLITS = ["validation_matched", "validation_mismatched"]
 SPLITS = ["train", *EVAL_SPLITS]
 # Pairs held out of train for choosing hyperparameters (heldout_train_samples); dev is never used for that.
 HELDOUT_SPLIT = "heldout"
+
+
 @dataclass
 class MnliDataArguments(ClassificationDataArguments):
     dataset_name: str | None = field(default="nyu-mll/glue", metadata={"help": "Hub data set (config below)."})
     dataset_config_name: str | None = field(default="mnli", metadata={"help": "Hub data set config."})
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "Local folder with train/validation_matched/validation_mismatched "
-                  ".jsonl/.json/.csv/.tsv/.parquet. Used instead of the Hub when set."},
+        metadata={
+            "help": "Local folder with train/validation_matched/validation_mismatched "
+            ".jsonl/.json/.csv/.tsv/.parquet. Used instead of the Hub when set."
+        },
     )
     train_file: str | None = field(default=None, metadata={"help": "Local train file (overrides data_dir)."})
     validation_matched_file: str | None = field(default=None, metadata={"help": "Local dev-matched file."})
     validation_mismatched_file: str | None = field(default=None, metadata={"help": "Local dev-mismatched file."})
     heldout_train_samples: int | None = field(
         default=None,
-        metadata={"help": "Hold out N train pairs (a fixed pseudo-random choice, see heldout_seed) and evaluate on them "
-                  "instead of dev: for choosing hyperparameters without looking at dev. Training uses the rest."},
+        metadata={
+            "help": "Hold out N train pairs (a fixed pseudo-random choice, see heldout_seed) and evaluate on them "
+            "instead of dev: for choosing hyperparameters without looking at dev. Training uses the rest."
+        },
     )
     heldout_seed: int = field(
-        default=42, metadata={"help": "Seed of the held-out choice (same seed, same pairs; independent of `seed`)."})
+        default=42, metadata={"help": "Seed of the held-out choice (same seed, same pairs; independent of `seed`)."}
+    )
 
     def local_files(self) -> dict[str, str] | None:
-        explicit = {"train": self.train_file, "validation_matched": self.validation_matched_file,
-                    "validation_mismatched": self.validation_mismatched_file}
+        explicit = {
+            "train": self.train_file,
+            "validation_matched": self.validation_matched_file,
+            "validation_mismatched": self.validation_mismatched_file,
+        }
         if self.data_dir is None and not any(explicit.values()):
             return None
         files = {}
@@ -83,10 +93,14 @@ def load_raw_datasets(data_args: MnliDataArguments, cache_dir: str | None = None
             dataset, source = load_local_file(path, split=split, cache_dir=cache_dir)
             raw[split] = normalize_split(dataset, source)
     else:
-        hint = ("data_dir: <folder with train.jsonl, validation_matched.jsonl, validation_mismatched.jsonl> "
-                "(e.g. ../shared/data/mnli), or train_file / validation_matched_file / validation_mismatched_file.")
+        hint = (
+            "data_dir: <folder with train.jsonl, validation_matched.jsonl, validation_mismatched.jsonl> "
+            "(e.g. ../shared/data/mnli), or train_file / validation_matched_file / validation_mismatched_file."
+        )
         hub = load_from_hub(data_args.dataset_name, data_args.dataset_config_name, cache_dir, hint)
-        raw = {split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]") for split in SPLITS if split in hub}
+        raw = {
+            split: normalize_split(hub[split], f"{data_args.dataset_name}[{split}]") for split in SPLITS if split in hub
+        }
     raw = datasets.DatasetDict(raw)
     if data_args.heldout_train_samples is not None:
         raw = hold_out_of_train(raw, data_args.heldout_train_samples, data_args.heldout_seed)
@@ -103,24 +117,32 @@ def hold_out_of_train(raw: datasets.DatasetDict, n: int, seed: int) -> datasets.
         raise DataError("heldout_train_samples needs a train split")
     train = raw["train"]
     if not 0 < n < len(train):
-        raise DataError(f"heldout_train_samples must be between 1 and {len(train) - 1} (the train split has {len(train)} pairs), got {n}")
+        raise DataError(
+            f"heldout_train_samples must be between 1 and {len(train) - 1} "
+            f"(the train split has {len(train)} pairs), got {n}"
+        )
     ids = train["idx"]
     order = sorted(range(len(train)), key=lambda row: hashlib.sha256(f"{seed}:{ids[row]}".encode()).hexdigest())
     heldout_rows = sorted(order[:n])
     train_rows = sorted(order[n:])
-    logger.info("Held out %d of %d train pairs for selection (heldout_seed %d); dev is not evaluated", n, len(train), seed)
+    logger.info(
+        "Held out %d of %d train pairs for selection (heldout_seed %d); dev is not evaluated", n, len(train), seed
+    )
     return datasets.DatasetDict({"train": train.select(train_rows), HELDOUT_SPLIT: train.select(heldout_rows)})
 
 
 # --- Preprocessing ------------------------------------------------------------------------------------------
 
 
-def preprocess(raw: datasets.DatasetDict, tokenizer, data_args: MnliDataArguments, training_args) -> datasets.DatasetDict:
+def preprocess(
+    raw: datasets.DatasetDict, tokenizer, data_args: MnliDataArguments, training_args
+) -> datasets.DatasetDict:
     """Tokenize pairs (cached by datasets; once per process group), add a length column, sort eval splits by length."""
     return tokenize_splits(raw, tokenizer, TASK.input_fields, data_args, training_args, [*EVAL_SPLITS, HELDOUT_SPLIT])
 
 
 # --- Metrics and predictions --------------------------------------------------------------------------------
+
 
 @functools.cache
 def nli_metric():
@@ -128,12 +150,20 @@ def nli_metric():
 
 
 def compute_metrics(eval_prediction) -> dict[str, float]:
-    logits = eval_prediction.predictions[0] if isinstance(eval_prediction.predictions, tuple) else eval_prediction.predictions
-    result = nli_metric().compute(predictions=np.argmax(logits, axis=-1), references=eval_prediction.label_ids, num_labels=3)
+    logits = (
+        eval_prediction.predictions[0]
+        if isinstance(eval_prediction.predictions, tuple)
+        else eval_prediction.predictions
+    )
+    result = nli_metric().compute(
+        predictions=np.argmax(logits, axis=-1), references=eval_prediction.label_ids, num_labels=3
+    )
     return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
 
 
-def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.Dataset, split: str, output_dir: str) -> tuple[dict, dict]:
+def evaluate_split(
+    trainer: Trainer, features: datasets.Dataset, raw: datasets.Dataset, split: str, output_dir: str
+) -> tuple[dict, dict]:
     """Predict one eval split; write predictions_<split>.jsonl in the original order; return (metrics, tables)."""
     prefix = f"eval_{split.replace('validation_', '')}"  # eval_matched / eval_mismatched
     output = trainer.predict(features, metric_key_prefix=prefix)
@@ -158,8 +188,12 @@ def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.D
 
     rows = []
     for i in order:
-        row = {"idx": int(idx[i]), "gold": int(gold[i]), "predicted": int(predicted[i]),
-               "probabilities": [round(float(p), 6) for p in probabilities[i]]}
+        row = {
+            "idx": int(idx[i]),
+            "gold": int(gold[i]),
+            "predicted": int(predicted[i]),
+            "probabilities": [round(float(p), 6) for p in probabilities[i]],
+        }
         if genre_of_idx is not None:
             row["genre"] = genre_of_idx[int(idx[i])]
         rows.append(row)
@@ -167,7 +201,9 @@ def evaluate_split(trainer: Trainer, features: datasets.Dataset, raw: datasets.D
         run_outputs.write_jsonl(Path(output_dir) / f"predictions_{split}.jsonl", rows)
 
     confusion_rows = [[LABEL_NAMES[g], *full["confusion_matrix"][g]] for g in range(3)]
-    sample_rows = [[r["idx"], LABEL_NAMES[r["gold"]], LABEL_NAMES[r["predicted"]], max(r["probabilities"])] for r in rows[:200]]
+    sample_rows = [
+        [r["idx"], LABEL_NAMES[r["gold"]], LABEL_NAMES[r["predicted"]], max(r["probabilities"])] for r in rows[:200]
+    ]
     tables = {
         f"{prefix}/confusion_matrix": (["gold \\ predicted", *LABEL_NAMES], confusion_rows),
         f"{prefix}/predictions_sample": (["idx", "gold", "predicted", "confidence"], sample_rows),

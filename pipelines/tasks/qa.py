@@ -33,7 +33,6 @@ from pipelines.arguments import RecipeError
 from pipelines.data_files import load_from_hub
 from pipelines.metrics import load_metric, metric_path  # noqa: F401 (metric_path is part of this module's API)
 from pipelines.run import TaskRun
-from pipelines.tasks.base import Task
 from pipelines.tasks.qa_tasks import KORQUAD, RUN_TASK_NAMES, SQUAD, TASKS, task_of_run  # noqa: F401 (this module's API)
 from pipelines.tasks.qa_windows import (  # noqa: F401 (windows and answers are part of this module's API)
     EVAL_ONLY_COLUMNS,
@@ -100,7 +99,9 @@ class QADataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Keep only the first N evaluation questions (before windowing)."}
     )
-    max_seq_length: int = field(default=384, metadata={"help": "Tokens per window: question + context + special tokens."})
+    max_seq_length: int = field(
+        default=384, metadata={"help": "Tokens per window: question + context + special tokens."}
+    )
     doc_stride: int = field(
         default=128,
         metadata={
@@ -113,7 +114,8 @@ class QADataArguments:
     )
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer span, in tokens, at prediction time."})
     n_best_size: int = field(
-        default=20, metadata={"help": "Start and end candidates per window, and answers kept per question in the n-best list."}
+        default=20,
+        metadata={"help": "Start and end candidates per window, and answers kept per question in the n-best list."},
     )
     pad_to_max_length: bool = field(
         default=False,
@@ -121,24 +123,33 @@ class QADataArguments:
     )
     sort_eval_by_length: bool = field(
         default=True,
-        metadata={"help": "Order the eval windows by length so eval batches barely pad (post-processing does not depend on the order)."},
+        metadata={
+            "help": "Order the eval windows by length so eval batches barely pad "
+            "(post-processing does not depend on the order)."
+        },
     )
     metric: str | None = field(
-        default=None, metadata={"help": "squad_v1 or korquad_v1. Default: korquad_v1 if the data names KorQuAD, else squad_v1."}
+        default=None,
+        metadata={"help": "squad_v1 or korquad_v1. Default: korquad_v1 if the data names KorQuAD, else squad_v1."},
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
-    overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize instead of reusing the datasets cache."})
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Re-tokenize instead of reusing the datasets cache."}
+    )
 
     def __post_init__(self):
         local_files = [self.train_file, self.validation_file]
         if self.heldout_from_file is not None and (self.dataset_name or any(local_files)):
-            raise RecipeError("heldout_from_file gives both splits: leave dataset_name, train_file and validation_file unset.")
+            raise RecipeError(
+                "heldout_from_file gives both splits: leave dataset_name, train_file and validation_file unset."
+            )
         if self.dataset_name is not None and any(local_files):
             raise RecipeError("Set either dataset_name (Hub) or train_file/validation_file (local JSON), not both.")
         if self.dataset_name is None and self.heldout_from_file is None and not any(local_files):
             raise RecipeError(
                 "No QA data: set dataset_name (e.g. rajpurkar/squad), or train_file/validation_file "
-                "(e.g. ../shared/data/squad_v1/dev.json), or heldout_from_file (e.g. ../shared/data/korquad_v1/dev.json)."
+                "(e.g. ../shared/data/squad_v1/dev.json), "
+                "or heldout_from_file (e.g. ../shared/data/korquad_v1/dev.json)."
             )
         if not 0.0 < self.heldout_fraction < 1.0:
             raise RecipeError(f"heldout_fraction must be between 0 and 1, got {self.heldout_fraction}")
@@ -161,7 +172,9 @@ class QADataArguments:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def load_raw_datasets(data_args: QADataArguments, cache_dir: str | None = None) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+def load_raw_datasets(
+    data_args: QADataArguments, cache_dir: str | None = None
+) -> tuple[datasets.DatasetDict, dict[str, Any]]:
     """Load the questions: a DatasetDict with "train" and/or "validation" in the HF squad schema.
 
     Also returns a JSON-ready description of what was loaded (source, files, metric, per split the numbers of
@@ -171,11 +184,15 @@ def load_raw_datasets(data_args: QADataArguments, cache_dir: str | None = None) 
     """
     description: dict[str, Any] = {"metric": data_args.metric}
     if data_args.dataset_name is not None:
-        hint = ("leave dataset_name unset and set train_file/validation_file (e.g. validation_file: "
-                "../shared/data/squad_v1/dev.json), or heldout_from_file to split one file by article "
-                "(e.g. ../shared/data/korquad_v1/dev.json).")
+        hint = (
+            "leave dataset_name unset and set train_file/validation_file (e.g. validation_file: "
+            "../shared/data/squad_v1/dev.json), or heldout_from_file to split one file by article "
+            "(e.g. ../shared/data/korquad_v1/dev.json)."
+        )
         raw = load_from_hub(data_args.dataset_name, data_args.dataset_config_name, cache_dir, hint)
-        description.update(source="hub", dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name)
+        description.update(
+            source="hub", dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name
+        )
     elif data_args.heldout_from_file is not None:
         rows = read_squad_file(data_args.heldout_from_file)
         train_rows, validation_rows, split = split_by_article(rows, data_args.heldout_fraction, data_args.heldout_seed)
@@ -188,7 +205,10 @@ def load_raw_datasets(data_args: QADataArguments, cache_dir: str | None = None) 
         files = {"train": data_args.train_file, "validation": data_args.validation_file}
         files = {split_name: path for split_name, path in files.items() if path}
         raw = datasets.DatasetDict(
-            {split_name: datasets.Dataset.from_list(read_squad_file(path), features=QA_FEATURES) for split_name, path in files.items()}
+            {
+                split_name: datasets.Dataset.from_list(read_squad_file(path), features=QA_FEATURES)
+                for split_name, path in files.items()
+            }
         )
         description.update(source="local", files=files)
         if len(raw) == 2:
@@ -311,8 +331,14 @@ class AnswerScoring:
     latest: tuple | None = None  # (predictions, nbest, per_example) of the latest evaluation
 
     def __call__(self, start_logits, end_logits) -> dict[str, float]:
-        predictions, nbest = postprocess_qa_predictions(self.examples, self.features, start_logits, end_logits,
-                                                        self.data_args.n_best_size, self.data_args.max_answer_length)
+        predictions, nbest = postprocess_qa_predictions(
+            self.examples,
+            self.features,
+            start_logits,
+            end_logits,
+            self.data_args.n_best_size,
+            self.data_args.max_answer_length,
+        )
         scores, per_example = score_predictions(self.data_args.metric, predictions, self.examples)
         self.latest = (predictions, nbest, per_example)
         return scores
@@ -330,18 +356,24 @@ class QuestionAnsweringTrainer(training.PipelineTrainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         start = time.perf_counter()
-        output = self.evaluation_loop(self.get_eval_dataloader(eval_dataset), description="Evaluation",
-                                      prediction_loss_only=False, ignore_keys=ignore_keys,
-                                      metric_key_prefix=metric_key_prefix)
+        output = self.evaluation_loop(
+            self.get_eval_dataloader(eval_dataset),
+            description="Evaluation",
+            prediction_loss_only=False,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
         start_logits, end_logits = output.predictions[:2]
         metrics = dict(output.metrics)
         metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self.answers(start_logits, end_logits).items()})
         seconds = time.perf_counter() - start
-        metrics.update({
-            f"{metric_key_prefix}_runtime": seconds,
-            f"{metric_key_prefix}_samples_per_second": len(self.answers.examples) / seconds,  # questions
-            f"{metric_key_prefix}_windows_per_second": output.num_samples / seconds,
-        })
+        metrics.update(
+            {
+                f"{metric_key_prefix}_runtime": seconds,
+                f"{metric_key_prefix}_samples_per_second": len(self.answers.examples) / seconds,  # questions
+                f"{metric_key_prefix}_windows_per_second": output.num_samples / seconds,
+            }
+        )
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
@@ -372,8 +404,13 @@ class QARun(TaskRun):
         from transformers import AutoModelForQuestionAnswering
 
         # num_labels=2: the QA head's two outputs (start, end), whatever head the checkpoint was saved with.
-        return model_loading.load_model(self.model_args, AutoModelForQuestionAnswering, tokenizer,
-                                        max_seq_length=self.data_args.max_seq_length, num_labels=2)
+        return model_loading.load_model(
+            self.model_args,
+            AutoModelForQuestionAnswering,
+            tokenizer,
+            max_seq_length=self.data_args.max_seq_length,
+            num_labels=2,
+        )
 
     def preprocess(self, raw, tokenizer):
         return preprocess(raw, tokenizer, self.data_args, self.training_args)
@@ -396,8 +433,11 @@ class QARun(TaskRun):
         from transformers import DataCollatorWithPadding
 
         collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if self.training_args.use_cpu else 8)
-        options = {"train_dataset": features.get("train"), "trainer_class": QuestionAnsweringTrainer,
-                   "data_collator": collator}
+        options = {
+            "train_dataset": features.get("train"),
+            "trainer_class": QuestionAnsweringTrainer,
+            "data_collator": collator,
+        }
         if "validation" in features:
             windows = features["validation"]
             extra = [c for c in EVAL_ONLY_COLUMNS if c in windows.column_names]  # post-processing's, not the model's
