@@ -152,15 +152,19 @@ def hold(output_dir: str | os.PathLike, main_process: bool = True):
         yield
         return
     output_dir = Path(output_dir)
-    existed = output_dir.exists()
+    # The folders that taking the lock creates (output_dir and any missing parents, e.g. outputs/mnli/run), innermost
+    # first: each is removed again if the block leaves it empty.
+    created = [folder for folder in [output_dir, *output_dir.parents] if not folder.exists()]
     fd = acquire(output_dir)
     try:
         yield
     finally:
         release(output_dir, fd)
-        if not existed:
-            with contextlib.suppress(OSError):
-                output_dir.rmdir()  # only if empty
+        for folder in created:
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                break  # not empty: the run wrote into it, so its parents stay too
 
 
 def holder(output_dir: str | os.PathLike) -> dict | None:

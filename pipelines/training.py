@@ -206,7 +206,13 @@ class RunInfoCallback(transformers.TrainerCallback):
         if not self.sent and state.is_world_process_zero:
             # precision also at the top level: the W&B table's column for "which precision did this run use"
             precision = (self.info.get("precision") or {}).get("precision")
-            self.sent = tracking.update_wandb_config({"run_info": self.info, "precision": precision})
+            try:
+                self.sent = tracking.update_wandb_config({"run_info": self.info, "precision": precision})
+            except Exception as error:  # as SafeWandbCallback: a W&B failure never ends the run
+                self.sent = True
+                logger.warning(
+                    "W&B did not take the run's metadata (%s: %s); run_info.json has it.", type(error).__name__, error
+                )
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._send(state)
@@ -221,6 +227,8 @@ def make_trainer(info: dict, trainer_class: type | None = None, **trainer_kwargs
     trainer = (trainer_class or PipelineTrainer)(**trainer_kwargs)
     if trainer.pop_callback(WandbCallback) is not None:
         trainer.add_callback(SafeWandbCallback())
-    trainer.add_callback(RunInfoCallback(info))
+        # Only a run that reports to W&B sends its metadata there: a run without W&B must not write into a W&B run
+        # that something else in the same process left open.
+        trainer.add_callback(RunInfoCallback(info))
     trainer.add_callback(interruptions.StopOnSignal(trainer))
     return trainer
