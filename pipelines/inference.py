@@ -28,7 +28,8 @@ from transformers import AutoModelForQuestionAnswering, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
-import pipelines.models  # noqa: F401  (registers ScratchTransformer with the Auto classes, so run folders load without remote code)
+# Registers ScratchTransformer with the Auto classes, so run folders load without remote code.
+import pipelines.models  # noqa: F401
 
 QA_TASK = "extractive-question-answering"
 

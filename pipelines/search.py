@@ -47,7 +47,9 @@ import yaml
 
 from pipelines import run_lock
 from pipelines.study_jobs import job_command, prepare_job, run_job
-from pipelines.study_spec import Arm, Job, SearchSpec, StudyError, best_file  # noqa: F401 (reading a search: study_spec)
+
+# Reading a search's specification lives in study_spec; these names stay importable from here.
+from pipelines.study_spec import Arm, Job, SearchSpec, StudyError, best_file  # noqa: F401
 
 logger = logging.getLogger("pipelines")
 
