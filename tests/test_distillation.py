@@ -286,22 +286,14 @@ def test_a_distilled_run_resumes_from_its_checkpoint_with_the_cached_logits(tmp_
 
 
 @pytest.fixture(scope="module")
-def qa_teacher(tmp_path_factory, minilm_path) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+def qa_teacher(tmp_path_factory, tiny_bert_dir) -> Path:
+    """The session's tiny BERT with a saved QA head (a head in the checkpoint, as a fine-tuned teacher has)."""
+    from transformers import AutoTokenizer, BertForQuestionAnswering
 
     folder = tmp_path_factory.mktemp("qa-teacher")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
     torch.manual_seed(0)
-    BertForQuestionAnswering(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    BertForQuestionAnswering.from_pretrained(tiny_bert_dir, num_labels=2).save_pretrained(folder)  # start, end
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(folder)
     return folder
 
 
