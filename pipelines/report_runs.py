@@ -66,11 +66,8 @@ def read_run_folder(folder: Path) -> Run:
             f"{folder}: no all_results.json, so not a finished run (still running, killed, or not a run folder)"
         )
     info = read_json(folder / "run_info.json") if (folder / "run_info.json").is_file() else {}
-    if (folder / "log_history.json").is_file():
-        history = read_json(folder / "log_history.json")
-    else:  # older runs: fall back on the W&B copy of the curves
-        offline = tracking.find_offline_runs(folder)
-        history = history_from_wandb(tracking.read_offline_run(offline[-1])["history"]) if offline else []
+    # Written with all_results.json at the end of every run (run_outputs.finish_run).
+    history = read_json(folder / "log_history.json") if (folder / "log_history.json").is_file() else []
     predictions = {
         path.name[len("predictions_") : -len(".jsonl")]: read_jsonl(path)
         for path in sorted(folder.glob("predictions_*.jsonl"))
@@ -113,7 +110,11 @@ def final_metrics_from_summary(summary: dict) -> dict:
 
 
 def read_offline_wandb_run(folder: Path) -> Run:
-    run = tracking.read_offline_run(folder)
+    """An offline W&B run folder, read with W&B's own reader (tracking.read_offline_run)."""
+    try:
+        run = tracking.read_offline_run(folder)
+    except ValueError as error:
+        raise ReportError(str(error)) from error
     info = dict(run["config"].get("run_info") or {})
     info.setdefault("job_type", run["run"].get("job_type") or None)
     info.setdefault("group", run["run"].get("group") or None)

@@ -5,7 +5,7 @@ The Trainer's own `WandbCallback` logs losses, learning rate and eval metrics. T
 - puts project, group, job type and tags in the environment variables that `wandb.init` reads,
 - adds what a comparison needs to the run's config (resolved recipe, parameter counts, git commit, versions,
   hardware) and final metrics and tables to its summary,
-- reads an offline run's records back from disk (`wandb` 0.31 has no reader for them), for tests and reports.
+- reads an offline run back from disk with W&B's own reader (`wandb leet inspect`), for tests and reports.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import logging
 import netrc
 import os
 import platform
-import struct
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -139,93 +139,41 @@ def log_wandb_summary(metrics: dict[str, Any], tables: dict[str, tuple[list[str]
         wandb.log({name: wandb.Table(columns=columns, data=rows)})
 
 
-# --- Reading an offline run back ----------------------------------------------------------------------------
-# A `.wandb` file is a LevelDB-style log: a 7-byte file header (":W&B", magic 0xBEE1, version 0), then 32 KiB
-# blocks of records, each with a 7-byte header (crc32, length, type: full/first/middle/last) and a serialized
-# `wandb_internal_pb2.Record`.
-
-_BLOCK = 32768
-_HEADER = 7
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def _records(path: Path):
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    ident, magic, version = struct.unpack("<4sHB", data[:_HEADER])
-    if ident != b":W&B" or magic != 0xBEE1:
-        raise ValueError(f"{path}: not a W&B run log (header {ident!r})")
-    offset, pending = _HEADER, b""
-    while offset + _HEADER <= len(data):
-        space = _BLOCK - offset % _BLOCK
-        if space < _HEADER:  # the rest of a block too small for a header is zero padding
-            offset += space
-            continue
-        checksum, length, kind = struct.unpack("<IHB", data[offset : offset + _HEADER])
-        if kind == 0 and length == 0:
-            offset += space
-            continue
-        chunk = data[offset + _HEADER : offset + _HEADER + length]
-        offset += _HEADER + length
-        if kind == _FULL:
-            pending = chunk
-        elif kind == _FIRST:
-            pending = chunk
-            continue
-        elif kind == _MIDDLE:
-            pending += chunk
-            continue
-        elif kind == _LAST:
-            pending += chunk
-        else:
-            raise ValueError(f"{path}: bad record type {kind} at byte {offset}")
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(pending)
-        yield record
-        pending = b""
-
-
-def _item_value(item) -> Any:
-    try:
-        return json.loads(item.value_json)
-    except (TypeError, ValueError):
-        return item.value_json
-
-
-def _item_key(item) -> str:
-    return item.key or "/".join(item.nested_key)
-
-
 def read_offline_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """History rows, summary, config, and run attributes of an offline run folder (`wandb/offline-run-*`)."""
+    """History rows, summary, config, and run attributes of an offline run folder (`wandb/offline-run-*`).
+
+    Read with W&B's own reader of its run log, `wandb leet inspect --json` (one JSON object per record), for
+    tests and reports. The folder holds no other copy of these: offline, W&B writes only the `.wandb` log.
+    """
     run_dir = Path(run_dir)
-    files = sorted(run_dir.glob("run-*.wandb"))
-    if not files:
+    if not any(run_dir.glob("run-*.wandb")):
         raise FileNotFoundError(f"No run-*.wandb file in {run_dir}")
+    command = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ValueError(f"{run_dir}: `wandb leet inspect` cannot read the run log: {reason}")
     run: dict[str, Any] = {"history": [], "summary": {}, "config": {}, "run": {}}
-    for record in _records(files[0]):
-        kind = record.WhichOneof("record_type")
+    for line in result.stdout.splitlines():
+        record = json.loads(line)
+        kind = record.get("type")
+        body = record.get(kind) or {}
         if kind == "history":
-            run["history"].append({_item_key(i): _item_value(i) for i in record.history.item})
+            run["history"].append(body.get("item", {}))
         elif kind == "summary":
-            for item in record.summary.update:
-                run["summary"][_item_key(item)] = _item_value(item)
+            run["summary"].update(body.get("update", {}))
         elif kind == "config":
-            for item in record.config.update:
-                run["config"][_item_key(item)] = _item_value(item)
+            run["config"].update(body.get("update", {}))
         elif kind == "run":
-            r = record.run
             run["run"] = {
-                "id": r.run_id,
-                "project": r.project,
-                "group": r.run_group,
-                "job_type": r.job_type,
-                "name": r.display_name,
-                "tags": list(r.tags),
+                "id": body.get("run_id", ""),
+                "project": body.get("project", ""),
+                "group": body.get("run_group", ""),
+                "job_type": body.get("job_type", ""),
+                "name": body.get("display_name", ""),
+                "tags": list(body.get("tags", [])),
             }
-            for item in r.config.update:
-                run["config"][_item_key(item)] = _item_value(item)
+            run["config"].update(body.get("config", {}).get("update", {}))
     return run
 
 

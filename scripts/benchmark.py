@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines import benchmark, cli, precision
+from pipelines import benchmark, benchmark_pretraining, cli, precision
 from pipelines.arguments import ModelArguments
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,13 +123,13 @@ def pretraining_main(args):
         model_args = ModelArguments(
             scratch_preset=name.split(":", 1)[1], tokenizer_name="minilm", config_overrides="norm_position=pre"
         )
-        for objective in benchmark.PRETRAINING_OBJECTIVES:
-            result = benchmark.measure_pretraining(
+        for objective in benchmark_pretraining.PRETRAINING_OBJECTIVES:
+            result = benchmark_pretraining.measure_pretraining(
                 model_args, objective, corpus, args.steps, args.warmup_steps, args.batch_size, ceilings
             )
             print(json.dumps(result), flush=True)
             results.append(result)
-    rows = benchmark.pretraining_markdown_rows(results)
+    rows = benchmark_pretraining.pretraining_markdown_rows(results)
     print("\n".join(rows))
     if not args.no_append:
         command = "python " + " ".join(shlex.quote(a) for a in ["scripts/benchmark.py", *sys.argv[1:]])
@@ -138,7 +138,7 @@ def pretraining_main(args):
             f"Command: `{command}`\n",
             f"Machine: {benchmark.machine_text()}. {args.note}\n",
             f"Matmul ceiling: {benchmark.ceilings_text(ceilings)}. Blocks of 128 real tokens; MFU counts the "
-            "generator's FLOPs for electra (pipelines/benchmark.py pretraining_flops_per_token).\n",
+            "generator's FLOPs for electra (pipelines/benchmark_pretraining.py pretraining_flops_per_token).\n",
             *rows,
             "",
         ]

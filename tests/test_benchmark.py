@@ -59,7 +59,7 @@ def test_training_flops_count_attention(tiny_bert_dir):
 
 
 def test_pretraining_flops_count_the_vocabulary_on_masked_tokens_and_the_generator():
-    from pipelines.benchmark import pretraining_flops_per_token
+    from pipelines.benchmark_pretraining import pretraining_flops_per_token
     from pipelines.models import ScratchTransformerForMaskedLM, ScratchTransformerForPreTraining, config_from_preset
 
     config = config_from_preset("tiny", vocab_size=1000)  # H 32, FFN 64, 2 layers

@@ -17,7 +17,8 @@ import yaml
 from conftest import REPO, subprocess_env
 
 from pipelines.arguments import RecipeError
-from pipelines.distillation import TARGETS, augment_examples, distillation_loss, same_tokenizer
+from pipelines.distillation import augment_examples, distillation_loss
+from pipelines.distillation_teacher import TARGETS, same_tokenizer
 from pipelines.tasks.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
 
 # Made-up pairs (never dev data in training); gold labels cycle through the three classes.

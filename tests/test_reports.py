@@ -212,6 +212,39 @@ def test_wandb_history_rows_become_trainer_rows():
     ]
 
 
+# A real offline W&B run, logged in its own process (W&B keeps process-wide state).
+WANDB_OFFLINE_RUN = """
+import sys, wandb
+config = {"learning_rate": 0.5, "run_info": {"parameters": {"total": 7}}}
+run = wandb.init(dir=sys.argv[1], mode="offline", project="p", group="g", job_type="j", tags=["a", "b"], config=config)
+for step in (1, 2):
+    wandb.log({"train/loss": 1.0 / step, "train/global_step": step})
+run.summary["eval_matched_accuracy"] = 0.75
+wandb.finish()
+"""
+
+
+def test_an_offline_wandb_run_is_read_back_with_wandbs_own_reader(tmp_path):
+    """tracking.read_offline_run reads the .wandb log through `wandb leet inspect`; a report reads the same run."""
+    from pipelines.tracking import find_offline_runs, read_offline_run
+
+    command = [sys.executable, "-c", WANDB_OFFLINE_RUN, str(tmp_path)]
+    subprocess.run(command, env=subprocess_env(), check=True, timeout=300)
+    (folder,) = find_offline_runs(tmp_path)
+    run = read_offline_run(folder)
+    assert run["run"]["group"] == "g" and run["run"]["job_type"] == "j" and run["run"]["tags"] == ["a", "b"]
+    assert run["config"]["learning_rate"] == 0.5 and run["config"]["run_info"]["parameters"]["total"] == 7
+    assert [row["train/loss"] for row in run["history"]] == [1.0, 0.5]
+    assert run["summary"]["eval_matched_accuracy"] == 0.75
+    report_run = reports.read_run(str(folder))
+    assert report_run.history == [{"loss": 1.0, "step": 1}, {"loss": 0.5, "step": 2}]
+    assert report_run.results == {"eval_matched_accuracy": 0.75} and report_run.info["job_type"] == "j"
+    (log,) = folder.glob("run-*.wandb")
+    log.write_bytes(b"not a run log")
+    with pytest.raises(reports.ReportError, match="wandb leet inspect"):
+        reports.read_run(str(folder))
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Reports from real tiny runs: 2 arms (learning rates) x 2 seeds of a tiny BERT on real MNLI rows
 # --------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""Pretraining speed (scripts/benchmark.py --pretraining): MLM and ELECTRA side by side on the same packed blocks,
+with the real Trainer and collator; the timing tools and the matmul ceiling are benchmark.py's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import torch
+
+from pipelines import model_loading, training
+from pipelines.arguments import ModelArguments
+from pipelines.benchmark import PeakRss, StepTimer, machine_precision, release_freed_memory
+
+PRETRAINING_OBJECTIVES = ("mlm", "electra")
+
+
+def pretraining_flops_per_token(model, seq_len: int, mlm_probability: float) -> float:
+    """Training FLOPs per token of a pretraining model: 6 x the weights every token passes through, the vocabulary
+    heads only on the masked share of the tokens, plus attention for each encoder stack (the ELECTRA generator is one).
+
+    Embedding tables are lookups (no FLOPs); a tied output layer is one matmul with the word-embedding matrix.
+    """
+    config = model.config
+    # Weight matrices only (biases and LayerNorms: negligible), the embedding tables left out; a tied decoder weight
+    # is the word-embedding table itself, so it is left out here and counted as `vocabulary` below.
+    tables = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    matrices = {id(p): p.numel() for p in model.parameters() if p.dim() > 1 and id(p) not in tables}
+    heads = [m for name, m in model.named_children() if name in ("lm_head", "generator_head")]
+    head_ids = {id(p) for m in heads for p in m.parameters()} & matrices.keys()
+    head_params = sum(matrices[i] for i in head_ids)
+    body_params = sum(matrices.values()) - head_params
+    stacks = [(config.num_hidden_layers, config.hidden_size)]
+    generator = getattr(model, "generator", None)
+    if generator is not None:
+        stacks.append((len(generator.layers), generator.embeddings_project.out_features))
+    attention = sum(12 * layers * width * seq_len for layers, width in stacks)
+    vocabulary = 2 * config.hidden_size * config.vocab_size  # the tied output matmul, forward
+    return 6 * body_params + attention + mlm_probability * (6 * head_params + 3 * vocabulary)
+
+
+def measure_pretraining(
+    model_args: ModelArguments,
+    objective: str,
+    corpus: str,
+    steps: int,
+    warmup_steps: int,
+    batch_size: int,
+    ceilings: dict,
+    seq_len: int = 128,
+) -> dict:
+    """Tokens/s and MFU of `steps` pretraining steps (after `warmup_steps`) with the real Trainer and collator."""
+    from transformers import TrainingArguments
+
+    from pipelines.tasks import mlm
+
+    setup_precision = machine_precision()
+    release_freed_memory()
+    torch.manual_seed(0)
+    data_args = mlm.PretrainingDataArguments(
+        train_files=[corpus],
+        validation_split_percentage=5.0,
+        max_seq_length=seq_len,
+        objective=objective,
+        pretraining_dropout=0.0,
+        max_train_samples=(steps + warmup_steps) * batch_size,
+        max_eval_samples=8,
+    )
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = TrainingArguments(
+            output_dir=output_dir,
+            use_cpu=not torch.cuda.is_available(),
+            bf16=setup_precision == "bf16",
+            fp16=setup_precision == "fp16",
+            report_to=[],
+            per_device_train_batch_size=batch_size,
+            max_steps=warmup_steps + steps,
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            seed=0,
+            remove_unused_columns=False,
+            average_tokens_across_devices=False,
+        )
+        tokenizer = model_loading.load_tokenizer(model_args)
+        blocks = mlm.preprocess(mlm.load_raw_datasets(data_args), tokenizer, data_args, args)
+        model = mlm.load_pretraining_model(model_args, data_args, tokenizer)
+        timer = StepTimer(warmup_steps)
+        trainer = training.PipelineTrainer(
+            model=model,
+            args=args,
+            train_dataset=blocks["train"],
+            data_collator=mlm.make_pretraining_collator(tokenizer, data_args),
+            callbacks=[timer.callback],
+        )
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        with PeakRss() as memory:
+            trainer.train()
+        seconds = timer.end - timer.start
+    tokens = steps * batch_size * seq_len  # packed blocks: every token is real
+    flops = pretraining_flops_per_token(model, seq_len, data_args.mlm_probability) * tokens
+    return {
+        "model": model_args.model_name_or_path or f"scratch:{model_args.scratch_preset}",
+        "objective": objective,
+        "precision": setup_precision,
+        "seconds_per_step": seconds / steps,
+        "tokens_per_second": tokens / seconds,
+        "mfu": flops / seconds / (ceilings[setup_precision] * 1e9),
+        "peak_memory_gb": (torch.cuda.max_memory_allocated() if torch.cuda.is_available() else memory.peak) / 1e9,
+    }
+
+
+def pretraining_markdown_rows(results: list[dict]) -> list[str]:
+    rows = [
+        "| model | objective | s/step | tokens/s | MFU | peak memory GB | precision |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {r['model']} | {r['objective']} | {r['seconds_per_step']:.3f} | {r['tokens_per_second']:.0f} | "
+        f"{r['mfu']:.3f} | {r['peak_memory_gb']:.2f} | {r['precision']} |"
+        for r in results
+    ]
+    return rows
