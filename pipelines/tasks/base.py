@@ -268,10 +268,6 @@ class Task:
             object.__setattr__(self, "behaviour", KINDS[self.kind])
 
     @property
-    def is_qa(self) -> bool:
-        return self.kind == EXTRACTIVE_QA
-
-    @property
     def num_labels(self) -> int:
         """Outputs of the model head: the classes, one score for regression, start and end for QA."""
         return self.behaviour.num_labels(self)
