@@ -6,6 +6,8 @@
 The model card, `scripts/predict.py`, the reports, the inference pipelines and LoRA ask the task (its behaviour,
 label names, input fields, metrics, prose) and never test its name. A new task is a module listed in
 `TASK_MODULES` (or a `register_task` call); a new kind of task is a `TaskKind` subclass given as its `behaviour`.
+A kind that also defines the training steps below (preprocess, data_collator, compute_metrics, prediction_rows)
+trains through pipelines/tasks/kind_run.py with no run module of its own (tests/test_toy_task.py does that).
 """
 
 from __future__ import annotations
@@ -67,6 +69,47 @@ class TaskKind:
         show = task.label_name if task is not None else str
         return show(row["gold"]), show(row["predicted"])
 
+    # What the model card says about using the model.
+
+    def usage_code(self, example: str, max_length: int) -> str:
+        """The card's code sample once `tokenizer` and `model` are loaded; `example` is the task's example input as
+        Python literals (comma-separated), max_length the longest input the model reads."""
+        raise NotImplementedError
+
+    def pipeline_output(self, task: "Task") -> str:
+        """What the kind's pipeline returns for one example, in the card's words."""
+        raise NotImplementedError
+
+    # How a run trains a task of this kind: pipelines/tasks/kind_run.py calls these. The built-in kinds train
+    # through their own run modules (tasks/glue.py, mnli.py, qa.py), which have more options, and leave them out.
+
+    def model_config(self, task: "Task") -> dict:
+        """The head's settings for the model config (from_pretrained / from_config keywords)."""
+        names = task.label_names
+        return {
+            "num_labels": self.num_labels(task),
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: i for i, name in enumerate(names)},
+            "finetuning_task": task.name,
+        }
+
+    def preprocess(self, task: "Task", dataset, tokenizer, max_seq_length: int):
+        """One split of the task's data (datasets.Dataset, after task.normalize) -> the model's features."""
+        raise NotImplementedError
+
+    def data_collator(self, tokenizer):
+        """Batches features for the Trainer."""
+        raise NotImplementedError
+
+    def compute_metrics(self, task: "Task"):
+        """The Trainer's compute_metrics: EvalPrediction -> {metric: value}, keys as in task.metrics (unprefixed)."""
+        raise NotImplementedError
+
+    def prediction_rows(self, task: "Task", output, dataset, features) -> list[dict]:
+        """Lines of predictions_<split>.jsonl from trainer.predict's output, one per example, each scored by
+        `example_score`."""
+        raise NotImplementedError
+
 
 class Classification(TaskKind):
     name = CLASSIFICATION
@@ -91,6 +134,18 @@ class Classification(TaskKind):
             return None
         correct = row["gold"] == row["predicted"]
         return row.get("idx", row.get("id")), {"accuracy": float(correct)}, correct
+
+    def usage_code(self, example, max_length):
+        return (
+            f'inputs = tokenizer({example}, return_tensors="pt")\n'
+            "with torch.no_grad():\n"
+            "    probabilities = model(**inputs).logits.softmax(-1)[0]\n"
+            "print({model.config.id2label[i]: round(float(p), 3) for i, p in enumerate(probabilities)})"
+        )
+
+    def pipeline_output(self, task):
+        inputs = " and ".join(f"a {name}" for name in task.input_fields)
+        return f"`[{{label, score}}]` for {inputs}"  # transformers' text-classification (pairs: text / text_pair)
 
 
 REGRESSION_TOLERANCE = 0.5  # STS-B scores run 0-5; half a point counts as right for the paired tests
@@ -117,6 +172,13 @@ class Regression(Classification):
             return None
         error = float(row["absolute_error"])  # "correct" = within REGRESSION_TOLERANCE of the gold score
         return row.get("idx", row.get("id")), {"absolute_error": error}, error <= REGRESSION_TOLERANCE
+
+    def usage_code(self, example, max_length):
+        return (
+            f'inputs = tokenizer({example}, return_tensors="pt")\n'
+            "with torch.no_grad():\n"
+            "    print(float(model(**inputs).logits[0, 0]))"
+        )
 
 
 class ExtractiveQA(TaskKind):
@@ -155,6 +217,21 @@ class ExtractiveQA(TaskKind):
     def shown(self, row, task):
         return " | ".join(row.get("gold_answers") or []), str(row["predicted"])
 
+    def usage_code(self, example, max_length):
+        return (
+            f"question, context = {example}\n"
+            'inputs = tokenizer(question, context, return_tensors="pt", truncation="only_second", '
+            f"max_length={max_length})\n"
+            "with torch.no_grad():\n"
+            "    outputs = model(**inputs)\n"
+            "start, end = int(outputs.start_logits.argmax()), int(outputs.end_logits.argmax())\n"
+            'print(tokenizer.decode(inputs["input_ids"][0, start : end + 1]))'
+        )
+
+    def pipeline_output(self, task):
+        inputs = " and ".join(f"a {name}" for name in task.input_fields)
+        return f"`{{answer, score, start, end}}` for {inputs}"
+
 
 KINDS = {kind.name: kind for kind in (Classification(), Regression(), ExtractiveQA())}
 
@@ -189,10 +266,6 @@ class Task:
     def __post_init__(self):
         if self.behaviour is None:
             object.__setattr__(self, "behaviour", KINDS[self.kind])
-
-    @property
-    def is_qa(self) -> bool:
-        return self.kind == EXTRACTIVE_QA
 
     @property
     def num_labels(self) -> int:
