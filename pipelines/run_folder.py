@@ -70,18 +70,19 @@ class RunFolder:
 
     @property
     def train_count(self) -> int | None:
-        """Training examples: MNLI pairs (run_info train_examples) or QA questions (run_info data.splits.train)."""
-        splits = (self.info.get("data") or {}).get("splits") or {}
-        return self.info.get("train_examples") or (splits.get("train") or {}).get("questions")
+        """Training examples (MNLI pairs, QA questions, pretraining blocks): run_info's train_examples."""
+        return self.info.get("train_examples") or self._qa_counts_before_2026_12().get("train")
 
     @property
     def eval_counts(self) -> dict[str, int]:
-        """Evaluation examples per split, as the run recorded them."""
+        """Evaluation examples per split: run_info's eval_examples."""
+        qa_counts = self._qa_counts_before_2026_12()
+        return self.info.get("eval_examples") or {name: n for name, n in qa_counts.items() if name != "train"}
+
+    def _qa_counts_before_2026_12(self) -> dict[str, int]:
+        # QA runs recorded before 2026-12-02 kept their counts only under data.splits.<split>.questions.
         splits = (self.info.get("data") or {}).get("splits") or {}
-        qa_counts = {
-            name: split["questions"] for name, split in splits.items() if name != "train" and "questions" in split
-        }
-        return self.info.get("eval_examples") or qa_counts
+        return {name: split["questions"] for name, split in splits.items() if "questions" in split}
 
     @property
     def heldout(self) -> bool:

@@ -66,6 +66,13 @@ def test_run_qa_end_to_end(tmp_path, tiny_bert_dir):
     assert set(predictions) == {r["id"] for r in rows}
     assert (output_dir / "nbest_predictions_validation.json").is_file()
     assert json.loads((output_dir / "data_splits.json").read_text())
+    # Counts in the one shape every task records (QA: questions), read back as the model card reads them.
+    info = json.loads((output_dir / "run_info.json").read_text())
+    assert info["train_examples"] == total_questions and info["eval_examples"] == {"validation": total_questions}
+    from pipelines.run_folder import RunFolder
+
+    run_folder = RunFolder.read(output_dir)
+    assert run_folder.train_count == total_questions and run_folder.eval_counts == {"validation": total_questions}
 
     history = json.loads((output_dir / "log_history.json").read_text())
     evaluations = [row for row in history if "eval_f1" in row]

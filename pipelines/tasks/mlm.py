@@ -405,7 +405,10 @@ class PretrainingRun(TaskRun):
             len(examples["validation"]),
             self.data_args.max_seq_length,
         )
+        # Examples are packed blocks here (the shape every task records), then the lines they were packed from.
         return {
+            "train_examples": len(examples["train"]),
+            "eval_examples": {"validation": len(examples["validation"])},
             "train_lines": len(raw["train"]),
             "eval_lines": len(raw["validation"]),
             "train_blocks": len(examples["train"]),

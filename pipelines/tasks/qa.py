@@ -418,7 +418,10 @@ class QARun(TaskRun):
         return preprocess(raw, tokenizer, self.data_args, self.training_args)
 
     def describe(self, raw, features):
+        # Counts in the shape every task records (examples = questions), then QA's own: windows and the data.
         return {
+            "train_examples": len(raw["train"]) if "train" in raw else 0,
+            "eval_examples": {"validation": len(raw["validation"])} if "validation" in raw else {},
             "data": self.description,
             "metric": self.data_args.metric,
             "train_windows": len(features["train"]) if "train" in features else 0,
