@@ -244,7 +244,7 @@ def test_tokens_never_reach_output_files(tmp_path, tiny_bert_dir, small_mnli):
         save_steps=2,
     )
     env = subprocess_env(HF_TOKEN=FAKE_HF_TOKEN, WANDB_API_KEY=FAKE_WANDB_KEY, WANDB_MODE="offline")
-    result = run(launch_command("scripts/run_mnli.py", recipe, "--hub_token", FAKE_HF_TOKEN), tmp_path, env=env)
+    result = run(script_command("scripts/run_mnli.py", recipe, "--hub_token", FAKE_HF_TOKEN), tmp_path, env=env)
     for secret in (FAKE_HF_TOKEN, FAKE_WANDB_KEY):
         assert secret not in result.stdout + result.stderr
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
