@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, subprocess_env
+from filelock import FileLock
 from huggingface_hub import ModelCard
 
 from pipelines.hub_push import (
@@ -53,18 +54,34 @@ EXPECTED_UPLOAD = {
 }
 
 
-def make_run(tmp_path_factory, name: str, script: str, recipe: dict) -> Path:
-    """A real run of scripts/<script> with the given recipe, made once per session and name.
+def make_run(tmp_path_factory, name: str, script: str, recipe: dict, main=None) -> Path:
+    """A real run of scripts/<script> with the given recipe, made once per session and name; with `main` (the
+    script's task main), the same run in-process, one interpreter start less.
 
-    The run lives under pytest's session temp root, so other test modules asking for the same name reuse it.
+    The run lives under pytest's session temp root, so other test modules asking for the same name reuse it (under
+    pytest-xdist, other workers too: the lock makes one make it while the others wait).
     """
-    root = tmp_path_factory.getbasetemp() / "shared-runs" / name
+    root = shared_runs(tmp_path_factory) / name
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / ".lock"):
+        return run_once(root, script, recipe, main)
+
+
+def shared_runs(tmp_path_factory) -> Path:
+    """shared-runs/ in pytest's session temp root; under pytest-xdist, in the root above every worker's."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-runs"
+
+
+def run_once(root: Path, script: str, recipe: dict, main=None) -> Path:
     output_dir = root / "run"
     if (output_dir / "all_results.json").is_file():
         return output_dir
-    root.mkdir(parents=True, exist_ok=True)
     recipe_path = root / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump({"output_dir": str(output_dir), **recipe}))
+    if main is not None:
+        main([str(recipe_path)])
+        return output_dir
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / script), str(recipe_path)],
         cwd=root,
@@ -80,12 +97,13 @@ def make_run(tmp_path_factory, name: str, script: str, recipe: dict) -> Path:
 def make_mnli_run(tmp_path_factory, data_dir: Path) -> Path:
     """Our ScratchTransformer (`tiny` preset) trained 4 steps on 32 MNLI pairs, evaluated on 32 per split,
     W&B offline."""
-    small = tmp_path_factory.getbasetemp() / "shared-runs" / "mnli-data"
-    if not small.is_dir():
-        small.mkdir(parents=True)
-        for split in ("train", "validation_matched", "validation_mismatched"):
+    small = shared_runs(tmp_path_factory) / "mnli-data"
+    small.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation_matched", "validation_mismatched"):
+        if not (small / f"{split}.jsonl").is_file():  # written whole by os.replace: another worker may read it
             lines = (data_dir / "mnli" / f"{split}.jsonl").read_text().splitlines()[:32]
-            (small / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+            (small / f"{split}.{os.getpid()}.tmp").write_text("\n".join(lines) + "\n")
+            os.replace(small / f"{split}.{os.getpid()}.tmp", small / f"{split}.jsonl")
     return make_run(
         tmp_path_factory,
         "mnli-scratch-tiny",
@@ -112,6 +130,8 @@ def make_qa_run(tmp_path_factory, tiny_bert_dir: Path) -> Path:
 
     fp32 on every machine: predict.py runs in fp32, and a tiny model's span scores are near ties, so a bf16
     evaluation (what `precision: auto` picks on AVX-512 BF16 CPUs) can pick another span than predict.py does."""
+    from pipelines.tasks import qa
+
     fixture = str(REPO / "tests" / "fixtures" / "qa" / "tiny_squad.json")
     return make_run(
         tmp_path_factory,
@@ -131,6 +151,7 @@ def make_qa_run(tmp_path_factory, tiny_bert_dir: Path) -> Path:
             "report_to": "none",
             "precision": "fp32",
         },
+        main=qa.main,  # no W&B: nothing a separate process would keep apart
     )
 
 

@@ -7,13 +7,14 @@ import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, launch_command, subprocess_env
+from conftest import REPO, launch_command, script_command, subprocess_env
 
 FAKE_HF_TOKEN = "hf_" + "Zq7Lx2Vb9Nm4Kp8Rt3Wy6Ud1Se5Af0GhJc"
 FAKE_WANDB_KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -46,6 +47,12 @@ def write_recipe(path: Path, tiny_bert_dir, small_mnli, output_dir, **extra) -> 
     return path
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run(cmd, cwd, env=None, timeout=600):
     result = subprocess.run(cmd, cwd=cwd, env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -56,14 +63,14 @@ def run(cmd, cwd, env=None, timeout=600):
 def test_sigkill_then_resume_gives_the_same_metrics(tmp_path, tiny_bert_dir, small_mnli):
     common = {"save_strategy": "steps", "save_steps": 4, "resume_from_checkpoint": "auto", "dataloader_num_workers": 0}
     straight = write_recipe(tmp_path / "straight.yaml", tiny_bert_dir, small_mnli, tmp_path / "straight", **common)
-    run(launch_command("scripts/run_mnli.py", straight), tmp_path)
+    run(script_command("scripts/run_mnli.py", straight), tmp_path)
     expected = json.loads((tmp_path / "straight" / "all_results.json").read_text())
 
     killed_dir = tmp_path / "killed"
     killed = write_recipe(tmp_path / "killed.yaml", tiny_bert_dir, small_mnli, killed_dir, **common)
     # Slow the steps down a little so the kill lands between checkpoint 4 and the end.
     process = subprocess.Popen(
-        launch_command("scripts/run_mnli.py", killed),
+        script_command("scripts/run_mnli.py", killed),
         cwd=tmp_path,
         env=subprocess_env(),
         stdout=subprocess.DEVNULL,
@@ -78,7 +85,7 @@ def test_sigkill_then_resume_gives_the_same_metrics(tmp_path, tiny_bert_dir, sma
     process.wait()
     assert not (killed_dir / "all_results.json").exists()
 
-    result = run(launch_command("scripts/run_mnli.py", killed), tmp_path)
+    result = run(script_command("scripts/run_mnli.py", killed), tmp_path)
     assert "Resuming from" in result.stdout + result.stderr
     resumed = json.loads((killed_dir / "all_results.json").read_text())
     for key in ("eval_matched_accuracy", "eval_mismatched_accuracy", "eval_matched_loss", "eval_mismatched_loss"):
@@ -161,10 +168,10 @@ def test_wandb_failures_never_stop_training(tmp_path, tiny_bert_dir, small_mnli)
         WANDB_MODE="online",
         WANDB_API_KEY=FAKE_WANDB_KEY,
         WANDB_BASE_URL="http://127.0.0.1:9",
-        WANDB_INIT_TIMEOUT="20",
+        WANDB_INIT_TIMEOUT="5",  # nothing answers at that address: waiting longer changes nothing
         WANDB__SERVICE_WAIT="20",
     )
-    result = run(launch_command("scripts/run_mnli.py", recipe), tmp_path, env=env)
+    result = run(script_command("scripts/run_mnli.py", recipe), tmp_path, env=env)
     assert "W&B failed" in result.stdout + result.stderr
     assert "eval_matched_accuracy" in json.loads((tmp_path / "out" / "all_results.json").read_text())
 
@@ -237,7 +244,7 @@ def test_tokens_never_reach_output_files(tmp_path, tiny_bert_dir, small_mnli):
         save_steps=2,
     )
     env = subprocess_env(HF_TOKEN=FAKE_HF_TOKEN, WANDB_API_KEY=FAKE_WANDB_KEY, WANDB_MODE="offline")
-    result = run(launch_command("scripts/run_mnli.py", recipe, "--hub_token", FAKE_HF_TOKEN), tmp_path, env=env)
+    result = run(script_command("scripts/run_mnli.py", recipe, "--hub_token", FAKE_HF_TOKEN), tmp_path, env=env)
     for secret in (FAKE_HF_TOKEN, FAKE_WANDB_KEY):
         assert secret not in result.stdout + result.stderr
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
@@ -255,16 +262,18 @@ def test_tokens_never_reach_output_files(tmp_path, tiny_bert_dir, small_mnli):
 def test_two_process_ddp_on_cpu(tmp_path, tiny_bert_dir, small_mnli):
     """2 gloo processes: one W&B run, one output folder written by rank 0, the loss not doubled, metrics like 1
     process."""
+    from pipelines.tasks import mnli
+
     single = write_recipe(
         tmp_path / "single.yaml",
         tiny_bert_dir,
         small_mnli,
         tmp_path / "single",
-        report_to="wandb",
+        report_to="none",
         per_device_train_batch_size=8,
         max_steps=6,
     )
-    run(launch_command("scripts/run_mnli.py", single), tmp_path)
+    mnli.main([str(single)])  # the reference, in-process: only its numbers are compared
     # Same global batch (2 x 4) and steps as the single-process run.
     ddp = write_recipe(
         tmp_path / "ddp.yaml",
@@ -275,7 +284,10 @@ def test_two_process_ddp_on_cpu(tmp_path, tiny_bert_dir, small_mnli):
         per_device_train_batch_size=4,
         max_steps=6,
     )
-    run(launch_command("scripts/run_mnli.py", ddp, config_file="configs/accelerate_cpu_ddp.yaml"), tmp_path)
+    command = launch_command("scripts/run_mnli.py", ddp, config_file="configs/accelerate_cpu_ddp.yaml")
+    # A free port rather than the config's: gpu_check's DDP check may run at the same time (pytest -n 2).
+    command[4:4] = ["--main_process_port", str(free_port())]
+    run(command, tmp_path)
 
     from pipelines.tracking import find_offline_runs, read_offline_run
 
