@@ -201,6 +201,30 @@ class StepTimer:
         self.start = self.end = None
 
 
+def timing_arguments(output_dir: str, precision: str, batch_size: int, max_steps: int, **settings):
+    """TrainingArguments of a timed run: the precision given, nothing saved, logged or reported, no progress bar,
+    seed 0; `settings` add or override the rest (eval batch size, sampling, optimizer, ...)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        **{
+            "output_dir": output_dir,
+            "use_cpu": not torch.cuda.is_available(),
+            "bf16": precision == "bf16",
+            "fp16": precision == "fp16",
+            "report_to": [],
+            "per_device_train_batch_size": batch_size,
+            "max_steps": max_steps,
+            "save_strategy": "no",
+            "logging_strategy": "no",
+            "disable_tqdm": True,
+            "seed": 0,
+            "average_tokens_across_devices": False,
+            **settings,
+        }
+    )
+
+
 def measure(
     model_args: ModelArguments,
     setup: Setup,
@@ -212,7 +236,7 @@ def measure(
     batch_size: int,
     ceilings: dict,
 ) -> dict:
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
     setup_precision = resolve_precision(setup)
     release_freed_memory()  # so that peak RSS is this setup's, not what earlier setups left behind
@@ -229,22 +253,14 @@ def measure(
         sort_eval_by_length=setup.sort_eval_by_length,
     )
     with tempfile.TemporaryDirectory() as output_dir:
-        args = TrainingArguments(
-            output_dir=output_dir,
-            use_cpu=not torch.cuda.is_available(),
-            bf16=setup_precision == "bf16",
-            fp16=setup_precision == "fp16",
-            report_to=[],
-            per_device_train_batch_size=batch_size,
+        args = timing_arguments(
+            output_dir,
+            setup_precision,
+            batch_size,
+            warmup_steps + steps,
             per_device_eval_batch_size=setup.eval_batch_size,
-            max_steps=warmup_steps + steps,
             train_sampling_strategy=setup.train_sampling_strategy,
-            save_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
             optim=setup.optim,
-            seed=0,
-            average_tokens_across_devices=False,
             torch_compile=setup.torch_compile,
             dataloader_num_workers=setup.dataloader_num_workers,
             dataloader_pin_memory=setup.dataloader_pin_memory,

@@ -10,7 +10,7 @@ import torch
 
 from pipelines import model_loading, training
 from pipelines.arguments import ModelArguments
-from pipelines.benchmark import PeakRss, StepTimer, machine_precision, release_freed_memory
+from pipelines.benchmark import PeakRss, StepTimer, machine_precision, release_freed_memory, timing_arguments
 
 PRETRAINING_OBJECTIVES = ("mlm", "electra")
 
@@ -50,8 +50,6 @@ def measure_pretraining(
     seq_len: int = 128,
 ) -> dict:
     """Tokens/s and MFU of `steps` pretraining steps (after `warmup_steps`) with the real Trainer and collator."""
-    from transformers import TrainingArguments
-
     from pipelines.tasks import mlm
 
     setup_precision = machine_precision()
@@ -67,20 +65,8 @@ def measure_pretraining(
         max_eval_samples=8,
     )
     with tempfile.TemporaryDirectory() as output_dir:
-        args = TrainingArguments(
-            output_dir=output_dir,
-            use_cpu=not torch.cuda.is_available(),
-            bf16=setup_precision == "bf16",
-            fp16=setup_precision == "fp16",
-            report_to=[],
-            per_device_train_batch_size=batch_size,
-            max_steps=warmup_steps + steps,
-            save_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
-            seed=0,
-            remove_unused_columns=False,
-            average_tokens_across_devices=False,
+        args = timing_arguments(
+            output_dir, setup_precision, batch_size, warmup_steps + steps, remove_unused_columns=False
         )
         tokenizer = model_loading.load_tokenizer(model_args)
         blocks = mlm.preprocess(mlm.load_raw_datasets(data_args), tokenizer, data_args, args)

@@ -60,7 +60,6 @@ def main():
         AutoModelForSequenceClassification,
         DataCollatorWithPadding,
         TrainerCallback,
-        TrainingArguments,
     )
 
     precision = benchmark.machine_precision()
@@ -83,21 +82,13 @@ def main():
             prof.stop()
 
     with tempfile.TemporaryDirectory() as output_dir:
-        training_args = TrainingArguments(
-            output_dir=output_dir,
-            use_cpu=not torch.cuda.is_available(),
-            bf16=precision == "bf16",
-            fp16=precision == "fp16",
-            report_to=[],
-            per_device_train_batch_size=args.batch_size,
+        training_args = benchmark.timing_arguments(
+            output_dir,
+            precision,
+            args.batch_size,
+            args.warmup_steps + args.steps,
             per_device_eval_batch_size=args.eval_batch_size,
-            max_steps=args.warmup_steps + args.steps,
             train_sampling_strategy="group_by_length",
-            save_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
-            seed=0,
-            average_tokens_across_devices=False,
         )
         tokenizer = model_loading.load_tokenizer(model_args)
         model = model_loading.load_model(
