@@ -37,6 +37,12 @@ from pipelines.lora import PeftArguments
 from pipelines.run_guard import RunArguments
 
 
+def metric_prefix(split: str) -> str:
+    """all_results.json's prefix of an eval split's metrics: eval_ for validation, eval_<name>_ for
+    validation_<name> (MNLI's eval_matched_ / eval_mismatched_)."""
+    return "eval" if split == "validation" else f"eval_{split.replace('validation_', '')}"
+
+
 class TaskRun:
     """One run of one task. Subclasses set the class attributes and the steps marked 'a task's step'."""
 

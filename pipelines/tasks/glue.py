@@ -36,7 +36,7 @@ from pipelines import model_loading, run_outputs
 from pipelines.arguments import RecipeError
 from pipelines.data_files import load_from_hub, load_local_file
 from pipelines.metrics import load_metric
-from pipelines.run import TaskRun
+from pipelines.run import TaskRun, metric_prefix
 from pipelines.tasks.base import CLASSIFICATION, REGRESSION, Task, find_task
 from pipelines.tasks.glue_tasks import GLUE_TASK_NAMES, normalize_split  # noqa: F401 (this module's API)
 from pipelines.tasks.glue_tasks import GLUE_TASKS as TASKS  # noqa: F401
@@ -186,7 +186,7 @@ def evaluate_split(trainer, features: datasets.Dataset, split: str, task: Task, 
 
     Rows: idx, gold, predicted and (classification) every label's probability, or (regression) the absolute error.
     """
-    prefix = "eval" if split == "validation" else f"eval_{split.replace('validation_', '')}"
+    prefix = metric_prefix(split)
     output = trainer.predict(features, metric_key_prefix=prefix)
     logits = (output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions).astype(np.float64)
     gold, idx = np.asarray(features["label"]), np.asarray(features["idx"])

@@ -18,7 +18,7 @@ import transformers
 
 from pipelines import model_loading, run_outputs
 from pipelines.data_files import find_split_file, load_local_file
-from pipelines.run import TaskRun
+from pipelines.run import TaskRun, metric_prefix
 from pipelines.tasks.base import find_task
 
 
@@ -33,11 +33,6 @@ class TaskDataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Keep the first N examples of each eval split."}
     )
-
-
-def metric_prefix(split: str) -> str:
-    """all_results.json's prefix of a split's metrics: eval_ for validation, eval_<name>_ for validation_<name>."""
-    return "eval" if split == "validation" else f"eval_{split.replace('validation_', '')}"
 
 
 class KindRun(TaskRun):

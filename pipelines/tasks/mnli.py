@@ -25,6 +25,7 @@ from transformers import Trainer
 from pipelines import run_outputs
 from pipelines.data_files import DataError, find_split_file, load_from_hub, load_local_file
 from pipelines.metrics import load_metric
+from pipelines.run import metric_prefix
 from pipelines.tasks.glue import ClassificationDataArguments, ClassificationRun, keep_first, tokenize_splits
 from pipelines.tasks.glue_tasks import LABEL_NAMES
 from pipelines.tasks.glue_tasks import MNLI as TASK
@@ -165,7 +166,7 @@ def evaluate_split(
     trainer: Trainer, features: datasets.Dataset, raw: datasets.Dataset, split: str, output_dir: str
 ) -> tuple[dict, dict]:
     """Predict one eval split; write predictions_<split>.jsonl in the original order; return (metrics, tables)."""
-    prefix = f"eval_{split.replace('validation_', '')}"  # eval_matched / eval_mismatched
+    prefix = metric_prefix(split)  # eval_matched / eval_mismatched
     output = trainer.predict(features, metric_key_prefix=prefix)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     probabilities = softmax(logits.astype(np.float64), axis=-1)
