@@ -37,12 +37,13 @@ class ProbeArguments:
 
 def held_out_blocks(tokenizer: PreTrainedTokenizerBase, path: str | Path, blocks: int, block_size: int) -> torch.Tensor:
     """The first `blocks` packed blocks of a text file, as pretraining packs them. (blocks, block_size)"""
-    ids, needed = [], blocks * (block_size - 2)
+    ids, tokens, needed = [], 0, blocks * (block_size - 2)
     with open(path, encoding="utf-8") as lines:
         for line in lines:
             if line.strip():
                 ids.append(tokenizer(line.strip())["input_ids"][1:])  # drop [CLS], keep the line's [SEP]
-                if sum(map(len, ids)) >= needed:
+                tokens += len(ids[-1])
+                if tokens >= needed:
                     break
     packed = pack_into_blocks({"input_ids": ids}, block_size, tokenizer.cls_token_id, tokenizer.sep_token_id)
     if len(packed["input_ids"]) < blocks:
