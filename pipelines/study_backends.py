@@ -27,6 +27,7 @@ The study file's resources section (all optional):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -71,7 +72,11 @@ class StudyTask:
     def __call__(
         self, cwd: str, jobs: list[tuple[list[str], dict[str, str], str]], keep_going: bool = True
     ) -> list[int]:
-        os.chdir(cwd)
+        # Back to the caller's folder afterwards: submitit's local and debug executors run this in the calling process.
+        with working_folder(cwd):
+            return self.run_jobs(jobs, keep_going)
+
+    def run_jobs(self, jobs: list[tuple[list[str], dict[str, str], str]], keep_going: bool) -> list[int]:
         statuses = []
         for command, job_env, output_dir in jobs:
             if run_guard.holds_finished_run(output_dir):
@@ -120,6 +125,17 @@ class StudyTask:
 
     def __getstate__(self) -> dict:
         return {"process": None}  # a process handle does not travel to the requeued task
+
+
+@contextlib.contextmanager
+def working_folder(path: str):
+    """os.chdir for the block, then back (contextlib.chdir from Python 3.11)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def wait_for_group(pgid: int, timeout: float) -> bool:
@@ -268,8 +284,8 @@ def run_jobs_with_submitit(study, jobs, cluster: str) -> list:
 
 def search_worker(cwd: str, study_path: str, keep_going: bool) -> int:
     """One search worker in a submitit job: trials until the search has its budget (see search.py)."""
-    os.chdir(cwd)
-    return run_search_worker(load_study(study_path), keep_going)
+    with working_folder(cwd):
+        return run_search_worker(load_study(study_path), keep_going)
 
 
 def run_search_workers(study, cluster: str, slots: list[list[int]], n_workers: int, keep_going: bool) -> int:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import torch
+from conftest import REPO
 from transformers import AutoTokenizer
 
 from pipelines.encoder_probe import ProbeArguments, held_out_blocks, probe_checkpoints, probe_encoder
@@ -49,7 +50,14 @@ def test_probe_script_prints_a_table_and_names_a_short_text(tmp_path, minilm_pat
     text = tmp_path / "heldout.txt"
     text.write_text("\n".join(LINES) + "\n")
     checkpoint = tiny_checkpoint(tmp_path / "tiny", minilm_path)
-    command = [sys.executable, "scripts/probe_encoder.py", "--checkpoints", str(checkpoint), "--text", str(text)]
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "probe_encoder.py"),
+        "--checkpoints",
+        str(checkpoint),
+        "--text",
+        str(text),
+    ]
     done = subprocess.run([*command, "--blocks", "2", "--block_size", "32"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"| {checkpoint} |" in done.stdout and "mean cosine by layer" in done.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -147,8 +148,10 @@ def test_a_study_job_whose_earlier_attempt_still_runs_is_skipped(tmp_path, recip
     old = start_training(job_command(study, job) + ["--max_steps", "100000"], tmp_path)
     try:
         # A requeued submitit task runs the same job while the old attempt still writes: it is skipped.
+        caller_folder = os.getcwd()
         statuses = study_backends.StudyTask()(str(tmp_path), [(job_command(study, job), {}, str(job.output_dir))])
         assert statuses == [study_backends.JOB_HELD]
+        assert os.getcwd() == caller_folder  # the task ran in tmp_path and came back (it once leaked to later tests)
         assert not (job.output_dir / "study_job.log").exists()  # no second attempt was started
 
         # A second study worker on the same job: skipped with the holder named, and no report.
