@@ -20,8 +20,10 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from pipelines.errors import UserInputError
 
-class RecipeError(ValueError):
+
+class RecipeError(UserInputError, ValueError):
     """A recipe (YAML file or command line) that cannot be turned into arguments."""
 
 

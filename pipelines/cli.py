@@ -11,8 +11,7 @@
 - Anything else is a bug: Python's traceback, exit status 1.
 PIPELINES_TRACEBACK=1 prints the full traceback before the one-line message in every case.
 
-Error classes are named rather than imported, so that a script does not import every module to end cleanly; a
-class counts when it or one of its base classes is listed.
+Which errors are which: their classes name a base from errors.py (UserInputError, RunStoppedError).
 """
 
 from __future__ import annotations
@@ -22,26 +21,9 @@ import signal
 import sys
 import traceback
 
-USER_INPUT_ERRORS = {
-    "pipelines.arguments.RecipeError",  # also run_guard.OutputDirError and lora's argument errors
-    "pipelines.data_files.DataError",
-    "pipelines.hub.ModelLoadError",
-    "pipelines.study_spec.StudyError",
-    "pipelines.report_runs.ReportError",
-    "pipelines.tasks.base.UnknownTaskError",
-    "pipelines.run_folder.RunFolderError",  # also model_card.ModelCardError
-    "pipelines.hub_push.UploadCheckError",
-}
-RUN_ERRORS = {
-    "pipelines.training.NonFiniteLossError",
-    "pipelines.interruptions.SaveFailedError",
-    "pipelines.hub_push.PushError",
-}
+from pipelines.errors import RunStoppedError, UserInputError
+
 TRACEBACK_VARIABLE = "PIPELINES_TRACEBACK"
-
-
-def _is_one_of(error: BaseException, names: set[str]) -> bool:
-    return any(f"{cls.__module__}.{cls.__qualname__}" in names for cls in type(error).__mro__)
 
 
 def exit_status(error: BaseException) -> int | None:
@@ -50,9 +32,9 @@ def exit_status(error: BaseException) -> int | None:
         return 128 + signal.SIGINT
     if hasattr(error, "signal_number"):  # interruptions.RunInterrupted
         return 128 + error.signal_number
-    if _is_one_of(error, USER_INPUT_ERRORS):
+    if isinstance(error, UserInputError):
         return 2
-    if _is_one_of(error, RUN_ERRORS):
+    if isinstance(error, RunStoppedError):
         return 1
     return None
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from pipelines.errors import UserInputError
+
 # File suffix -> `datasets` builder name and its options.
 FORMATS = {
     ".jsonl": ("json", {}),
@@ -24,7 +26,7 @@ FORMATS = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserInputError, ValueError):
     """Input data that cannot be used, with the file, line or example, and field named."""
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipelines.errors import UserInputError
 
-class ModelLoadError(OSError):
+
+class ModelLoadError(UserInputError, OSError):
     """A model, tokenizer or config that cannot be loaded from the name or folder the recipe gives."""
 
 

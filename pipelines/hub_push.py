@@ -32,6 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.errors import RunStoppedError, UserInputError
 from pipelines.model_card import CURVE_IMAGE, DEFAULT_LICENSE, build_model_card
 from pipelines.run_folder import RunFolderError
 
@@ -68,11 +69,11 @@ WANDB_KEY = re.compile(rb"(?<![0-9A-Za-z])[0-9a-f]{40}(?![0-9A-Za-z])")  # also 
 COMMIT_CONTEXT = re.compile(rb"(commit|sha|revision|hash)", re.IGNORECASE)
 
 
-class PushError(RuntimeError):
+class PushError(RunStoppedError, RuntimeError):
     """The upload could not be done (no token, no network, refused by the Hub); the run folder is unchanged."""
 
 
-class UploadCheckError(ValueError):
+class UploadCheckError(UserInputError, ValueError):
     """The staged folder is not fit to publish (bad card, pickle weights, missing code, a secret, a stray file)."""
 
 

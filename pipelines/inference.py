@@ -13,7 +13,7 @@ registered under "extractive-question-answering" on import.
 Why our own QA pipeline: transformers 5.3 removed the extractive "question-answering" pipeline (and
 `pipeline("question-answering")` now raises). `ExtractiveQAPipeline` puts it back for any
 `AutoModelForQuestionAnswering` model, ours included, using the same windowing and span selection as our QA
-evaluation (`pipelines.tasks.qa_windows`), so a prediction here is the answer evaluation would have scored.
+evaluation (`pipelines.qa_windows`), so a prediction here is the answer evaluation would have scored.
 
 Both take one input (a dict) or a list of them, and `batch_size=` for batched inference.
 """
@@ -30,6 +30,7 @@ from transformers.pipelines.base import ChunkPipeline
 
 # Registers ScratchTransformer with the Auto classes, so run folders load without remote code.
 import pipelines.models  # noqa: F401
+from pipelines.qa_windows import postprocess_qa_predictions, prepare_eval_features
 
 QA_TASK = "extractive-question-answering"
 
@@ -107,8 +108,6 @@ class ExtractiveQAPipeline(ChunkPipeline):
         return preprocess, {}, postprocess
 
     def preprocess(self, example, window: WindowSettings | None = None):
-        from pipelines.tasks.qa_windows import prepare_eval_features
-
         check_fields(example, ("question", "context"))
         window = window or WindowSettings.for_model(self.model, self.tokenizer)
         one = {"id": ["0"], "question": [example["question"]], "context": [example["context"]]}
@@ -132,8 +131,6 @@ class ExtractiveQAPipeline(ChunkPipeline):
         return {"start_logits": outputs.start_logits, "end_logits": outputs.end_logits, **passthrough}
 
     def postprocess(self, window_outputs, max_answer_length: int = 30, n_best_size: int = 20):
-        from pipelines.tasks.qa_windows import postprocess_qa_predictions
-
         windows = {
             "example_id": ["0"] * len(window_outputs),
             "offset_mapping": [w["offset_mapping"] for w in window_outputs],

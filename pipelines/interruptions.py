@@ -25,6 +25,8 @@ from pathlib import Path
 from safetensors import SafetensorError
 from transformers import TrainerCallback
 
+from pipelines.errors import RunStoppedError
+
 logger = logging.getLogger("pipelines")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -41,7 +43,7 @@ class RunInterrupted(Exception):
         self.signal_number = signal_number
 
 
-class SaveFailedError(RuntimeError):
+class SaveFailedError(RunStoppedError, RuntimeError):
     """Writing a checkpoint or the model failed; the message names the path."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines import tracking
+from pipelines.errors import UserInputError
 
 # Trainer log keys: eval losses (eval_loss, eval_matched_loss, ...) and the quality metrics plotted over steps
 # and compared at the end. Macro-F1 stays in the tables but gets no plot of its own.
@@ -21,7 +22,7 @@ TABLE_KEY = re.compile(
 )
 
 
-class ReportError(ValueError):
+class ReportError(UserInputError, ValueError):
     """Runs that cannot be read or compared; the message says which and why."""
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.errors import UserInputError
 from pipelines.tasks.base import Task, task_of_run
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserInputError, ValueError):
     """A run folder that cannot be read: a file missing or unreadable; the message names it."""
 
 

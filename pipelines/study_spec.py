@@ -18,6 +18,7 @@ import yaml
 
 from pipelines import run_guard
 from pipelines.arguments import RecipeError, load_recipe
+from pipelines.errors import UserInputError
 
 STUDY_KEYS = {
     "name",
@@ -40,7 +41,7 @@ ARM_KEYS = {"name", "job_type", "recipe", "overrides"}
 PER_JOB_KEYS = ("output_dir", "seed", "run_name", "wandb_group", "wandb_job_type", "resume_from_checkpoint")
 
 
-class StudyError(ValueError):
+class StudyError(UserInputError, ValueError):
     """A study file that cannot be run; the message names the file and the key."""
 
 

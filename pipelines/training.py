@@ -20,6 +20,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from pipelines import interruptions, tracking
 from pipelines.checkpoints import resolve_resume_checkpoint
+from pipelines.errors import RunStoppedError
 from pipelines.run_outputs import write_json
 
 logger = logging.getLogger("pipelines")
@@ -42,7 +43,7 @@ def setup_run(training_args) -> None:
     set_seed(training_args.seed)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunStoppedError, RuntimeError):
     """The training loss became NaN or infinite; the run stops instead of training on garbage."""
 
 

@@ -16,6 +16,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+from pipelines.errors import UserInputError
+
 # The modules that define tasks (a `TASKS` dict, and optionally `task_of_run(info, recipe)` for runs whose recorded
 # name covers several tasks). Definitions only, apart from the runs: reading a run's task imports no training code.
 TASK_MODULES = ("pipelines.tasks.glue_tasks", "pipelines.tasks.qa_tasks")
@@ -305,7 +307,7 @@ def register_task(task: Task) -> Task:
     return task
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(UserInputError, ValueError):
     """A task name no module in TASK_MODULES defines."""
 
 

@@ -32,17 +32,17 @@ from pipelines import model_loading, run_outputs, training
 from pipelines.arguments import RecipeError
 from pipelines.data_files import load_from_hub
 from pipelines.metrics import load_metric, metric_path  # noqa: F401 (metric_path is part of this module's API)
-from pipelines.run import TaskRun
-
-# The task definitions live in qa_tasks (light to import); this module's API names them too.
-from pipelines.tasks.qa_tasks import KORQUAD, RUN_TASK_NAMES, SQUAD, TASKS, task_of_run  # noqa: F401
-from pipelines.tasks.qa_windows import (  # noqa: F401 (windows and answers are part of this module's API)
+from pipelines.qa_windows import (  # noqa: F401 (windows and answers are part of this module's API)
     EVAL_ONLY_COLUMNS,
     postprocess_qa_predictions,
     prepare_eval_features,
     prepare_train_features,
     preprocess,
 )
+from pipelines.run import TaskRun
+
+# The task definitions live in qa_tasks (light to import); this module's API names them too.
+from pipelines.tasks.qa_tasks import KORQUAD, RUN_TASK_NAMES, SQUAD, TASKS, task_of_run  # noqa: F401
 from pipelines.tasks.squad_files import read_squad_file, split_by_article
 
 logger = logging.getLogger(__name__)
