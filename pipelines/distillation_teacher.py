@@ -23,7 +23,7 @@ from transformers import AutoTokenizer, DataCollatorWithPadding
 from pipelines import model_loading
 from pipelines.arguments import RecipeError
 from pipelines.hub import ModelLoadError, load_pretrained, resolve_model_path, run_caveat
-from pipelines.tasks.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
+from pipelines.task_definitions.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
 
 TEACHER_COLUMN = "teacher_logits"
 CACHE_FORMAT = 1  # change when what is cached changes, so that old caches are not read

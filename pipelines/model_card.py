@@ -42,7 +42,7 @@ from pipelines.model_card_text import (
     wandb_text,
 )
 from pipelines.run_folder import RunFolder
-from pipelines.tasks.base import Task
+from pipelines.task_definitions.base import Task
 
 __all__ = ["CURVE_IMAGE", "DEFAULT_LICENSE", "ModelCardError", "build_model_card", "write_model_card"]
 

@@ -1,7 +1,7 @@
 """The pieces of a run's model card, each from the run folder: results, architecture, data, training, limitations.
 
 pipelines/model_card.py puts them into the template (model_cards/model_card.md.jinja); what is particular to a task
-comes from its Task and TaskKind (pipelines/tasks/base.py), never from a test of its name here.
+comes from its Task and TaskKind (pipelines/task_definitions/base.py), never from a test of its name here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from pipelines import tracking
 from pipelines.hub import run_caveat
 from pipelines.run_folder import RunFolder, RunFolderError, read_json
-from pipelines.tasks.base import Metric, Task
+from pipelines.task_definitions.base import Metric, Task
 
 # Models shipped inside PyPI packages are recipes' short names; on the Hub they have these ids.
 HUB_IDS_OF_SHORT_NAMES = {

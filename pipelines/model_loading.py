@@ -96,7 +96,7 @@ def count_parameters(model) -> dict[str, int]:
 
 def apply_peft(model, peft_args, task):
     """Wrap the model in LoRA adapters when the recipe says use_lora (see pipelines/lora.py); `task` is a
-    pipelines.tasks.base.Task, which names PEFT's head type."""
+    pipelines.task_definitions.base.Task, which names PEFT's head type."""
     if peft_args is None or not peft_args.use_lora:
         return model
     from pipelines import lora

@@ -125,9 +125,9 @@ def arm_metrics(runs: list[Run]) -> dict[str, dict]:
 
 def example_score(row: dict, task=None) -> tuple[Any, dict[str, float], bool] | None:
     """One line of a predictions file -> (example key, scores, correct), as the run's task scores it
-    (pipelines/tasks/base.py: accuracy 0/1, a regression's absolute error, QA's EM/F1 on their 0-100 scale).
+    (pipelines/task_definitions/base.py: accuracy 0/1, a regression's absolute error, QA's EM/F1 on their 0-100 scale).
     None for a row without scores. Without a task, a line with gold and predicted is scored as a classification."""
-    from pipelines.tasks.base import CLASSIFICATION, KINDS
+    from pipelines.task_definitions.base import CLASSIFICATION, KINDS
 
     return (task.behaviour if task is not None else KINDS[CLASSIFICATION]).example_score(row)
 
@@ -238,8 +238,8 @@ def compare_arms(
 
 
 def run_task(run: Run):
-    """The run's Task (pipelines.tasks.base), or None for runs no task module describes (pretraining)."""
-    from pipelines.tasks.base import UnknownTaskError, task_of_run
+    """The run's Task (pipelines.task_definitions.base), or None for runs no task module describes (pretraining)."""
+    from pipelines.task_definitions.base import UnknownTaskError, task_of_run
 
     try:
         return task_of_run(run.info, run.info.get("recipe", {}))
@@ -282,7 +282,7 @@ def load_texts(run: Run, split: str) -> dict[Any, dict]:
 
 def describe_example(key, base_scored, other_scored, texts: dict, task=None) -> dict:
     """One example for the report: its text, the gold answer, and each arm's predictions (one per seed)."""
-    from pipelines.tasks.base import CLASSIFICATION, KINDS
+    from pipelines.task_definitions.base import CLASSIFICATION, KINDS
 
     row = base_scored[0][key][2]
     kind = task.behaviour if task is not None else KINDS[CLASSIFICATION]

@@ -48,7 +48,7 @@ class TaskRun:
 
     name: str  # recorded in run_info.json as "task"
     data_arguments: type  # the task's data dataclass
-    task = None  # its pipelines.tasks.base.Task (a subclass may set it once the arguments are parsed)
+    task = None  # its pipelines.task_definitions.base.Task (a subclass may set it once the arguments are parsed)
     uses_lora = True  # parse PeftArguments and apply LoRA when the recipe asks (pretraining: no)
     push_at_end = True  # take over push_to_hub and push at the end, with a model card
     distills = False  # parse DistillationArguments: a `teacher` can label the training data (pipelines/distillation.py)

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.errors import UserInputError
-from pipelines.tasks.base import Task, task_of_run
+from pipelines.task_definitions.base import Task, task_of_run
 
 
 class RunFolderError(UserInputError, ValueError):

@@ -35,7 +35,7 @@ class InputError(DataError):
 def read_run(run_dir: Path):
     """The run folder (pipelines.run_folder.RunFolder) and its Task (run_info.json's task, else config.json's)."""
     from pipelines.run_folder import RunFolder
-    from pipelines.tasks.base import UnknownTaskError
+    from pipelines.task_definitions.base import UnknownTaskError
 
     if not (run_dir / "config.json").is_file():
         raise InputError(f"{run_dir} is not a run folder: no config.json")

@@ -20,7 +20,7 @@ from conftest import REPO, subprocess_env
 from pipelines.arguments import RecipeError
 from pipelines.distillation import augment_examples, distillation_loss
 from pipelines.distillation_teacher import TARGETS, same_tokenizer
-from pipelines.tasks.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
+from pipelines.task_definitions.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
 
 # Made-up pairs (never dev data in training); gold labels cycle through the three classes.
 ROWS = [

@@ -17,8 +17,8 @@ from conftest import REPO, launch_command, subprocess_env
 from pipelines.arguments import RecipeError
 from pipelines.data_files import DataError
 from pipelines.metrics import load_metric
+from pipelines.task_definitions.base import find_task
 from pipelines.tasks import glue
-from pipelines.tasks.base import find_task
 
 FIXTURES = REPO / "tests" / "fixtures" / "glue"
 sys.path.insert(0, str(REPO / "scripts"))  # predict.py, called in-process

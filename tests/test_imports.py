@@ -68,7 +68,8 @@ def test_no_import_cycles_in_pipelines():
 def test_reading_a_runs_task_imports_no_training_code():
     """The model card, predict.py and the reports ask a run's task; that must not import the run sequence."""
     code = (
-        "import sys; from pipelines import model_card; from pipelines.tasks.base import find_task, task_of_run; "
+        "import sys; from pipelines import model_card; "
+        "from pipelines.task_definitions.base import find_task, task_of_run; "
         "find_task('mnli'), find_task('sst2'), task_of_run({'task': 'qa'}); "
         "print(sorted(m for m in ('pipelines.run', 'pipelines.training', 'pipelines.tasks.mnli') if m in sys.modules))"
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.tasks.base import Metric, Task, TaskKind, register_task
+from pipelines.task_definitions.base import Metric, Task, TaskKind, register_task
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))

@@ -37,9 +37,9 @@ from pipelines.arguments import RecipeError
 from pipelines.data_files import load_from_hub, load_local_file
 from pipelines.metrics import load_metric
 from pipelines.run import TaskRun, metric_prefix
-from pipelines.tasks.base import CLASSIFICATION, REGRESSION, Task, find_task
-from pipelines.tasks.glue_tasks import GLUE_TASK_NAMES, normalize_split  # noqa: F401 (this module's API)
-from pipelines.tasks.glue_tasks import GLUE_TASKS as TASKS  # noqa: F401
+from pipelines.task_definitions.base import CLASSIFICATION, REGRESSION, Task, find_task
+from pipelines.task_definitions.glue_tasks import GLUE_TASK_NAMES, normalize_split  # noqa: F401 (this module's API)
+from pipelines.task_definitions.glue_tasks import GLUE_TASKS as TASKS  # noqa: F401
 
 logger = logging.getLogger("pipelines")
 

@@ -1,6 +1,7 @@
-"""The run of any task whose kind defines the training steps (pipelines/tasks/base.py, `TaskKind.preprocess` and
-after): the task's data from local files, its kind's model head, features, collator, metrics and prediction lines,
-and pipelines/run.py's sequence for the rest (checkpoints, resume, run_info.json, W&B, the model card's files).
+"""The run of any task whose kind defines the training steps (pipelines/task_definitions/base.py,
+`TaskKind.preprocess` and after): the task's data from local files, its kind's model head, features, collator,
+metrics and prediction lines, and pipelines/run.py's sequence for the rest (checkpoints, resume, run_info.json,
+W&B, the model card's files).
 
     KindRun.main(["--task_name", "toy_tags", "--data_dir", "data/toy", "--model_name_or_path", "minilm", ...])
 
@@ -19,7 +20,7 @@ import transformers
 from pipelines import model_loading, run_outputs
 from pipelines.data_files import find_split_file, load_local_file
 from pipelines.run import TaskRun, metric_prefix
-from pipelines.tasks.base import find_task
+from pipelines.task_definitions.base import find_task
 
 
 @dataclass

@@ -26,10 +26,10 @@ from pipelines import run_outputs
 from pipelines.data_files import DataError, find_split_file, load_from_hub, load_local_file
 from pipelines.metrics import load_metric
 from pipelines.run import metric_prefix
+from pipelines.task_definitions.glue_tasks import LABEL_NAMES
+from pipelines.task_definitions.glue_tasks import MNLI as TASK
+from pipelines.task_definitions.glue_tasks import normalize_mnli_split as normalize_split
 from pipelines.tasks.glue import ClassificationDataArguments, ClassificationRun, keep_first, tokenize_splits
-from pipelines.tasks.glue_tasks import LABEL_NAMES
-from pipelines.tasks.glue_tasks import MNLI as TASK
-from pipelines.tasks.glue_tasks import normalize_mnli_split as normalize_split
 
 TASKS = {"mnli": TASK}
 
@@ -217,8 +217,8 @@ def evaluate_split(
 
 class MnliRun(ClassificationRun):
     """A GLUE classification run with MNLI's extras: two dev sets (matched, mismatched), the held-out split of train,
-    the official files' column names and '-' labels (tasks/glue_tasks.py), per-genre accuracy and the confusion
-    matrix."""
+    the official files' column names and '-' labels (task_definitions/glue_tasks.py), per-genre accuracy and the
+    confusion matrix."""
 
     name, task, data_arguments = "mnli", TASK, MnliDataArguments
 

@@ -42,7 +42,7 @@ from pipelines.qa_windows import (  # noqa: F401 (windows and answers are part o
 from pipelines.run import TaskRun
 
 # The task definitions live in qa_tasks (light to import); this module's API names them too.
-from pipelines.tasks.qa_tasks import KORQUAD, RUN_TASK_NAMES, SQUAD, TASKS, task_of_run  # noqa: F401
+from pipelines.task_definitions.qa_tasks import KORQUAD, RUN_TASK_NAMES, SQUAD, TASKS, task_of_run  # noqa: F401
 from pipelines.tasks.squad_files import read_squad_file, split_by_article
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 
 from pipelines.data_files import DataError, LocalFile, label_id, require_columns
-from pipelines.tasks.base import CLASSIFICATION, REGRESSION, Metric, Task, find_task
+from pipelines.task_definitions.base import CLASSIFICATION, REGRESSION, Metric, Task, find_task
 
 logger = logging.getLogger("pipelines")
 

@@ -20,7 +20,7 @@ from pipelines.errors import UserInputError
 
 # The modules that define tasks (a `TASKS` dict, and optionally `task_of_run(info, recipe)` for runs whose recorded
 # name covers several tasks). Definitions only, apart from the runs: reading a run's task imports no training code.
-TASK_MODULES = ("pipelines.tasks.glue_tasks", "pipelines.tasks.qa_tasks")
+TASK_MODULES = ("pipelines.task_definitions.glue_tasks", "pipelines.task_definitions.qa_tasks")
 
 CLASSIFICATION, REGRESSION, EXTRACTIVE_QA = "classification", "regression", "extractive-qa"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from pipelines.tasks.base import EXTRACTIVE_QA, Metric, Task
+from pipelines.task_definitions.base import EXTRACTIVE_QA, Metric, Task
 
 _QA_LIMITATION = (
     "Extractive: the answer is always a span of the given context, even when the context has no answer "
