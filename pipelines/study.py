@@ -49,7 +49,7 @@ import sys
 
 from pipelines import reports, search, study_backends
 from pipelines.study_jobs import check_finished_recipe, job_command, run_jobs_one_at_a_time
-from pipelines.study_spec import Arm, Job, Study, StudyError, load_study  # noqa: F401 (this module's API)
+from pipelines.study_spec import Arm, Job, Study, StudyError, load_study, select  # noqa: F401 (this module's API)
 
 logger = logging.getLogger("pipelines")
 
@@ -79,7 +79,8 @@ def run_study(
         if status != 0 or search_only:
             return status
         if not dry_run:
-            study = load_study(study.path)  # the searched arms now read the chosen values
+            # The searched arms now read the chosen values; the same part of the study (--arms, --seeds) as before.
+            study = select(load_study(study.path), [arm.name for arm in study.arms], study.seeds)
     jobs = study.jobs()
     done = [j for j in jobs if j.finished]
     print(
@@ -198,6 +199,13 @@ def parse_gpus(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--gpus takes GPU numbers separated by commas, e.g. 0,1,2,3; got {text!r}")
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(seed) for seed in text.split(",") if seed.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes seeds separated by commas, e.g. 43,44; got {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(levelname)s %(message)s", level=logging.INFO)
     logger.setLevel(logging.INFO)
@@ -232,9 +240,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wandb-report", action="store_true", help="Also create a W&B Report (credentials + wandb-workspaces)."
     )
+    parser.add_argument(
+        "--arms",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=None,
+        help="Only these arms, e.g. scratch,distilled (the baseline must be one); the report covers them only.",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=None,
+        help="Only these seeds, e.g. 42 or 43,44; the report covers them only.",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     # A StudyError or ReportError reaches scripts/run_study.py's cli.run: `error: <message>`, exit status 2.
-    study = load_study(args.study)
+    study = select(load_study(args.study), args.arms, args.seeds)
     if args.search_only and study.search is None:
         raise StudyError(f"{study.path}: --search-only, but the study has no 'search' section")
     return run_study(

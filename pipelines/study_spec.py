@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,27 @@ def load_study(path: str | os.PathLike, check_files: bool = True) -> Study:
         study.search = parse_search(spec["search"], study)
         apply_best_values(study)  # the searched arms train with the values the search chose
     return study
+
+
+def select(study: Study, arms: list[str] | None = None, seeds: list[int] | None = None) -> Study:
+    """The study restricted to some of its arms and seeds (run_study.py --arms/--seeds): the same job folders, so a
+    later run of the whole study skips what the part finished. The baseline arm must stay in."""
+    known_arms = [arm.name for arm in study.arms]
+    for name in arms or []:
+        if name not in known_arms:
+            raise StudyError(f"{study.path}: --arms: '{name}' is not an arm; the arms are: {', '.join(known_arms)}")
+    for seed in seeds or []:
+        if seed not in study.seeds:
+            raise StudyError(f"{study.path}: --seeds: {seed} is not a seed of the study ({study.seeds})")
+    if arms and study.baseline not in arms:
+        raise StudyError(
+            f"{study.path}: --arms must include the baseline arm '{study.baseline}' (the report compares to it)"
+        )
+    return replace(
+        study,
+        arms=[arm for arm in study.arms if not arms or arm.name in arms],
+        seeds=[seed for seed in study.seeds if not seeds or seed in seeds],
+    )
 
 
 def check_keys(mapping: dict, known: set[str], where: str) -> None:

@@ -108,6 +108,18 @@ def test_plan_recipes_and_commands(tmp_path, capsys):
     assert "4 arms × 2 seeds = 8 jobs, 0 finished" in out and out.count("would run") == 8
     assert not (tmp_path / "study").exists()  # a dry run writes nothing
 
+    # A part of the study: the same job folders, only the arms and seeds asked for.
+    assert studies.main([str(study.path), "--dry-run", "--arms", "pretrained_hi,scratch_lo", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 arms × 1 seeds = 2 jobs" in out and out.count("would run") == 2
+    assert "scratch_lo-seed2: would run" in out and str(tmp_path / "study" / "scratch_lo" / "seed2") in out
+    with pytest.raises(StudyError, match="--arms must include the baseline arm 'pretrained_hi'"):
+        studies.main([str(study.path), "--dry-run", "--arms", "scratch_lo"])
+    with pytest.raises(StudyError, match="--arms: 'scratch' is not an arm; the arms are: pretrained_hi, "):
+        studies.main([str(study.path), "--dry-run", "--arms", "pretrained_hi,scratch"])
+    with pytest.raises(StudyError, match=r"--seeds: 3 is not a seed of the study \(\[1, 2\]\)"):
+        studies.main([str(study.path), "--dry-run", "--seeds", "3"])
+
 
 def test_job_recipe_file_parses_and_keeps_its_wandb_run_id(tmp_path):
     from transformers import TrainingArguments
