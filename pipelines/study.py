@@ -192,18 +192,16 @@ def write_report(study: Study, finished: list[Job], wandb_report: bool) -> int:
     return 0
 
 
-def parse_gpus(text: str) -> list[int]:
-    try:
-        return [int(g) for g in text.split(",") if g.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--gpus takes GPU numbers separated by commas, e.g. 0,1,2,3; got {text!r}")
+def comma_separated_ints(option: str, what: str, example: str):
+    """An argparse `type` for a list of integers such as 0,1,2,3; a bad one names the option and an example."""
 
+    def parse(text: str) -> list[int]:
+        try:
+            return [int(value) for value in text.split(",") if value.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} takes {what} separated by commas, e.g. {example}; got {text!r}")
 
-def parse_seeds(text: str) -> list[int]:
-    try:
-        return [int(seed) for seed in text.split(",") if seed.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes seeds separated by commas, e.g. 43,44; got {text!r}")
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--gpus",
-        type=parse_gpus,
+        type=comma_separated_ints("--gpus", "GPU numbers", "0,1,2,3"),
         default=None,
         help="Local backend: the GPUs to use, e.g. 0,1,2,3 (default: every visible GPU).",
     )
@@ -248,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--seeds",
-        type=parse_seeds,
+        type=comma_separated_ints("--seeds", "seeds", "43,44"),
         default=None,
         help="Only these seeds, e.g. 42 or 43,44; the report covers them only.",
     )
