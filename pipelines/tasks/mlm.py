@@ -49,6 +49,7 @@ from pipelines import model_loading
 from pipelines.arguments import RecipeError
 from pipelines.data_files import DataError, DataFileNotFound
 from pipelines.run import TaskRun
+from pipelines.tasks import output_priors
 from pipelines.tasks.electra import GATE_METRICS, compute_electra_metrics, make_electra_collator
 
 logger = logging.getLogger("pipelines")
@@ -104,6 +105,13 @@ class PretrainingDataArguments:
     pretraining_dropout: float | None = field(
         default=None,
         metadata={"help": "Dropout while pretraining (Cramming: 0.0); the saved config keeps the model's own values."},
+    )
+    output_bias_prior: bool = field(
+        default=False,
+        metadata={
+            "help": "Start the output biases of a scratch model at the data's prior (token frequencies; ELECTRA's "
+            "replaced rate) instead of zero (pipelines/tasks/output_priors.py)."
+        },
     )
 
     def __post_init__(self):
@@ -428,9 +436,20 @@ class PretrainingRun(TaskRun):
         return options
 
     def before_training(self, trainer):
+        if self.data_args.output_bias_prior:
+            self.start_at_prior(trainer.model, trainer.train_dataset, trainer.processing_class)
         trainer.eval_seed = self.training_args.seed
         self.before = evaluate_heldout(trainer, self.training_args.seed, self.data_args.objective)
         logger.info("Before training: %s", ", ".join(f"{name} {value:.4f}" for name, value in self.before.items()))
+
+    def start_at_prior(self, model, train, tokenizer):
+        """output_bias_prior: set the scratch model's output biases from the training tokens (output_priors.py)."""
+        if self.model_args.scratch_preset is None:
+            logger.info("output_bias_prior: %s is a trained model; its biases stay", self.model_args.model_name_or_path)
+            return
+        log_prior = output_priors.unigram_log_prior(train, len(tokenizer), tokenizer.all_special_ids)
+        written = output_priors.set_output_priors(model, log_prior, self.data_args.mlm_probability)
+        logger.info("output_bias_prior: %s", ", ".join(f"{name} {value:.4f}" for name, value in written.items()))
 
     def evaluate(self, trainer, raw, examples):
         after = evaluate_heldout(trainer, self.training_args.seed, self.data_args.objective)
