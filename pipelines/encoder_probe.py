@@ -7,7 +7,11 @@ recall) says *that* a checkpoint did not learn; this says what its representatio
 - `mean_cosine[layer]`: mean cosine similarity between the hidden states of all pairs of positions of a block, for
   the embeddings and after each layer (1.0 = every position carries the same vector: a collapsed representation);
 - `mean_norm[layer]`: the mean length of those hidden states (a pre-LN residual stream that grows layer after layer
-  is where a shared direction takes over).
+  is where a shared direction takes over);
+- `attention_entropy[layer]`: the entropy of each query's attention weights over the keys, averaged over queries and
+  heads and divided by log(S) (1.0 = uniform attention, which gives every position the same average of the values:
+  the shared vector a collapse is made of; near 0 = each query reads one key, and in a collapse every query reads
+  the same one). Read from our ScratchTransformer's attention (its `project` method); empty for other encoders.
 
     python scripts/probe_encoder.py --checkpoints outputs/pretraining/<run>/checkpoint-75 ... \
       --text outputs/corpus/en_trainside/heldout.txt
@@ -57,14 +61,34 @@ def mean_pairwise_cosine(hidden: torch.Tensor) -> float:
     return (unit @ unit.transpose(1, 2)).mean().item()
 
 
+def attention_entropy(attention: torch.nn.Module, hidden: torch.Tensor) -> float:
+    """Mean entropy / log(S) of one ScratchTransformer attention's weights for its (B, S, H) input."""
+    seq_length = hidden.shape[1]
+    query, key, _ = attention.project(hidden)  # each (B, N, S, D)
+    probs = torch.softmax(query @ key.transpose(-1, -2) * attention.head_dim**-0.5, dim=-1)  # (B, N, S, S)
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)  # (B, N, S)
+    return (entropy.mean() / torch.log(torch.tensor(float(seq_length)))).item()
+
+
 @torch.no_grad()
 def probe_encoder(model, input_ids: torch.Tensor) -> dict:
-    """Per-layer mean cosine and mean norm of an encoder's hidden states on (B, S) blocks."""
+    """Per-layer mean cosine, mean norm and (ScratchTransformer only) attention entropy on (B, S) blocks."""
     model.eval()
-    hidden_states = model(input_ids, output_hidden_states=True, return_dict=True).hidden_states
+    entropies, hooks = [], []
+    for module in model.modules():
+        if hasattr(module, "project") and hasattr(module, "num_heads"):  # ScratchTransformerSelfAttention, in order
+            hooks.append(
+                module.register_forward_pre_hook(lambda m, args: entropies.append(attention_entropy(m, args[0])))
+            )
+    try:
+        hidden_states = model(input_ids, output_hidden_states=True, return_dict=True).hidden_states
+    finally:
+        for hook in hooks:
+            hook.remove()
     return {
         "mean_cosine": [mean_pairwise_cosine(h) for h in hidden_states],  # embeddings, then each layer
         "mean_norm": [h.float().norm(dim=-1).mean().item() for h in hidden_states],
+        "attention_entropy": entropies,  # one per layer
     }
 
 
@@ -81,11 +105,13 @@ def probe_checkpoints(args: ProbeArguments) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| checkpoint | mean cosine, last layer | mean cosine by layer | hidden-state norm by layer |",
-        "|---|---:|---|---|",
+        "| checkpoint | mean cosine, last layer | mean cosine by layer | hidden-state norm by layer "
+        "| attention entropy / log S by layer |",
+        "|---|---:|---|---|---|",
     ]
     for row in rows:
         by_layer = " / ".join(f"{value:.2f}" for value in row["mean_cosine"])
         norms = " / ".join(f"{value:.1f}" for value in row["mean_norm"])
-        lines.append(f"| {row['checkpoint']} | {row['mean_cosine'][-1]:.3f} | {by_layer} | {norms} |")
+        entropy = " / ".join(f"{value:.3f}" for value in row["attention_entropy"]) or "—"
+        lines.append(f"| {row['checkpoint']} | {row['mean_cosine'][-1]:.3f} | {by_layer} | {norms} | {entropy} |")
     return "\n".join(lines)

@@ -34,6 +34,8 @@ def test_probe_reads_a_checkpoint_and_tells_a_collapsed_encoder(tmp_path, minilm
     [row] = probe_checkpoints(ProbeArguments(checkpoints=[str(checkpoint)], text=str(text), blocks=4, block_size=32))
     assert len(row["mean_cosine"]) == len(row["mean_norm"]) == 3  # embeddings + 2 layers
     assert all(-1.0 <= value < 0.9 for value in row["mean_cosine"])  # random weights: positions differ
+    # Initial weights (std 0.02) give query-key scores near 0: every query attends almost uniformly.
+    assert len(row["attention_entropy"]) == 2 and all(value > 0.99 for value in row["attention_entropy"])
 
     # A final LayerNorm with zero gain outputs its bias at every position: a fully collapsed encoder.
     model = ScratchTransformerForMaskedLM.from_pretrained(checkpoint).transformer
@@ -44,6 +46,12 @@ def test_probe_reads_a_checkpoint_and_tells_a_collapsed_encoder(tmp_path, minilm
     assert blocks.shape == (4, 32) and bool((blocks[:, 0] == tokenizer.cls_token_id).all())
     collapsed = probe_encoder(model, blocks)
     assert collapsed["mean_cosine"][-1] > 0.9999 and collapsed["mean_cosine"][:-1] == row["mean_cosine"][:-1]
+
+    # Scaled-up query/key weights make the scores large: attention concentrates on a few keys, entropy falls.
+    with torch.no_grad():
+        model.layers[0].attention.qkv.weight.mul_(100.0)
+    sharpened = probe_encoder(model, blocks)
+    assert sharpened["attention_entropy"][0] < 0.8 * row["attention_entropy"][0]
 
 
 def test_probe_script_prints_a_table_and_names_a_short_text(tmp_path, minilm_path):

@@ -445,3 +445,22 @@ def test_masked_lm_loss_on_masked_positions_equals_full_cross_entropy():
         full_logits.view(-1, full_logits.shape[-1]), labels.view(-1), ignore_index=-100
     )
     assert torch.allclose(loss, expected, atol=1e-5)
+
+
+def test_qk_layer_norm_bounds_the_attention_scores_and_saves_with_the_config(tmp_path):
+    """qk_layer_norm: queries and keys of unit scale per head, whatever the projection's scale, so scaling the
+    Q/K/V projection 100x (what a run at too high a rate drifts towards) cannot make one key take all attention."""
+    config = config_from_preset("tiny", vocab_size=100, norm_position="pre", qk_layer_norm=True)
+    model = ScratchTransformerModel(config).eval()
+    attention = model.layers[0].attention
+    hidden = torch.randn(2, 16, config.hidden_size)
+    with torch.no_grad():
+        attention.qkv.weight.mul_(100.0)
+        query, key, _ = attention.project(hidden)
+    assert query.shape == (2, config.num_attention_heads, 16, config.hidden_size // config.num_attention_heads)
+    torch.testing.assert_close(query.pow(2).mean(-1), torch.ones(query.shape[:-1]), atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(key.pow(2).mean(-1), torch.ones(key.shape[:-1]), atol=1e-3, rtol=1e-3)
+    model.save_pretrained(tmp_path)
+    reloaded = ScratchTransformerModel.from_pretrained(tmp_path)
+    assert reloaded.config.qk_layer_norm and reloaded.layers[0].attention.query_norm is not None
+    assert ScratchTransformerModel(config_from_preset("tiny", vocab_size=100)).layers[0].attention.query_norm is None

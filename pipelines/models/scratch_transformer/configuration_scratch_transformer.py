@@ -41,6 +41,8 @@ class ScratchTransformerConfig(PreTrainedConfig):
             "pre" = LayerNorm before each sub-layer plus a final LayerNorm (pre-LN, more stable from scratch).
         classifier_dropout: dropout before the classification layer; None = `hidden_dropout_prob`.
         tie_word_embeddings: MLM decoder shares its weight with the input word embeddings.
+        qk_layer_norm: a LayerNorm on each head's queries and keys before the scores (Dehghani et al. 2023,
+            ViT-22B): the scores cannot grow until one key takes every query's attention (entropy collapse).
 
     The attention kernel is chosen with the standard `attn_implementation` argument ("sdpa", the default
     once a model is built, or "eager"); it is stored as `config._attn_implementation`.
@@ -64,6 +66,7 @@ class ScratchTransformerConfig(PreTrainedConfig):
     norm_position: str = "post"
     classifier_dropout: float | int | None = None
     tie_word_embeddings: bool = True
+    qk_layer_norm: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -90,12 +90,24 @@ class ScratchTransformerSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_prob = config.attention_probs_dropout_prob
+        # qk_layer_norm: one LayerNorm over the head width, shared by the heads (as in ViT-22B).
+        qk_norm = config.qk_layer_norm
+        self.query_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if qk_norm else None
+        self.key_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if qk_norm else None
+
+    def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, S, H) -> query, key, value, each (B, N, S, D); queries and keys normalised with qk_layer_norm."""
+        batch_size, seq_length, _ = hidden_states.shape
+        # (B, S, 3H) -> (B, S, 3, N, D) -> (3, B, N, S, D): views, no copy
+        qkv = self.qkv(hidden_states).view(batch_size, seq_length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if self.query_norm is not None:
+            query, key = self.query_norm(query), self.key_norm(key)
+        return query, key, value
 
     def forward(self, hidden_states: torch.Tensor, keep_mask: torch.Tensor | None) -> torch.Tensor:
         batch_size, seq_length, hidden_size = hidden_states.shape
-        # (B, S, 3H) -> (B, S, 3, N, D) -> (3, B, N, S, D): views, no copy
-        qkv = self.qkv(hidden_states).view(batch_size, seq_length, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, N, S, D)
+        query, key, value = self.project(hidden_states)  # each (B, N, S, D)
 
         implementation = self.config._attn_implementation or "sdpa"
         if implementation not in ATTENTION_FUNCTIONS:
