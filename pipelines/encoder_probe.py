@@ -19,6 +19,7 @@ recall) says *that* a checkpoint did not learn; this says what its representatio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,11 +64,10 @@ def mean_pairwise_cosine(hidden: torch.Tensor) -> float:
 
 def attention_entropy(attention: torch.nn.Module, hidden: torch.Tensor) -> float:
     """Mean entropy / log(S) of one ScratchTransformer attention's weights for its (B, S, H) input."""
-    seq_length = hidden.shape[1]
     query, key, _ = attention.project(hidden)  # each (B, N, S, D)
     probs = torch.softmax(query @ key.transpose(-1, -2) * attention.head_dim**-0.5, dim=-1)  # (B, N, S, S)
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)  # (B, N, S)
-    return (entropy.mean() / torch.log(torch.tensor(float(seq_length)))).item()
+    return entropy.mean().item() / math.log(hidden.shape[1])
 
 
 @torch.no_grad()

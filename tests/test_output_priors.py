@@ -39,7 +39,11 @@ def corpus(tmp_path_factory) -> Path:
 def test_unigram_prior_is_a_distribution_led_by_the_frequent_token_with_special_tokens_at_the_floor(tokenizer):
     the, cat = tokenizer.convert_tokens_to_ids(["the", "cat"])
     blocks = [[tokenizer.cls_token_id, the, the, cat, the, tokenizer.sep_token_id]] * 3
-    log_prior = unigram_log_prior(datasets.Dataset.from_dict({"input_ids": blocks}), len(tokenizer), [101, 102])
+    log_prior = unigram_log_prior(
+        datasets.Dataset.from_dict({"input_ids": blocks}),
+        len(tokenizer),
+        [tokenizer.cls_token_id, tokenizer.sep_token_id],
+    )
     prior = log_prior.exp()
     assert prior.sum().item() == pytest.approx(1.0, abs=1e-5)
     assert prior.argmax().item() == the
@@ -52,13 +56,15 @@ def test_unigram_prior_is_a_distribution_led_by_the_frequent_token_with_special_
     assert replaced_rate(log_prior, 0.15) == pytest.approx(0.15 * (1 - float((prior.double() ** 2).sum())), rel=1e-6)
 
 
-def pretrain(corpus: Path, tokenizer_path: str, output_dir: Path, *extra: str) -> dict:
+def from_scratch(tokenizer_path: str) -> tuple[str, ...]:
+    return ("--scratch_preset", "tiny", "--tokenizer_name", tokenizer_path)
+
+
+def pretrain(corpus: Path, model: tuple[str, ...], output_dir: Path, *extra: str) -> dict:
+    """One step of a tiny pretraining run; `extra` options come last, so they override the ones here."""
     return run_pretraining(
         [
-            "--scratch_preset",
-            "tiny",
-            "--tokenizer_name",
-            tokenizer_path,
+            *model,
             "--train_files",
             str(corpus),
             "--validation_split_percentage",
@@ -84,8 +90,8 @@ def pretrain(corpus: Path, tokenizer_path: str, output_dir: Path, *extra: str) -
 
 @pytest.mark.slow
 def test_mlm_starts_at_the_unigram_loss_with_the_prior_and_near_log_vocabulary_without(tmp_path, corpus, minilm_path):
-    uniform = pretrain(corpus, minilm_path, tmp_path / "zero-bias")
-    prior = pretrain(corpus, minilm_path, tmp_path / "prior", "--output_bias_prior", "true")
+    uniform = pretrain(corpus, from_scratch(minilm_path), tmp_path / "zero-bias")
+    prior = pretrain(corpus, from_scratch(minilm_path), tmp_path / "prior", "--output_bias_prior", "true")
     log_vocabulary = math.log(30522)
     # A random model with zero biases guesses about uniformly; with the prior it starts near the corpus's unigram
     # cross-entropy (a handful of distinct words here: a few nats, against 10.3 for uniform).
@@ -102,8 +108,8 @@ def test_electra_generator_starts_at_the_unigram_loss_and_the_discriminator_at_t
     tmp_path, corpus, minilm_path
 ):
     common = ("--objective", "electra", "--generator_size", "0.5", "--config_overrides", "norm_position=pre")
-    uniform = pretrain(corpus, minilm_path, tmp_path / "zero-bias", *common)
-    prior = pretrain(corpus, minilm_path, tmp_path / "prior", *common, "--output_bias_prior", "true")
+    uniform = pretrain(corpus, from_scratch(minilm_path), tmp_path / "zero-bias", *common)
+    prior = pretrain(corpus, from_scratch(minilm_path), tmp_path / "prior", *common, "--output_bias_prior", "true")
     assert prior["eval_generator_loss_before"] < uniform["eval_generator_loss_before"] - 4.0
     # At the replaced-token rate (~15%) the discriminator calls every token original: accuracy = 1 - replaced share,
     # and its BCE is the base rate's entropy, far below the log 2 of a zero bias.
@@ -118,31 +124,18 @@ def test_electra_generator_starts_at_the_unigram_loss_and_the_discriminator_at_t
 @pytest.mark.slow
 def test_a_trained_checkpoint_keeps_its_biases(tmp_path, corpus, minilm_path, caplog):
     first = tmp_path / "first"
-    pretrain(corpus, minilm_path, first)
+    pretrain(corpus, from_scratch(minilm_path), first)
     bias = load_file(first / "model.safetensors")["lm_head.decoder.bias"]
     continued = tmp_path / "continued"
     with caplog.at_level("INFO", logger="pipelines"):
-        run_pretraining(
-            [
-                "--model_name_or_path",
-                str(first),
-                "--train_files",
-                str(corpus),
-                "--validation_split_percentage",
-                "10",
-                "--max_seq_length",
-                "32",
-                "--output_dir",
-                str(continued),
-                "--report_to",
-                "none",
-                "--max_steps",
-                "1",
-                "--learning_rate",
-                "1e-9",
-                "--output_bias_prior",
-                "true",
-            ]
+        pretrain(
+            corpus,
+            ("--model_name_or_path", str(first)),
+            continued,
+            "--learning_rate",
+            "1e-9",
+            "--output_bias_prior",
+            "true",
         )
     assert "its biases stay" in caplog.text
     # One Adam step at lr 1e-9 moves a weight by about 1e-9; the prior would have moved these by nats.

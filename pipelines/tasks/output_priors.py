@@ -52,17 +52,15 @@ def replaced_rate(log_prior: torch.Tensor, mlm_probability: float) -> float:
 @torch.no_grad()
 def set_output_priors(model: torch.nn.Module, log_prior: torch.Tensor, mlm_probability: float) -> dict[str, float]:
     """Write the priors into whichever output biases `model` has; returns what was set (for the run log)."""
-    written = {}
+    written = {"mlm_bias_entropy": unigram_entropy(log_prior)}
     if hasattr(model, "lm_head"):  # ScratchTransformerForMaskedLM
         model.lm_head.decoder.bias.copy_(log_prior)
-        written["mlm_bias_entropy"] = unigram_entropy(log_prior)
-    if hasattr(model, "generator_head"):  # ScratchTransformerForPreTraining: generator and discriminator
+    elif hasattr(model, "generator_head"):  # ScratchTransformerForPreTraining: generator and discriminator
         model.generator_head.bias.copy_(log_prior)
         rate = replaced_rate(log_prior, mlm_probability)
         model.discriminator_head.bias.fill_(math.log(rate / (1.0 - rate)))
-        written["mlm_bias_entropy"] = unigram_entropy(log_prior)
         written["rtd_bias_rate"] = rate
-    if not written:
+    else:
         raise ValueError(f"output_bias_prior: {type(model).__name__} has no masked-LM or ELECTRA head to set.")
     return written
 
