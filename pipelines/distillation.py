@@ -17,19 +17,20 @@ with the same teacher, reuses them ("reused" in the log). A classification teach
 raw examples tokenized its own way; QA windows depend on the tokenizer, so QA needs the student's tokenizer.
 
 Augmented examples (`distill_augment`, classification and regression only) are made from train examples, never
-from dev, by Tang et al.'s rules: each word masked with probability 0.1, then with probability 0.25 only a random
-n-gram (n in 1..5) of the text kept (their part-of-speech-guided word swap needs a tagger and is left out). Their
-label is the teacher's: its argmax (or score) for the gold-label term, its distribution for the KL term.
+from dev, by Tang et al.'s rules (distillation_augment.py): each word masked with probability 0.1, or, with
+`distill_augment_swap`, swapped for one of its nearest words in the teacher's input embeddings (TinyBERT's swap);
+then with probability 0.25 only a random n-gram (n in 1..5) of the text kept. Their label is the teacher's: its
+argmax (or score) for the gold-label term, its distribution for the KL term.
 
-Loading, checking, running and caching the teacher is in distillation_teacher.py; here are the recipe's arguments,
-the augmentation, the loss, the Trainer that mixes it in, and the Distillation object a run uses.
+Loading, checking, running and caching the teacher is in distillation_teacher.py; the augmentation rules in
+distillation_augment.py; here are the recipe's arguments, the loss, the Trainer that mixes it in, and the
+Distillation object a run uses.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 
 from pipelines import training
 from pipelines.arguments import RecipeError
+from pipelines.distillation_augment import augment_examples, word_neighbours
 from pipelines.distillation_teacher import (
     TARGETS,
     TEACHER_COLUMN,
@@ -79,6 +81,14 @@ class DistillationArguments:
             "help": "Add this many examples made from train examples (masking, n-grams), labelled by the teacher."
         },
     )
+    distill_augment_swap: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability that a word of an augmented example is swapped for one of its 15 nearest words in the "
+            "teacher's input embeddings (TinyBERT's swap; Tang et al. swap words of the same part of speech at 0.1). "
+            "0: masking and n-grams only."
+        },
+    )
     distill_augment_seed: int = field(default=0, metadata={"help": "Seed of the augmentation (independent of `seed`)."})
     distill_cache_dir: str | None = field(
         default=None, metadata={"help": "Where the teacher's logits are cached. Default: <output_dir>/teacher_logits."}
@@ -93,45 +103,10 @@ class DistillationArguments:
             raise RecipeError(f"distill_augment is {self.distill_augment}; it must be 0 or more")
         if self.distill_augment and not self.teacher:
             raise RecipeError("distill_augment needs a teacher to label the new examples: set teacher")
-
-
-# --- Augmentation -------------------------------------------------------------------------------------------
-
-
-def augment_text(text: str, rng: random.Random, mask_token: str, p_mask: float = 0.1, p_ngram: float = 0.25) -> str:
-    """Tang et al. (2019): mask each word with probability p_mask; then with probability p_ngram keep one n-gram."""
-    words = [mask_token if rng.random() < p_mask else word for word in text.split()]
-    if words and rng.random() < p_ngram:
-        n = min(rng.randint(1, 5), len(words))
-        start = rng.randint(0, len(words) - n)
-        words = words[start : start + n]
-    return " ".join(words)
-
-
-def augment_examples(
-    train: datasets.Dataset, fields: tuple[str, ...], n: int, seed: int, mask_token: str
-) -> datasets.Dataset:
-    """n new examples made from random train examples; none is a train example itself or a repeat. Label 0 is a
-    placeholder (the teacher labels them)."""
-    rng = random.Random(seed)
-    texts = list(zip(*(train[name] for name in fields)))
-    seen = set(texts)
-    made = []
-    for _ in range(n * 50):  # short texts can run out of new variants: stop rather than loop for ever
-        if len(made) == n:
-            break
-        new = tuple(augment_text(text, rng, mask_token) for text in texts[rng.randrange(len(texts))])
-        if all(t.strip() for t in new) and new not in seen:
-            seen.add(new)
-            made.append(new)
-    if len(made) < n:
-        logger.warning(
-            "distill_augment: made %d of %d new examples (the train texts have no more variants)", len(made), n
-        )
-    columns = {name: [example[i] for example in made] for i, name in enumerate(fields)}
-    start = max(train["idx"]) + 1 if "idx" in train.column_names and len(train) else 0
-    columns.update(idx=list(range(start, start + len(made))), label=[0] * len(made))
-    return datasets.Dataset.from_dict(columns)
+        if not 0.0 <= self.distill_augment_swap <= 0.9:  # 0.1 of the words are masked: the two add up to 1 at most
+            raise RecipeError(f"distill_augment_swap is {self.distill_augment_swap}; it must be in [0, 0.9]")
+        if self.distill_augment_swap and not self.distill_augment:
+            raise RecipeError("distill_augment_swap swaps words of augmented examples: set distill_augment too")
 
 
 # --- The loss -----------------------------------------------------------------------------------------------
@@ -256,6 +231,8 @@ class Distillation:
                 self.args.distill_augment,
                 self.args.distill_augment_seed,
                 mask_token,
+                neighbours=self.swap_table(raw["train"]),
+                p_swap=self.args.distill_augment_swap,
             )
             extra = self.run.preprocess(datasets.DatasetDict(train=extra_raw), tokenizer)["train"]
             extra = self.with_teacher_logits(extra_raw, extra, shared)
@@ -271,6 +248,20 @@ class Distillation:
         self.model = None  # the teacher is not needed any more
         gc.collect()
         return features
+
+    def swap_table(self, train: datasets.Dataset) -> dict[str, list[str]] | None:
+        """The train words' nearest words in the teacher's input embeddings, when the recipe swaps words."""
+        if not self.args.distill_augment_swap:
+            return None
+        words = {word for name in self.task.input_fields for text in train[name] for word in text.split()}
+        table = word_neighbours(self.model.get_input_embeddings().weight, self.tokenizer.get_vocab(), words)
+        logger.info(
+            "distill_augment_swap: %d of %d distinct train words have neighbours in the teacher's embeddings",
+            len(table),
+            len({word.lower() for word in words}),
+        )
+        self.description["augment_swap"] = self.args.distill_augment_swap
+        return table
 
     def with_teacher_logits(self, raw_split, student_features, shared: bool) -> datasets.Dataset:
         """student_features plus a teacher_logits column, from the cache or by running the teacher."""

@@ -370,6 +370,9 @@ def teacher_text(run: RunFolder) -> str:
         return ""
     augmented = teacher.get("augmented_examples")
     extra = f", on {augmented} more teacher-labelled examples made from train examples" if augmented else ""
+    swap = teacher.get("augment_swap")
+    if augmented and swap:
+        extra += f" (each word swapped for one of the teacher's nearest words with probability {swap})"
     return (
         f" Distilled from the teacher `{teacher.get('path')}` (itself from `{teacher.get('model')}`): the loss mixed "
         f"the gold labels with the teacher's outputs at temperature {teacher.get('temperature')} (teacher weight "

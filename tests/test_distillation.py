@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,8 @@ import yaml
 from conftest import REPO, subprocess_env
 
 from pipelines.arguments import RecipeError
-from pipelines.distillation import augment_examples, distillation_loss
+from pipelines.distillation import distillation_loss
+from pipelines.distillation_augment import augment_examples, augment_text, word_neighbours
 from pipelines.distillation_teacher import TARGETS, same_tokenizer
 from pipelines.task_definitions.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
 
@@ -135,6 +138,30 @@ def test_augmentation_makes_new_examples_from_train_words_only():
     assert again["premise"] == made["premise"]  # the same seed makes the same examples
 
 
+def test_word_swap_takes_the_teachers_nearest_whole_words(minilm_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    embeddings = AutoModel.from_pretrained(minilm_path).get_input_embeddings().weight
+    vocab = AutoTokenizer.from_pretrained(minilm_path).get_vocab()
+    table = word_neighbours(embeddings, vocab, {"big", "Walked", "house.", "xyzzyq", "##s", "[MASK]"})
+    assert set(table) == {"big", "walked"}  # lower-cased; punctuation attached, unknown words and pieces are not
+    assert {"huge", "large"} <= set(table["big"][:5]) and "walk" in table["walked"][:5]
+    assert all(len(words) == 15 and all(w.isalpha() and len(w) > 1 for w in words) for words in table.values())
+    assert all(word not in words for word, words in table.items())
+
+    text = "A man walked past the big house ."
+    # No swap: exactly the texts the rules made before the swap existed (masking and n-grams only).
+    long_text = "A man plays song number 7 on a guitar in the big old house ."
+    kept = augment_text(long_text, random.Random(1), "[MASK]", table, p_swap=0.0)
+    assert kept == "A man plays song number 7 on a [MASK] [MASK] the big old [MASK] ."
+    swapped = [augment_text(text, random.Random(s), "[MASK]", table, p_swap=0.9, p_ngram=0.0) for s in range(20)]
+    for new in swapped:
+        for old, word in zip(text.split(), new.split(), strict=True):
+            assert word in (old, "[MASK]", *table.get(old.lower(), ())), (old, word)
+    assert {new.split()[4] for new in swapped} - {"big", "[MASK]"}  # "big" was swapped for a neighbour
+    assert all(new.split()[0] == "A" for new in swapped)  # "a" is one letter: no whole-word neighbours
+
+
 # --- Classification end to end ------------------------------------------------------------------------------
 
 
@@ -156,9 +183,12 @@ def test_student_learns_the_teachers_labels_and_the_teacher_runs_once(tmp_path, 
         str(cache),
         "--distill_augment",
         "12",
+        "--distill_augment_swap",
+        "0.3",
     ]
     first = tmp_path / "student"
     mnli.main(student_args(data, first, "--max_steps", "30", "--learning_rate", "3e-3", *distil))
+    assert re.search(r"distill_augment_swap: [1-9]\d* of \d+ distinct train words have neighbours", caplog.text)
 
     # alpha 1: only the teacher's targets count, and the student now says what the teacher says, not the gold labels.
     lines = (first / "predictions_validation_matched.jsonl").read_text().splitlines()
@@ -168,6 +198,7 @@ def test_student_learns_the_teachers_labels_and_the_teacher_runs_once(tmp_path, 
 
     info = json.loads((first / "run_info.json").read_text())["teacher"]
     assert info["path"] == str(biased_teacher) and info["alpha"] == 1.0 and info["augmented_examples"] == 12
+    assert info["augment_swap"] == 0.3
     train_cache, augmented_cache = (Path(c["folder"]) for c in info["caches"])
     assert [c["rows"] for c in info["caches"]] == [len(ROWS), 12] and not any(c["reused"] for c in info["caches"])
 
@@ -190,6 +221,7 @@ def test_student_learns_the_teachers_labels_and_the_teacher_runs_once(tmp_path, 
 
     card = str(build_model_card(first))
     assert f"Distilled from the teacher `{biased_teacher}`" in card and "12 more teacher-labelled examples" in card
+    assert "the teacher's nearest words with probability 0.3" in card
 
     # A second run over the same data and teacher reads the cache: the teacher does not run, the files are untouched.
     mtimes = {p: p.stat().st_mtime_ns for p in (train_cache, augmented_cache)}
