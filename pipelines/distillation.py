@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from pipelines import training
 from pipelines.arguments import RecipeError
 from pipelines.distillation_augment import augment_examples, word_neighbours
+from pipelines.distillation_init import project_teacher_embeddings
 from pipelines.distillation_teacher import (
     TARGETS,
     TEACHER_COLUMN,
@@ -87,6 +88,14 @@ class DistillationArguments:
             "help": "Probability that a word of an augmented example is swapped for one of its 15 nearest words in the "
             "teacher's input embeddings (TinyBERT's swap; Tang et al. swap words of the same part of speech at 0.1). "
             "0: masking and n-grams only."
+        },
+    )
+    distill_init_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Start a scratch student's word, position and segment embeddings from the teacher's, projected "
+            "onto the student's width by their top principal directions (distillation_init.py). Needs the "
+            "teacher's tokenizer."
         },
     )
     distill_augment_seed: int = field(default=0, metadata={"help": "Seed of the augmentation (independent of `seed`)."})
@@ -208,6 +217,30 @@ class Distillation:
     def for_run(cls, run) -> "Distillation | None":
         args = getattr(run, "distill_args", None)
         return cls(args, run) if args is not None and args.teacher else None
+
+    def initialize_student(self, model, tokenizer) -> None:
+        """distill_init_embeddings: the scratch student's embeddings start from the teacher's (distillation_init.py).
+        A resumed run then loads its checkpoint over them."""
+        if not self.args.distill_init_embeddings:
+            return
+        if self.run.model_args.scratch_preset is None:
+            raise RecipeError(
+                "distill_init_embeddings starts a student from scratch (scratch_preset); this run loads "
+                f"{self.run.model_args.model_name_or_path}, whose embeddings are trained already"
+            )
+        if not same_tokenizer(tokenizer, self.tokenizer):
+            raise RecipeError(
+                f"distill_init_embeddings: the teacher {self.description['path']} has another tokenizer than the "
+                "student; its embedding rows would belong to other tokens"
+            )
+        written = project_teacher_embeddings(model, self.model)
+        logger.info(
+            "distill_init_embeddings: %s from the teacher, projected to width %d (%.1f%% of the word table's variance)",
+            ", ".join(written["tables"]),
+            written["width"],
+            100 * written["variance_kept"],
+        )
+        self.description["init_embeddings"] = written
 
     def label_training_data(
         self, raw: datasets.DatasetDict, features: datasets.DatasetDict, tokenizer

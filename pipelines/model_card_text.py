@@ -373,6 +373,12 @@ def teacher_text(run: RunFolder) -> str:
     swap = teacher.get("augment_swap")
     if augmented and swap:
         extra += f" (each word swapped for one of the teacher's nearest words with probability {swap})"
+    init = teacher.get("init_embeddings")
+    if init:
+        extra += (
+            f". Its embeddings started from the teacher's, projected onto its width ({init.get('width')}) by their "
+            "top principal directions"
+        )
     return (
         f" Distilled from the teacher `{teacher.get('path')}` (itself from `{teacher.get('model')}`): the loss mixed "
         f"the gold labels with the teacher's outputs at temperature {teacher.get('temperature')} (teacher weight "

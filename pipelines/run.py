@@ -101,6 +101,8 @@ class TaskRun:
         if self.uses_lora:
             model = model_loading.apply_peft(model, self.peft_args, self.task)
         self.teacher = distillation.Distillation.for_run(self)  # None without a teacher
+        if self.teacher is not None:
+            self.teacher.initialize_student(model, tokenizer)
         features = self.preprocess(raw, tokenizer)
         run_guard.make_room(args, self.run_args, resume_from)
         if self.teacher is not None:

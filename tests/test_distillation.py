@@ -251,6 +251,73 @@ def test_a_teacher_without_a_head_or_with_other_labels_is_refused(tmp_path, mini
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before any output
 
 
+def test_student_embeddings_start_as_the_teachers_projected_onto_its_width(tmp_path, biased_teacher, caplog):
+    from transformers import AutoModelForSequenceClassification
+
+    from pipelines.distillation_init import project_teacher_embeddings
+    from pipelines.model_card import build_model_card
+    from pipelines.models import ScratchTransformerConfig, ScratchTransformerForSequenceClassification
+    from pipelines.tasks import mnli
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(biased_teacher)
+    words, positions = (
+        teacher.bert.embeddings.word_embeddings.weight,
+        teacher.bert.embeddings.position_embeddings.weight,
+    )
+    rows = torch.arange(1, 400)  # not the pad row (0)
+
+    def student(width: int):
+        config = ScratchTransformerConfig(
+            vocab_size=words.shape[0], hidden_size=width, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=2 * width, max_position_embeddings=positions.shape[0], num_labels=3,
+        )  # fmt: skip
+        return ScratchTransformerForSequenceClassification(config)
+
+    # At the teacher's own width the projection is a rotation of the centred tables: every distance is kept.
+    same_width = student(words.shape[1])
+    written = project_teacher_embeddings(same_width, teacher)
+    assert written["tables"] == ["word_embeddings", "position_embeddings", "token_type_embeddings"]
+    assert written["variance_kept"] == pytest.approx(1.0)
+    embeddings = same_width.transformer.embeddings
+    for mine, theirs in (
+        (embeddings.word_embeddings.weight, words),
+        (embeddings.position_embeddings.weight, positions),
+    ):
+        mine, theirs = mine[rows[:120]], theirs[rows[:120]]
+        torch.testing.assert_close(torch.cdist(mine, mine), torch.cdist(theirs, theirs), atol=1e-3, rtol=1e-4)
+    assert not embeddings.word_embeddings.weight[0].any()  # the pad row stays zero
+
+    # In a run: a narrower student starts from the projection (1 step at a rate of 1e-12 leaves it there).
+    data, output_dir = write_data(tmp_path / "data"), tmp_path / "student"
+    narrow = ["--config_overrides", "num_hidden_layers=1,hidden_size=16,num_attention_heads=2,intermediate_size=32"]
+    distil = [
+        "--teacher",
+        str(biased_teacher),
+        "--distill_init_embeddings",
+        "true",
+        "--distill_cache_dir",
+        str(tmp_path),
+    ]
+    mnli.main(student_args(data, output_dir, "--max_steps", "1", "--learning_rate", "1e-12", *narrow, *distil))
+    info = json.loads((output_dir / "run_info.json").read_text())["teacher"]["init_embeddings"]
+    assert info["width"] == 16 and 0.5 < info["variance_kept"] < 1.0
+    assert "distill_init_embeddings: word_embeddings, position_embeddings, token_type_embeddings" in caplog.text
+    assert "Its embeddings started from the teacher's, projected onto its width (16)" in str(
+        build_model_card(output_dir)
+    )
+    trained = AutoModelForSequenceClassification.from_pretrained(output_dir).transformer.embeddings.word_embeddings
+    expected = student(16)
+    project_teacher_embeddings(expected, teacher)
+    torch.testing.assert_close(
+        trained.weight, expected.transformer.embeddings.word_embeddings.weight, atol=1e-5, rtol=0
+    )
+
+    # A student that is not from scratch keeps its own embeddings: the recipe is refused.
+    pretrained = ["--model_name_or_path", str(biased_teacher), "--data_dir", str(data), "--report_to", "none"]
+    with pytest.raises(RecipeError, match="starts a student from scratch"):
+        mnli.main([*pretrained, "--output_dir", str(tmp_path / "refused"), "--max_steps", "1", *distil])
+
+
 def test_bad_teacher_path_is_one_error_line(tmp_path):
     data = write_data(tmp_path / "data")
     command = [
