@@ -20,18 +20,21 @@ scores only masked positions). Embedding lookups are free. Blocks are packed, so
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pipelines import checkpoints
 from pipelines.hub import run_caveat
-from pipelines.run_folder import RunFolder, RunFolderError
+from pipelines.run_folder import RunFolder, RunFolderError, read_json
 from pipelines.stats import MeanCI, mean_ci
 
 # The pretraining's held-out metric at a checkpoint, first found wins: it shows a budget whose pretraining did not
-# learn (ELECTRA's replaced-token-detection accuracy, else the MLM's held-out loss).
-GATE_METRICS = ("eval_rtd_accuracy", "eval_loss")
+# learn. ELECTRA: the recall of replaced tokens (0 when the discriminator calls every token original, where its
+# accuracy only repeats the share of original tokens, 0.85); MLM: the held-out loss.
+GATE_METRICS = ("eval_rtd_recall", "eval_loss")
 MARKERS = "osD^v<>p"
 
 
@@ -63,9 +66,46 @@ class Point:
         return mean_ci(self.values)
 
 
+def read_pretraining(run_dir: str | Path) -> RunFolder:
+    """The pretraining run behind a curve. A finished run keeps its config and log history at its top; a run that
+    was stopped before its last step (or is still going) has them only in its checkpoints, so they come from its
+    newest one. Either way the history gains the entries its checkpoints have at steps it lacks: a checkpoint of a
+    rerun of the same schedule, moved in to add an earlier budget, brings its held-out gate along."""
+    run_dir = Path(run_dir)
+    newest = checkpoints.newest_checkpoint(run_dir)
+    if (run_dir / "all_results.json").is_file():
+        run = RunFolder.read(run_dir)
+    elif newest is not None:
+        info = read_json(run_dir / "run_info.json")
+        run = replace(RunFolder.read(newest, finished=False), folder=run_dir, info=info, recipe=info.get("recipe", {}))
+    else:
+        raise CurveError(
+            f"{run_dir}: not a pretraining run's folder: it has neither all_results.json (a finished run) nor a "
+            "complete checkpoint-<step> folder (a stopped one)"
+        )
+    run.history = with_checkpoint_history(run_dir, run.history)
+    return run
+
+
+def with_checkpoint_history(run_dir: Path, history: list[dict]) -> list[dict]:
+    """`history` plus the log entries of run_dir's complete checkpoints at steps `history` has none of."""
+    known_steps = {entry.get("step") for entry in history}
+    merged, seen = list(history), set()
+    for folder in sorted(run_dir.glob("checkpoint-*")):
+        if not checkpoints.complete_checkpoint(folder):
+            continue
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        for entry in state.get("log_history", []):
+            identity = json.dumps(entry, sort_keys=True)  # each checkpoint repeats the entries of the ones before it
+            if entry.get("step") not in known_steps and identity not in seen:
+                seen.add(identity)
+                merged.append(entry)
+    return sorted(merged, key=lambda entry: entry.get("step", 0))
+
+
 def pretraining_flops_per_step(run_dir: Path) -> float:
     """FLOPs of one optimizer step of the pretraining run in `run_dir`, from its run_info.json and config."""
-    run = RunFolder.read(run_dir)
+    run = read_pretraining(run_dir)
     recipe = run.info["recipe"]
     accumulation = recipe.get("gradient_accumulation_steps", 1)
     batch = recipe["per_device_train_batch_size"] * accumulation * run.info.get("world_size", 1)
@@ -134,7 +174,7 @@ def read_curve(
     """The points of one objective's curve: the finished runs under `folders`, grouped by the checkpoint of the
     pretraining run in `pretraining_dir` they started from, sorted by step."""
     pretraining_dir = Path(pretraining_dir)
-    pretraining = RunFolder.read(pretraining_dir)
+    pretraining = read_pretraining(pretraining_dir)
     per_step = pretraining_flops_per_step(pretraining_dir)
     by_step: dict[int, list[Path]] = {}
     for run in unique_runs(folders):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,15 @@ from conftest import REPO, write_tiny_mnli
 from scipy import stats
 from test_hub_and_cards import make_qa_run
 
-from pipelines.compute_curve import CurveError, draw, metric_scale, pretraining_flops_per_step, read_curve, read_group
+from pipelines.compute_curve import (
+    CurveError,
+    draw,
+    metric_scale,
+    pretraining_flops_per_step,
+    read_curve,
+    read_group,
+    read_pretraining,
+)
 from pipelines.run_folder import RunFolder
 from pipelines.tasks.mlm import main as run_pretraining
 from pipelines.tasks.mnli import main as run_mnli
@@ -122,6 +131,21 @@ def test_flops_per_step_come_from_the_pretraining_folder(tiny_pretraining):
     body = 6 * info["parameters"]["non_embedding"] * tokens
     expected = body + 6 * config["hidden_size"] * config["vocab_size"] * 0.15 * tokens
     assert pretraining_flops_per_step(tiny_pretraining) == pytest.approx(expected)
+
+
+def test_a_stopped_pretraining_run_is_read_from_its_checkpoints(tiny_pretraining, tmp_path):
+    # A run stopped before its last step has run_info.json and its checkpoints, but no config, results or history.
+    stopped = tmp_path / "stopped"
+    shutil.copytree(tiny_pretraining, stopped)
+    for name in ("all_results.json", "config.json", "log_history.json"):
+        (stopped / name).unlink()
+    assert pretraining_flops_per_step(stopped) == pytest.approx(pretraining_flops_per_step(tiny_pretraining))
+    finished = [(e["step"], e["eval_loss"]) for e in RunFolder.read(tiny_pretraining).history if "eval_loss" in e]
+    from_checkpoints = [(e["step"], e["eval_loss"]) for e in read_pretraining(stopped).history if "eval_loss" in e]
+    assert (2, pytest.approx(dict(finished)[2])) in from_checkpoints  # the gate at checkpoint-2, once
+    assert len({step for step, _ in from_checkpoints}) == len(from_checkpoints)
+    with pytest.raises(CurveError, match="neither all_results.json"):
+        read_pretraining(tmp_path)
 
 
 def test_points_are_checkpoints_with_their_seeds(tiny_pretraining, study):
