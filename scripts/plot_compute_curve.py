@@ -17,7 +17,8 @@ scratch arm as a band and pretrained references as lines; print the points as a 
 --reference NAME=FOLDER  (repeatable) runs of a pretrained model (MiniLM): a dashed line at their mean; the figure
     and the table carry the model's caveat (all-MiniLM-L6-v2 was trained on AllNLI and SQuAD pairs).
 --metric KEY  the all_results.json key (eval_matched_accuracy, eval_f1, ...); its name and scale come from the runs.
-Unfinished jobs (no all_results.json) are left out. See pipelines/compute_curve.py for how FLOPs are counted.
+Unfinished jobs (no all_results.json) are left out. A pretraining run that was stopped before its last step is read
+from its checkpoints (config, log history). See pipelines/compute_curve.py for how FLOPs are counted.
 """
 
 from __future__ import annotations
