@@ -72,10 +72,9 @@ def read_pretraining(run_dir: str | Path) -> RunFolder:
     newest one. Either way the history gains the entries its checkpoints have at steps it lacks: a checkpoint of a
     rerun of the same schedule, moved in to add an earlier budget, brings its held-out gate along."""
     run_dir = Path(run_dir)
-    newest = checkpoints.newest_checkpoint(run_dir)
     if (run_dir / "all_results.json").is_file():
         run = RunFolder.read(run_dir)
-    elif newest is not None:
+    elif (newest := checkpoints.newest_checkpoint(run_dir)) is not None:
         info = read_json(run_dir / "run_info.json")
         run = replace(RunFolder.read(newest, finished=False), folder=run_dir, info=info, recipe=info.get("recipe", {}))
     else:
@@ -105,7 +104,11 @@ def with_checkpoint_history(run_dir: Path, history: list[dict]) -> list[dict]:
 
 def pretraining_flops_per_step(run_dir: Path) -> float:
     """FLOPs of one optimizer step of the pretraining run in `run_dir`, from its run_info.json and config."""
-    run = read_pretraining(run_dir)
+    return flops_per_step(read_pretraining(run_dir))
+
+
+def flops_per_step(run: RunFolder) -> float:
+    """FLOPs of one optimizer step of a pretraining run already read (read_pretraining)."""
     recipe = run.info["recipe"]
     accumulation = recipe.get("gradient_accumulation_steps", 1)
     batch = recipe["per_device_train_batch_size"] * accumulation * run.info.get("world_size", 1)
@@ -175,7 +178,7 @@ def read_curve(
     pretraining run in `pretraining_dir` they started from, sorted by step."""
     pretraining_dir = Path(pretraining_dir)
     pretraining = read_pretraining(pretraining_dir)
-    per_step = pretraining_flops_per_step(pretraining_dir)
+    per_step = flops_per_step(pretraining)  # the folder is read once: a stopped run's history spans its checkpoints
     by_step: dict[int, list[Path]] = {}
     for run in unique_runs(folders):
         by_step.setdefault(checkpoint_step(run, pretraining), []).append(run)
