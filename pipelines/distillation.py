@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from pipelines import training
 from pipelines.arguments import RecipeError
-from pipelines.distillation_augment import augment_examples, word_neighbours
+from pipelines.distillation_augment import augment_examples, word_neighbours, word_parts
 from pipelines.distillation_init import project_teacher_embeddings
 from pipelines.distillation_teacher import (
     TARGETS,
@@ -291,7 +291,7 @@ class Distillation:
         logger.info(
             "distill_augment_swap: %d of %d distinct train words have neighbours in the teacher's embeddings",
             len(table),
-            len({word.lower() for word in words}),
+            len({word_parts(word)[1].lower() for word in words}),
         )
         self.description["augment_swap"] = self.args.distill_augment_swap
         return table

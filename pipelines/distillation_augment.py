@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 
 import datasets
 import torch
@@ -21,6 +22,14 @@ import torch
 logger = logging.getLogger("pipelines")
 
 NEIGHBOURS = 15  # TinyBERT's K
+
+# A whitespace-separated word of the data: punctuation before, the word, punctuation after ('"house.",' ->
+# '"', 'house', '.",'). The swap replaces the middle and keeps the punctuation.
+WORD_PARTS = re.compile(r"(\W*)(.*?)(\W*)", re.DOTALL)
+
+
+def word_parts(word: str) -> tuple[str, str, str]:
+    return WORD_PARTS.fullmatch(word).groups()
 
 
 def augment_text(
@@ -39,15 +48,23 @@ def augment_text(
         draw = rng.random()  # one draw per word, so p_swap=0 makes exactly the texts it made before the swap existed
         if draw < p_mask:
             word = mask_token
-        elif draw < p_mask + p_swap and neighbours and word.lower() in neighbours:
-            swapped = rng.choice(neighbours[word.lower()])
-            word = swapped.capitalize() if word[0].isupper() else swapped
+        elif draw < p_mask + p_swap and neighbours:
+            word = swap_word(word, neighbours, rng)
         words.append(word)
     if words and rng.random() < p_ngram:
         n = min(rng.randint(1, 5), len(words))
         start = rng.randint(0, len(words) - n)
         words = words[start : start + n]
     return " ".join(words)
+
+
+def swap_word(word: str, neighbours: dict[str, list[str]], rng: random.Random) -> str:
+    """One of the word's neighbours, with its capital and the punctuation around it; the word itself if it has none."""
+    before, core, after = word_parts(word)
+    if core.lower() not in neighbours:
+        return word
+    swapped = rng.choice(neighbours[core.lower()])
+    return before + (swapped.capitalize() if core[0].isupper() else swapped) + after
 
 
 def augment_examples(
@@ -86,13 +103,13 @@ def augment_examples(
 def word_neighbours(
     embeddings: torch.Tensor, vocab: dict[str, int], words: set[str], k: int = NEIGHBOURS
 ) -> dict[str, list[str]]:
-    """For each of `words` (lower-cased) that is one whole token of `vocab`, its k nearest whole-word tokens by
-    cosine of `embeddings` (the teacher's input table, (V, d)). Whole words: alphabetic tokens of 2+ letters, so no
-    '##' pieces, punctuation, numbers or special tokens; a word with punctuation attached ("house.") is left as is."""
+    """For each of `words` (lower-cased, punctuation around it set aside: "House." -> "house") that is one whole
+    token of `vocab`, its k nearest whole-word tokens by cosine of `embeddings` (the teacher's input table, (V, d)).
+    Whole words: alphabetic tokens of 2+ letters, so no '##' pieces, punctuation, numbers or special tokens."""
     candidates = sorted((token, index) for token, index in vocab.items() if token.isalpha() and len(token) > 1)
     tokens = [token for token, _ in candidates]
     row_of = {token: row for row, token in enumerate(tokens)}
-    queries = sorted({word.lower() for word in words} & row_of.keys())
+    queries = sorted({word_parts(word)[1].lower() for word in words} & row_of.keys())
     if not queries:
         return {}
     table = torch.nn.functional.normalize(embeddings.detach().float()[[index for _, index in candidates]], dim=-1)

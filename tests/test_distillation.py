@@ -21,7 +21,7 @@ from conftest import REPO, subprocess_env
 
 from pipelines.arguments import RecipeError
 from pipelines.distillation import distillation_loss
-from pipelines.distillation_augment import augment_examples, augment_text, word_neighbours
+from pipelines.distillation_augment import augment_examples, augment_text, swap_word, word_neighbours
 from pipelines.distillation_teacher import TARGETS, same_tokenizer
 from pipelines.task_definitions.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
 
@@ -144,7 +144,8 @@ def test_word_swap_takes_the_teachers_nearest_whole_words(minilm_path):
     embeddings = AutoModel.from_pretrained(minilm_path).get_input_embeddings().weight
     vocab = AutoTokenizer.from_pretrained(minilm_path).get_vocab()
     table = word_neighbours(embeddings, vocab, {"big", "Walked", "house.", "xyzzyq", "##s", "[MASK]"})
-    assert set(table) == {"big", "walked"}  # lower-cased; punctuation attached, unknown words and pieces are not
+    # Lower-cased, punctuation set aside ("house." -> "house", "[MASK]" -> "mask"); unknown words and pieces have none.
+    assert set(table) == {"big", "walked", "house", "mask"}
     assert {"huge", "large"} <= set(table["big"][:5]) and "walk" in table["walked"][:5]
     assert all(len(words) == 15 and all(w.isalpha() and len(w) > 1 for w in words) for words in table.values())
     assert all(word not in words for word, words in table.items())
@@ -160,6 +161,11 @@ def test_word_swap_takes_the_teachers_nearest_whole_words(minilm_path):
             assert word in (old, "[MASK]", *table.get(old.lower(), ())), (old, word)
     assert {new.split()[4] for new in swapped} - {"big", "[MASK]"}  # "big" was swapped for a neighbour
     assert all(new.split()[0] == "A" for new in swapped)  # "a" is one letter: no whole-word neighbours
+    # Punctuation stays where it was: '"House,"' becomes '"Mansion,"' or the like.
+    quoted = [swap_word('"House,"', table, random.Random(s)) for s in range(5)]
+    assert all(
+        q.startswith('"') and q.endswith(',"') and q[1:-2] in [w.capitalize() for w in table["house"]] for q in quoted
+    )
 
 
 # --- Classification end to end ------------------------------------------------------------------------------
