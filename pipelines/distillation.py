@@ -16,11 +16,12 @@ and tokenizer files) and of the tokenized features it read, so a resumed run, or
 with the same teacher, reuses them ("reused" in the log). A classification teacher with another tokenizer reads the
 raw examples tokenized its own way; QA windows depend on the tokenizer, so QA needs the student's tokenizer.
 
-Augmented examples (`distill_augment`, classification and regression only) are made from train examples, never
-from dev, by Tang et al.'s rules (distillation_augment.py): each word masked with probability 0.1, or, with
-`distill_augment_swap`, swapped for one of its nearest words in the teacher's input embeddings (TinyBERT's swap);
-then with probability 0.25 only a random n-gram (n in 1..5) of the text kept. Their label is the teacher's: its
-argmax (or score) for the gold-label term, its distribution for the KL term.
+Augmented examples (`distill_augment`) are made from train examples, never from dev, by Tang et al.'s rules
+(distillation_augment.py): each word masked with probability 0.1, or, with `distill_augment_swap`, swapped for one of
+its nearest words in the teacher's input embeddings (TinyBERT's swap); then with probability 0.25 only a random n-gram
+(n in 1..5) of the text kept. Classification rewrites every input text; QA the question only, so that the context
+still holds the span the teacher points to. Their label is the teacher's: its argmax (QA: its start and end token
+of each window) or score for the gold-label term, its distribution for the KL term.
 
 Loading, checking, running and caching the teacher is in distillation_teacher.py; the augmentation rules in
 distillation_augment.py; here are the recipe's arguments, the loss, the Trainer that mixes it in, and the
@@ -198,12 +199,6 @@ class Distillation:
         self.args, self.run = args, run
         self.task = run.task
         self.targets = TARGETS[self.task.kind]
-        if args.distill_augment and self.targets.per_token:
-            raise RecipeError(
-                f"distill_augment: teacher-labelled augmentation is for classification and regression; "
-                f"{self.task.title} (extractive QA) distils on its own train windows only. "
-                "Set distill_augment: 0"
-            )
         path = teacher_path(args.teacher, run.training_args.seed)
         self.model, self.tokenizer, self.description = load_teacher(
             args.teacher, path, self.task, run.model_args, run.data_args.max_seq_length
@@ -260,7 +255,7 @@ class Distillation:
             mask_token = self.tokenizer.mask_token or tokenizer.mask_token or "[MASK]"
             extra_raw = augment_examples(
                 raw["train"],
-                self.task.input_fields,
+                self.task.behaviour.augmented_fields(self.task),
                 self.args.distill_augment,
                 self.args.distill_augment_seed,
                 mask_token,
@@ -272,11 +267,13 @@ class Distillation:
             extra = teacher_labelled(extra, self.targets).cast(train.features)
             train = datasets.concatenate_datasets([train, extra])
             logger.info(
-                "distill_augment: %d teacher-labelled examples added to %d train examples",
+                "distill_augment: %d teacher-labelled examples (%d features) added to %d train examples",
+                len(extra_raw),
                 len(extra),
                 len(raw["train"]),
             )
-            self.description["augmented_examples"] = len(extra)
+            self.description["augmented_examples"] = len(extra_raw)
+            self.description["augmented_features"] = len(extra)  # QA: the windows of the new questions
         features["train"] = train
         self.model = None  # the teacher is not needed any more
         gc.collect()
@@ -286,7 +283,8 @@ class Distillation:
         """The train words' nearest words in the teacher's input embeddings, when the recipe swaps words."""
         if not self.args.distill_augment_swap:
             return None
-        words = {word for name in self.task.input_fields for text in train[name] for word in text.split()}
+        fields = self.task.behaviour.augmented_fields(self.task)
+        words = {word for name in fields for text in train[name] for word in text.split()}
         table = word_neighbours(self.model.get_input_embeddings().weight, self.tokenizer.get_vocab(), words)
         logger.info(
             "distill_augment_swap: %d of %d distinct train words have neighbours in the teacher's embeddings",
@@ -355,7 +353,14 @@ class Distillation:
 
 
 def teacher_labelled(features: datasets.Dataset, targets: Targets) -> datasets.Dataset:
-    """Gold labels of examples only the teacher labelled: its argmax (classification) or its score (regression)."""
-    logits = np.asarray(features[TEACHER_COLUMN], dtype=np.float32)
-    labels = logits.argmax(-1).tolist() if targets.soft else logits[:, 0].tolist()
-    return features.remove_columns("label").add_column("label", labels)
+    """Gold labels of examples only the teacher labelled: its argmax (classification; QA: the start and the end token
+    of each window), or its score (regression)."""
+    rows = features[TEACHER_COLUMN]
+    for output, column in enumerate(targets.labels):
+        if targets.per_token:  # [[start logits], [end logits]] per window, each as long as the window
+            values = [int(np.argmax(row[output])) for row in rows]
+        else:
+            logits = np.asarray(rows, dtype=np.float32)
+            values = logits.argmax(-1).tolist() if targets.soft else logits[:, 0].tolist()
+        features = features.remove_columns(column).add_column(column, values)
+    return features

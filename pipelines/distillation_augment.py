@@ -76,28 +76,40 @@ def augment_examples(
     neighbours: dict[str, list[str]] | None = None,
     p_swap: float = 0.0,
 ) -> datasets.Dataset:
-    """n new examples made from random train examples; none is a train example itself or a repeat. Label 0 is a
-    placeholder (the teacher labels them)."""
+    """n new examples made from random train examples by rewriting their `fields`; none is a train example itself
+    or a repeat. The other columns are the source example's (a QA question keeps its context), with new `idx` and
+    `id` values; `label`, where there is one, is a placeholder 0: the teacher labels the new examples."""
     rng = random.Random(seed)
     texts = list(zip(*(train[name] for name in fields)))
     seen = set(texts)
-    made = []
+    made, sources = [], []
     for _ in range(n * 50):  # short texts can run out of new variants: stop rather than loop for ever
         if len(made) == n:
             break
-        source = texts[rng.randrange(len(texts))]
-        new = tuple(augment_text(text, rng, mask_token, neighbours, p_swap=p_swap) for text in source)
+        source = rng.randrange(len(texts))
+        new = tuple(augment_text(text, rng, mask_token, neighbours, p_swap=p_swap) for text in texts[source])
         if all(t.strip() for t in new) and new not in seen:
             seen.add(new)
             made.append(new)
+            sources.append(source)
     if len(made) < n:
         logger.warning(
             "distill_augment: made %d of %d new examples (the train texts have no more variants)", len(made), n
         )
-    columns = {name: [example[i] for example in made] for i, name in enumerate(fields)}
-    start = max(train["idx"]) + 1 if "idx" in train.column_names and len(train) else 0
-    columns.update(idx=list(range(start, start + len(made))), label=[0] * len(made))
-    return datasets.Dataset.from_dict(columns)
+    replaced = {name: [example[i] for example in made] for i, name in enumerate(fields)}
+    if "idx" in train.column_names:
+        start = max(train["idx"]) + 1 if len(train) else 0
+        replaced["idx"] = list(range(start, start + len(made)))
+    if "id" in train.column_names:
+        ids = train["id"]
+        replaced["id"] = [f"{ids[source]}-augmented-{k}" for k, source in enumerate(sources)]
+    if "label" in train.column_names:
+        replaced["label"] = [0] * len(made)
+    augmented = train.select(sources)
+    for name, values in replaced.items():
+        feature = augmented.features[name]
+        augmented = augmented.remove_columns(name).add_column(name, values, feature=feature)
+    return augmented
 
 
 def word_neighbours(

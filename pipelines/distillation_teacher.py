@@ -34,14 +34,17 @@ class Targets:
     """What the teacher's outputs are, for one kind of task."""
 
     outputs: tuple[str, ...]  # the model outputs distilled
+    labels: tuple[str, ...]  # the gold-label columns of the features, one per output
     per_token: bool  # one logit per token (QA spans): padded per batch and masked by the attention mask
     soft: bool  # softmax distributions (KL); False: a regression score (MSE)
 
 
 TARGETS = {
-    CLASSIFICATION: Targets(("logits",), per_token=False, soft=True),
-    REGRESSION: Targets(("logits",), per_token=False, soft=False),
-    EXTRACTIVE_QA: Targets(("start_logits", "end_logits"), per_token=True, soft=True),
+    CLASSIFICATION: Targets(("logits",), ("label",), per_token=False, soft=True),
+    REGRESSION: Targets(("logits",), ("label",), per_token=False, soft=False),
+    EXTRACTIVE_QA: Targets(
+        ("start_logits", "end_logits"), ("start_positions", "end_positions"), per_token=True, soft=True
+    ),
 }
 
 

@@ -20,9 +20,9 @@ import yaml
 from conftest import REPO, subprocess_env
 
 from pipelines.arguments import RecipeError
-from pipelines.distillation import distillation_loss
+from pipelines.distillation import distillation_loss, teacher_labelled
 from pipelines.distillation_augment import augment_examples, augment_text, swap_word, word_neighbours
-from pipelines.distillation_teacher import TARGETS, same_tokenizer
+from pipelines.distillation_teacher import TARGETS, TEACHER_COLUMN, same_tokenizer
 from pipelines.task_definitions.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
 
 # Made-up pairs (never dev data in training); gold labels cycle through the three classes.
@@ -465,13 +465,46 @@ def test_qa_student_distils_start_and_end_logits_of_every_window(tmp_path, qa_te
     torch.testing.assert_close(torch.tensor(logits[0]), direct, atol=1e-4, rtol=1e-4)
 
 
-def test_qa_distillation_needs_a_shared_tokenizer_and_has_no_augmentation(tmp_path, qa_teacher, minilm_path):
+def test_qa_augmentation_rewrites_questions_and_the_teacher_labels_their_windows(tmp_path, qa_teacher):
+    from pipelines.tasks import qa
+    from pipelines.tasks.qa import QADataArguments, load_raw_datasets
+
+    raw, _ = load_raw_datasets(QADataArguments(train_file=str(SQUAD)))
+    train = raw["train"]
+    made = augment_examples(train, ("question",), 6, seed=0, mask_token="[MASK]")
+    assert len(made) == 6 and not set(made["question"]) & set(train["question"])
+    assert len(set(made["id"])) == 6 and not set(made["id"]) & set(train["id"])
+    sources = {row["id"]: row for row in train}
+    for row in made:  # the context and the rest are the source question's: only the question is rewritten
+        source = sources[row["id"].rsplit("-augmented-", 1)[0]]
+        assert row["context"] == source["context"] and row["title"] == source["title"]
+        assert set(row["question"].split()) <= set(source["question"].split()) | {"[MASK]"}
+
+    # A window only the teacher labelled is labelled with the teacher's start and end tokens.
+    windows = datasets.Dataset.from_dict(
+        {
+            "start_positions": [0, 0],
+            "end_positions": [0, 0],
+            TEACHER_COLUMN: [[[0.0, 3.0, 1.0], [0.0, 1.0, 5.0]], [[9.0, 0.0], [1.0, 2.0]]],
+        }
+    )
+    labelled = teacher_labelled(windows, TARGETS[EXTRACTIVE_QA])
+    assert labelled["start_positions"] == [1, 0] and labelled["end_positions"] == [2, 1]
+
+    # End to end: the new questions' windows are added to the train windows, each with the teacher's logits.
+    output_dir = tmp_path / "student"
+    qa.main(qa_args(output_dir, qa_teacher, "--distill_augment", "6"))
+    info = json.loads((output_dir / "run_info.json").read_text())
+    assert info["teacher"]["augmented_examples"] == 6
+    train_cache, augmented_cache = info["teacher"]["caches"]
+    assert train_cache["rows"] == info["train_windows"] - augmented_cache["rows"]
+    assert augmented_cache["rows"] == info["teacher"]["augmented_features"] >= 6
+
+
+def test_qa_distillation_needs_a_shared_tokenizer(tmp_path, qa_teacher, minilm_path):
     from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
     from pipelines.tasks import qa
-
-    with pytest.raises(RecipeError, match="extractive QA\\) distils on its own train windows only"):
-        qa.main(qa_args(tmp_path / "a", qa_teacher, "--distill_augment", "5"))
 
     other = tmp_path / "other-tokenizer"
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)

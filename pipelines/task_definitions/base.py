@@ -54,6 +54,10 @@ class TaskKind:
         """Outputs of the model head."""
         return len(task.label_names)
 
+    def augmented_fields(self, task: "Task") -> tuple[str, ...]:
+        """The input fields that teacher-labelled augmentation rewrites (pipelines/distillation_augment.py)."""
+        return task.input_fields
+
     def predictor(self, run, task: "Task", device=None, trust_remote_code: bool = False):
         """(a callable over an iterable of examples (dicts with the task's input fields), options to call it with)."""
         raise NotImplementedError
@@ -193,6 +197,9 @@ class ExtractiveQA(TaskKind):
 
     def num_labels(self, task):
         return 2  # start and end
+
+    def augmented_fields(self, task):
+        return ("question",)  # the context stays as it is: the teacher's answer must be a span of it
 
     def predictor(self, run, task, device=None, trust_remote_code=False):
         from pipelines.inference import WindowSettings, question_answering_pipeline
