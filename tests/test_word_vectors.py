@@ -1,0 +1,85 @@
+"""Word vectors (pipelines/word_vectors.py): skip-gram learns which tokens share contexts, and the checkpoint it
+writes is a scratch model whose word table holds the vectors and fine-tunes like any checkpoint."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipelines.arguments import RecipeError
+from pipelines.word_vectors import main
+
+ANIMALS = ["cat", "dog", "horse", "cow", "sheep"]
+VEHICLES = ["car", "bus", "train", "truck", "boat"]
+
+
+def write_corpus(path, lines: int, seed: int) -> str:
+    """Lines of one topic each: animals only ever share a line with animals, vehicles with vehicles."""
+    rng = random.Random(seed)
+    text = [" ".join(rng.choices(ANIMALS if i % 2 else VEHICLES, k=8)) for i in range(lines)]
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def args(tmp_path, output_dir, *extra: str) -> list[str]:
+    return [
+        "--scratch_preset",
+        "small-3l-4h",
+        "--tokenizer_name",
+        "minilm",
+        "--config_overrides",
+        "num_hidden_layers=1",
+        "--train_files",
+        write_corpus(tmp_path / "train.txt", 400, 0),
+        "--validation_file",
+        write_corpus(tmp_path / "heldout.txt", 40, 1),
+        "--subsample",
+        "0",
+        "--epochs",
+        "8",
+        "--batch_size",
+        "512",
+        "--output_dir",
+        str(output_dir),
+        *extra,
+    ]
+
+
+def test_vectors_group_tokens_that_share_contexts_and_the_checkpoint_holds_them(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    output = tmp_path / "vectors"
+    info = main(args(tmp_path, output))
+    history = info["history"]
+    assert history[-1]["heldout_loss"] < history[0]["heldout_loss"]  # it learned something that holds out
+    assert info["flops"] == info["pairs_seen"] * 3 * 2 * 6 * 256 > 0
+
+    model = AutoModelForSequenceClassification.from_pretrained(output, num_labels=3)
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    table = model.get_input_embeddings().weight.detach()
+    ids = {word: tokenizer.convert_tokens_to_ids(word) for word in ANIMALS + VEHICLES}
+    vectors = F.normalize(table[list(ids.values())], dim=-1)
+    similarity = vectors @ vectors.T  # (10, 10): animals first, then vehicles
+    within = (similarity[:5, :5].sum() - 5 + similarity[5:, 5:].sum() - 5) / 40
+    across = similarity[:5, 5:].mean()
+    assert within > across + 0.3, (within, across)
+    # Rescaled to the scratch table's initial spread, so the random position table is not drowned out.
+    assert abs(float(table.std()) - model.config.initializer_range) < 0.005
+    saved = json.loads((output / "word_vectors.json").read_text())
+    assert saved["tokens"] == 400 * 8 and saved["history"] == history
+
+    # A finished run is never overwritten.
+    with pytest.raises(RecipeError, match="is not empty"):
+        main(args(tmp_path, output))
+
+
+def test_bad_recipe_is_one_clear_error(tmp_path):
+    with pytest.raises(RecipeError, match="train_files: .* is not a file"):
+        main(args(tmp_path, tmp_path / "out", "--train_files", str(tmp_path / "missing.txt")))
+    with pytest.raises(RecipeError, match="window is 0"):
+        main(args(tmp_path, tmp_path / "out", "--window", "0"))
+    assert not (tmp_path / "out").exists()
