@@ -7,7 +7,6 @@ import json
 import random
 
 import pytest
-import torch
 import torch.nn.functional as F
 
 from pipelines.arguments import RecipeError
