@@ -313,9 +313,21 @@ def test_perplexity():
 # Recipes and a real run
 
 
-@pytest.mark.parametrize(
-    "recipe", sorted(glob.glob(str(REPO / "configs" / "pretraining" / "*.yaml"))), ids=lambda p: Path(p).name
-)
+def pretraining_recipes(script: str) -> list[str]:
+    """The recipes of configs/pretraining whose first line launches `script` (run_pretraining.py or
+    train_word_vectors.py)."""
+    recipes = sorted(glob.glob(str(REPO / "configs" / "pretraining" / "*.yaml")))
+    return [r for r in recipes if f"scripts/{script} " in Path(r).read_text(encoding="utf-8").splitlines()[0]]
+
+
+def test_every_pretraining_recipe_launches_a_pretraining_script():
+    recipes = sorted(glob.glob(str(REPO / "configs" / "pretraining" / "*.yaml")))
+    assert len(pretraining_recipes("run_pretraining.py")) + len(pretraining_recipes("train_word_vectors.py")) == len(
+        recipes
+    )
+
+
+@pytest.mark.parametrize("recipe", pretraining_recipes("run_pretraining.py"), ids=lambda p: Path(p).name)
 def test_recipes_parse_and_name_their_commands(recipe):
     from pipelines.models import PRESETS
 

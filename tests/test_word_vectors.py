@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch.nn.functional as F
+from conftest import REPO
 
 from pipelines.arguments import RecipeError
 from pipelines.word_vectors import main
@@ -82,3 +83,15 @@ def test_bad_recipe_is_one_clear_error(tmp_path):
     with pytest.raises(RecipeError, match="window is 0"):
         main(args(tmp_path, tmp_path / "out", "--window", "0"))
     assert not (tmp_path / "out").exists()
+
+
+def test_the_recipe_parses_and_names_its_commands():
+    from pipelines.arguments import ModelArguments, parse_recipe
+    from pipelines.word_vectors import WordVectorArguments
+
+    recipe = REPO / "configs" / "pretraining" / "en_trainside_word_vectors_cpu.yaml"
+    args, model_args, _ = parse_recipe([WordVectorArguments, ModelArguments], [str(recipe)])
+    header = recipe.read_text(encoding="utf-8")
+    assert header.startswith(f"# python scripts/train_word_vectors.py configs/pretraining/{recipe.name}")
+    assert "scripts/build_corpus.py" in header and all(f.startswith("outputs/corpus/") for f in args.train_files)
+    assert model_args.scratch_preset == "small-3l-4h" and args.output_dir.startswith("outputs/pretraining/")
