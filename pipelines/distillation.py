@@ -253,13 +253,14 @@ class Distillation:
         train = self.with_teacher_logits(raw["train"], features["train"], shared)
         if self.args.distill_augment:
             mask_token = self.tokenizer.mask_token or tokenizer.mask_token or "[MASK]"
+            fields = self.task.behaviour.augmented_fields(self.task)
             extra_raw = augment_examples(
                 raw["train"],
-                self.task.behaviour.augmented_fields(self.task),
+                fields,
                 self.args.distill_augment,
                 self.args.distill_augment_seed,
                 mask_token,
-                neighbours=self.swap_table(raw["train"]),
+                neighbours=self.swap_table(raw["train"], fields),
                 p_swap=self.args.distill_augment_swap,
             )
             extra = self.run.preprocess(datasets.DatasetDict(train=extra_raw), tokenizer)["train"]
@@ -279,11 +280,10 @@ class Distillation:
         gc.collect()
         return features
 
-    def swap_table(self, train: datasets.Dataset) -> dict[str, list[str]] | None:
-        """The train words' nearest words in the teacher's input embeddings, when the recipe swaps words."""
+    def swap_table(self, train: datasets.Dataset, fields: tuple[str, ...]) -> dict[str, list[str]] | None:
+        """The nearest words in the teacher's input embeddings of the words of `fields`, when the recipe swaps words."""
         if not self.args.distill_augment_swap:
             return None
-        fields = self.task.behaviour.augmented_fields(self.task)
         words = {word for name in fields for text in train[name] for word in text.split()}
         table = word_neighbours(self.model.get_input_embeddings().weight, self.tokenizer.get_vocab(), words)
         logger.info(

@@ -38,6 +38,7 @@ from transformers import AutoModelForMaskedLM
 
 from pipelines import model_loading
 from pipelines.arguments import ModelArguments, RecipeError, parse_recipe
+from pipelines.distillation_augment import word_neighbours
 
 logger = logging.getLogger("pipelines")
 
@@ -148,19 +149,6 @@ def heldout_loss(model, pairs, noise: torch.Tensor, negatives: int, batch_size: 
     return total / max(count, 1)
 
 
-def nearest_tokens(table: torch.Tensor, tokenizer, words: list[str], k: int = 5) -> dict[str, list[str]]:
-    """The k nearest tokens by cosine of a few words that are one token each (logged: a look at what was learned)."""
-    vocab = tokenizer.get_vocab()
-    normed = F.normalize(table.float(), dim=-1)
-    found = {}
-    for word in words:
-        if word in vocab:
-            similarity = normed @ normed[vocab[word]]
-            similarity[vocab[word]] = -2.0
-            found[word] = tokenizer.convert_ids_to_tokens(similarity.topk(k).indices.tolist())
-    return found
-
-
 # --- A run --------------------------------------------------------------------------------------------------
 
 
@@ -228,7 +216,8 @@ def train_word_vectors(args: WordVectorArguments, model_args: ModelArguments) ->
         padding = model.get_input_embeddings().padding_idx
         if padding is not None:
             table[padding].zero_()
-    neighbours = nearest_tokens(vectors, tokenizer, ["big", "said", "city", "never", "woman"])
+    # A look at what was learned: the nearest whole words of a few words (the distillation swap's lookup).
+    neighbours = word_neighbours(vectors, tokenizer.get_vocab(), {"big", "said", "city", "never", "woman"}, k=5)
     logger.info("Nearest tokens: %s", neighbours)
     info = {
         "objective": "skip-gram with negative sampling (word2vec)",

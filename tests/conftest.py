@@ -10,6 +10,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A one-layer small-3l-4h with MiniLM's tokenizer: the cheapest scratch model a run can train (command-line form).
+ONE_LAYER_SCRATCH = [
+    "--scratch_preset",
+    "small-3l-4h",
+    "--tokenizer_name",
+    "minilm",
+    "--config_overrides",
+    "num_hidden_layers=1",
+]
 # Tests never reach for the Hub: what they need is local (and CI has no network anyway).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -17,7 +17,7 @@ import datasets
 import pytest
 import torch
 import yaml
-from conftest import REPO, subprocess_env
+from conftest import ONE_LAYER_SCRATCH, REPO, subprocess_env
 
 from pipelines.arguments import RecipeError
 from pipelines.distillation import distillation_loss, teacher_labelled
@@ -73,12 +73,7 @@ def as_recipe(folder: Path, args: list[str]) -> list[str]:
 
 def student_args(data: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
-        "--scratch_preset",
-        "small-3l-4h",
-        "--tokenizer_name",
-        "minilm",
-        "--config_overrides",
-        "num_hidden_layers=1",
+        *ONE_LAYER_SCRATCH,
         "--data_dir",
         str(data),
         "--max_seq_length",
@@ -402,12 +397,7 @@ def qa_teacher(tmp_path_factory, tiny_bert_dir) -> Path:
 
 def qa_args(output_dir: Path, teacher: Path, *extra: str) -> list[str]:
     return [
-        "--scratch_preset",
-        "small-3l-4h",
-        "--tokenizer_name",
-        "minilm",
-        "--config_overrides",
-        "num_hidden_layers=1",
+        *ONE_LAYER_SCRATCH,
         "--train_file",
         str(SQUAD),
         "--validation_file",

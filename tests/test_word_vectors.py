@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch.nn.functional as F
-from conftest import REPO
+from conftest import ONE_LAYER_SCRATCH, REPO
 
 from pipelines.arguments import RecipeError
 from pipelines.word_vectors import main
@@ -27,12 +27,7 @@ def write_corpus(path, lines: int, seed: int) -> str:
 
 def args(tmp_path, output_dir, *extra: str) -> list[str]:
     return [
-        "--scratch_preset",
-        "small-3l-4h",
-        "--tokenizer_name",
-        "minilm",
-        "--config_overrides",
-        "num_hidden_layers=1",
+        *ONE_LAYER_SCRATCH,
         "--train_files",
         write_corpus(tmp_path / "train.txt", 400, 0),
         "--validation_file",
