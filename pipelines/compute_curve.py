@@ -6,7 +6,8 @@
 
 A point of a curve is one pretraining checkpoint (a budget) fine-tuned with several seeds: the mean over seeds with
 its 95% t-interval (pipelines/stats.py). The budget of a fine-tuning run is the checkpoint its model_name_or_path
-points at (<pretraining run>/checkpoint-<step>, or the pretraining run's folder itself for its last step). Scratch
+points at (<pretraining run>/checkpoint-<step>, or the pretraining run's folder itself for its last step; a
+word-vector run, pipelines/word_vectors.py, is one budget of its own, so its curve is several runs). Scratch
 (fine-tuned from random weights) has no pretraining FLOPs, so it cannot sit on the log axis: it is a horizontal band
 (mean and 95% interval over its seeds); a pretrained reference model (MiniLM) is a dashed line at its mean.
 
@@ -16,17 +17,19 @@ as a percentage, SQuAD's EM/F1 are stored on their 0-100 scale and shown as they
 Pretraining FLOPs are counted as the usual 6 x parameters x tokens for the encoder body (every token of a packed
 block passes through it) plus 6 x hidden x vocabulary for the output projection of each masked token (the MLM head
 scores only masked positions). Embedding lookups are free. Blocks are packed, so tokens = steps x batch x length.
+Word vectors count their own (word_vectors.json: 6 x width x (1 + negatives) per pair).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipelines import checkpoints
+from pipelines import checkpoints, word_vectors
 from pipelines.hub import run_caveat
 from pipelines.run_folder import RunFolder, RunFolderError, read_json
 from pipelines.stats import MeanCI, mean_ci
@@ -34,7 +37,7 @@ from pipelines.stats import MeanCI, mean_ci
 # The pretraining's held-out metric at a checkpoint, first found wins: it shows a budget whose pretraining did not
 # learn. ELECTRA: the recall of replaced tokens (0 when the discriminator calls every token original, where its
 # accuracy only repeats the share of original tokens, 0.85); MLM: the held-out loss.
-GATE_METRICS = ("eval_rtd_recall", "eval_loss")
+GATE_METRICS = ("eval_rtd_recall", "eval_loss")  # word vectors: their held-out skip-gram loss (heldout_loss)
 MARKERS = "osD^v<>p"
 
 
@@ -172,34 +175,76 @@ def read_group(name: str, folders: list[str | Path], key: str) -> tuple[Point, M
 
 
 def read_curve(
-    name: str, pretraining_dir: str | Path, folders: list[str | Path], key: str
+    name: str, pretraining_dirs: str | Path | list[str | Path], folders: list[str | Path], key: str
 ) -> tuple[list[Point], MetricScale]:
-    """The points of one objective's curve: the finished runs under `folders`, grouped by the checkpoint of the
-    pretraining run in `pretraining_dir` they started from, sorted by step."""
-    pretraining_dir = Path(pretraining_dir)
-    pretraining = read_pretraining(pretraining_dir)
-    per_step = flops_per_step(pretraining)  # the folder is read once: a stopped run's history spans its checkpoints
-    by_step: dict[int, list[Path]] = {}
+    """The points of one objective's curve: the finished runs under `folders`, grouped by the pretraining checkpoint
+    they started from (one of `pretraining_dirs`' budgets, pretraining_budgets), sorted by FLOPs."""
+    if isinstance(pretraining_dirs, (str, Path)):
+        pretraining_dirs = [pretraining_dirs]
+    budgets = {}
+    for run_dir in pretraining_dirs:
+        budgets.update(pretraining_budgets(run_dir))
+    by_budget: dict[Path, list[Path]] = {}
     for run in unique_runs(folders):
-        by_step.setdefault(checkpoint_step(run, pretraining), []).append(run)
+        by_budget.setdefault(starting_checkpoint(run, budgets, pretraining_dirs), []).append(run)
     points, scales = [], set()
-    for step, runs in sorted(by_step.items()):
+    for checkpoint, runs in by_budget.items():
         values, scale, caveats = read_values(runs, key)
         scales.add(scale)
-        points.append(
-            Point(
-                name,
-                runs,
-                values,
-                step=step,
-                flops=step * per_step,
-                gate=gate_value(pretraining.history, step),
-                caveats=caveats,
-            )
-        )
+        budget = budgets[checkpoint]
+        points.append(Point(name, runs, values, budget.step, budget.flops, budget.gate, caveats))
     if len(scales) > 1:
         raise CurveError(f"curve '{name}': runs of different tasks: {', '.join(sorted(s.label for s in scales))}")
-    return points, scales.pop()
+    return sorted(points, key=lambda point: point.flops), scales.pop()
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One checkpoint a fine-tuning run can start from: its step, its pretraining FLOPs, the held-out gate there."""
+
+    step: int
+    flops: float
+    gate: tuple[str, float] | None
+
+
+def pretraining_budgets(run_dir: str | Path) -> dict[Path, Budget]:
+    """The checkpoints of one pretraining run, by resolved path. A Trainer run (MLM, ELECTRA): its
+    checkpoint-<step> folders and its own folder (its last logged step). A word-vector run
+    (pipelines/word_vectors.py) has one: its own folder, with the FLOPs, steps and held-out loss it recorded; a curve
+    of word vectors is one run per budget, each with its own schedule."""
+    run_dir = Path(run_dir)
+    if (run_dir / word_vectors.INFO_FILE).is_file():
+        info = read_json(run_dir / word_vectors.INFO_FILE)
+        heldout = [epoch["heldout_loss"] for epoch in info["history"] if "heldout_loss" in epoch]
+        gate = ("heldout_loss", float(heldout[-1])) if heldout else None
+        steps = info.get("steps") or math.ceil(info["pairs_seen"] / info["arguments"]["batch_size"])
+        return {run_dir.resolve(): Budget(steps, float(info["flops"]), gate)}
+    pretraining = read_pretraining(run_dir)
+    per_step = flops_per_step(pretraining)  # the folder is read once: a stopped run's history spans its checkpoints
+    steps = {}
+    for folder in run_dir.glob("checkpoint-*"):
+        if match := re.fullmatch(r"checkpoint-(\d+)", folder.name):
+            steps[folder.resolve()] = int(match[1])
+    logged = [entry["step"] for entry in pretraining.history if "step" in entry]
+    if logged:  # the run's own folder: its last step
+        steps[run_dir.resolve()] = max(logged)
+    return {path: Budget(step, step * per_step, gate_value(pretraining.history, step)) for path, step in steps.items()}
+
+
+def starting_checkpoint(run_dir: Path, budgets: dict[Path, Budget], pretraining_dirs: list[str | Path]) -> Path:
+    """The budget a fine-tuning run started from: its recipe's model_name_or_path, one of `budgets`."""
+    model = RunFolder.read(run_dir).setting("model_name_or_path")
+    names = " or ".join(str(folder) for folder in pretraining_dirs)
+    where = f"{run_dir}: model_name_or_path {model!r} is not {names} or one of its checkpoint-<step> folders"
+    if not model:
+        raise CurveError(f"{where} (a run from scratch? give it with --scratch)")
+    # Recipes give paths relative to the folder the study ran from (the repository root), as this command does.
+    path = Path(model).resolve()
+    if path not in budgets:
+        if any(path == Path(folder).resolve() for folder in pretraining_dirs):
+            raise CurveError(f"{model}/log_history.json has no steps: the last step of the run is unknown")
+        raise CurveError(where)
+    return path
 
 
 def unique_runs(folders: list[str | Path]) -> list[Path]:
@@ -209,27 +254,6 @@ def unique_runs(folders: list[str | Path]) -> list[Path]:
         if path in resolved[:index]:
             raise CurveError(f"{runs[index]}: the same run is given twice (folders overlap)")
     return runs
-
-
-def checkpoint_step(run_dir: Path, pretraining: RunFolder) -> int:
-    """The pretraining step of the checkpoint a fine-tuning run started from (its recipe's model_name_or_path)."""
-    model = RunFolder.read(run_dir).setting("model_name_or_path")
-    where = (
-        f"{run_dir}: model_name_or_path {model!r} is not {pretraining.folder} or one of its checkpoint-<step> folders"
-    )
-    if not model:
-        raise CurveError(f"{where} (a run from scratch? give it with --scratch)")
-    # Recipes give paths relative to the folder the study ran from (the repository root), as this command does.
-    path, root = Path(model).resolve(), pretraining.folder.resolve()
-    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
-    if match and path.parent == root:
-        return int(match[1])
-    if path == root:
-        steps = [entry["step"] for entry in pretraining.history if "step" in entry]
-        if not steps:
-            raise CurveError(f"{pretraining.folder}/log_history.json has no steps: the last step of the run is unknown")
-        return max(steps)
-    raise CurveError(where)
 
 
 def gate_value(history: list[dict], step: int) -> tuple[str, float] | None:

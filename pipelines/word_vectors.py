@@ -41,6 +41,7 @@ from pipelines.arguments import ModelArguments, RecipeError, parse_recipe
 from pipelines.distillation_augment import word_neighbours
 
 logger = logging.getLogger("pipelines")
+INFO_FILE = "word_vectors.json"  # beside the checkpoint: what the vectors cost (pipelines/compute_curve.py reads it)
 
 
 @dataclass
@@ -51,7 +52,10 @@ class WordVectorArguments:
     window: int = field(default=5, metadata={"help": "Contexts up to this many tokens away (word2vec's default)."})
     negatives: int = field(default=5, metadata={"help": "Negative contexts per true pair."})
     subsample: float = field(default=1e-4, metadata={"help": "Mikolov's subsampling threshold (0: keep every token)."})
-    epochs: int = field(default=3, metadata={"help": "Passes over the corpus (new subsampling and windows each)."})
+    epochs: float = field(
+        default=3.0,
+        metadata={"help": "Passes over the corpus (new subsampling and windows each); a fraction stops inside a pass."},
+    )
     learning_rate: float = field(default=1e-2, metadata={"help": "Adam's peak rate, decayed linearly to 0."})
     batch_size: int = field(default=16384, metadata={"help": "True pairs per step."})
     max_lines: int | None = field(default=None, metadata={"help": "Read only the first N lines of the corpus."})
@@ -60,9 +64,11 @@ class WordVectorArguments:
     def __post_init__(self):
         if not self.train_files:
             raise RecipeError("train_files: give one or more text files (one passage per line)")
-        for name in ("window", "negatives", "epochs", "batch_size"):
+        for name in ("window", "negatives", "batch_size"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"{name} is {getattr(self, name)}; it must be at least 1")
+        if not self.epochs > 0:
+            raise RecipeError(f"epochs is {self.epochs}; it must be above 0 (a fraction is part of a pass)")
 
 
 # --- Data ---------------------------------------------------------------------------------------------------
@@ -183,16 +189,18 @@ def train_word_vectors(args: WordVectorArguments, model_args: ModelArguments) ->
     # coalescing costs more than updating the whole (V, H) tables.
     optimizer = torch.optim.Adam(skipgram.parameters(), lr=args.learning_rate, fused=True)
     generator = torch.Generator().manual_seed(args.seed)
-    history, pairs_seen, total_steps = [], 0, None
-    for epoch in range(args.epochs):
+    history, pairs_seen, step, total_steps = [], 0, 0, None
+    for epoch in range(math.ceil(args.epochs)):
         centres, contexts = skipgram_pairs(lines, args.window, keep, rng)
         if total_steps is None:  # word2vec's linear decay to 0, over the steps the first pass predicts
-            total_steps = args.epochs * math.ceil(len(centres) / args.batch_size)
+            total_steps = max(1, round(args.epochs * math.ceil(len(centres) / args.batch_size)))
             schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps))
         order = rng.permutation(len(centres))
         centres, contexts = torch.from_numpy(centres[order]), torch.from_numpy(contexts[order])
-        running = []
+        running, used = [], 0
         for start in range(0, len(centres), args.batch_size):
+            if step == total_steps:  # a fractional budget ends inside its last pass
+                break
             batch = slice(start, start + args.batch_size)
             size = len(centres[batch])
             drawn = torch.multinomial(noise, size * args.negatives, replacement=True, generator=generator)
@@ -201,9 +209,11 @@ def train_word_vectors(args: WordVectorArguments, model_args: ModelArguments) ->
             loss.backward()
             optimizer.step()
             schedule.step()
+            step += 1
+            used += size
             running.append(loss.item())
-        pairs_seen += len(centres)
-        record = {"epoch": epoch + 1, "pairs": len(centres), "train_loss": float(np.mean(running[-200:]))}
+        pairs_seen += used
+        record = {"epoch": epoch + 1, "pairs": used, "train_loss": float(np.mean(running[-200:]))}
         if heldout is not None:
             record["heldout_loss"] = heldout_loss(skipgram, heldout, noise, args.negatives, args.batch_size)
         history.append(record)
@@ -227,6 +237,7 @@ def train_word_vectors(args: WordVectorArguments, model_args: ModelArguments) ->
         "lines": len(lines),
         "tokens": int(counts.sum()),
         "pairs_seen": pairs_seen,
+        "steps": step,
         "flops": pairs_seen * pair_flops(width, args.negatives),
         "seconds": round(seconds, 1),
         "history": history,
@@ -237,7 +248,7 @@ def train_word_vectors(args: WordVectorArguments, model_args: ModelArguments) ->
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    (partial / "word_vectors.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    (partial / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     if output.exists():  # empty (checked above)
         output.rmdir()
     partial.rename(output)

@@ -8,11 +8,13 @@ scratch arm as a band and pretrained references as lines; print the points as a 
     --reference minilm=outputs/studies/mnli-what-pretraining-buys-cpu/pretrained \
     --output compute_curve.png --table compute_curve.md
 
---curve NAME=PRETRAINING_RUN:FOLDER[:FOLDER...]  (repeatable) a curve: the pretraining run's output folder, then
-    the folders of the fine-tuning runs that started from its checkpoints. A folder is a run, a study's arm (its
-    seed<k>/ runs) or a whole study (<arm>/seed<k>/); each run's budget is the checkpoint its model_name_or_path
-    names (PRETRAINING_RUN/checkpoint-<step>, or PRETRAINING_RUN itself for the last step). Runs of one checkpoint
-    make one point: the mean over their seeds with a 95% t-interval.
+--curve NAME=PRETRAINING_RUN[,PRETRAINING_RUN...]:FOLDER[:FOLDER...]  (repeatable) a curve: the pretraining run's
+    output folder (several, comma-separated, when each budget is a run of its own: word vectors,
+    scripts/train_word_vectors.py), then the folders of the fine-tuning runs that started from its checkpoints. A
+    folder is a run, a study's arm (its seed<k>/ runs) or a whole study (<arm>/seed<k>/); each run's budget is the
+    checkpoint its model_name_or_path names (PRETRAINING_RUN/checkpoint-<step>, or PRETRAINING_RUN itself for the
+    last step or a word-vector run). Runs of one checkpoint make one point: the mean over their seeds with a 95%
+    t-interval.
 --scratch FOLDER  (repeatable) the runs fine-tuned from random weights: a horizontal band (mean, 95% interval).
 --reference NAME=FOLDER  (repeatable) runs of a pretrained model (MiniLM): a dashed line at their mean; the figure
     and the table carry the model's caveat (all-MiniLM-L6-v2 was trained on AllNLI and SQuAD pairs).
@@ -33,7 +35,8 @@ from pipelines.compute_curve import CurveError, draw, markdown_table, read_curve
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--curve", action="append", default=[], metavar="NAME=PRETRAINING_RUN:FOLDER[:FOLDER...]")
+    curve = "NAME=PRETRAINING_RUN[,PRETRAINING_RUN...]:FOLDER[:FOLDER...]"
+    parser.add_argument("--curve", action="append", default=[], metavar=curve)
     parser.add_argument("--scratch", action="append", default=[], metavar="FOLDER")
     parser.add_argument("--reference", action="append", default=[], metavar="NAME=FOLDER")
     parser.add_argument("--metric", required=True, help="all_results.json key, e.g. eval_matched_accuracy, eval_f1")
@@ -54,9 +57,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def split_curve(parser: argparse.ArgumentParser, spec: str) -> tuple[str, str, list[str]]:
     name, _, paths = spec.partition("=")
     pretraining, *folders = paths.split(":")
-    if not name or not pretraining or not folders or not all(folders):
-        parser.error(f"--curve {spec}: expected NAME=PRETRAINING_RUN:FOLDER[:FOLDER...]")
-    return name, pretraining, folders
+    runs = pretraining.split(",")
+    if not name or not all(runs) or not folders or not all(folders):
+        parser.error(f"--curve {spec}: expected NAME=PRETRAINING_RUN[,PRETRAINING_RUN...]:FOLDER[:FOLDER...]")
+    return name, runs, folders
 
 
 def split_reference(parser: argparse.ArgumentParser, spec: str) -> tuple[str, str]:

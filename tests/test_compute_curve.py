@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, write_tiny_mnli
+from conftest import ONE_LAYER_SCRATCH, REPO, write_tiny_mnli
 from scipy import stats
 from test_hub_and_cards import make_qa_run
 
@@ -28,6 +28,7 @@ from pipelines.compute_curve import (
 from pipelines.run_folder import RunFolder
 from pipelines.tasks.mlm import main as run_pretraining
 from pipelines.tasks.mnli import main as run_mnli
+from pipelines.word_vectors import main as train_word_vectors
 
 pytestmark = pytest.mark.slow
 SEEDS = (1, 2)
@@ -238,3 +239,27 @@ def test_the_command_writes_the_figure_and_the_table(tiny_pretraining, study, tm
     figure.canvas.draw()
     legend, box = axis.get_legend().get_window_extent(), axis.get_window_extent()
     assert not legend.overlaps(box)
+
+
+def test_word_vector_runs_are_budgets_of_their_own(tiny_pretraining, study, tmp_path):
+    """A word-vector run (scripts/train_word_vectors.py) is one budget with its own schedule: a curve of them is
+    several runs, each point at the FLOPs its run recorded, with its held-out skip-gram loss as the gate."""
+    corpus = str(tiny_pretraining.parent / "corpus.txt")
+    runs, infos = [], []
+    for epochs in ("0.5", "2"):
+        run = tmp_path / f"vectors-{epochs}"
+        base = ["--train_files", corpus, "--validation_file", corpus, "--batch_size", "256"]
+        infos.append(train_word_vectors([*ONE_LAYER_SCRATCH, *base, "--epochs", epochs, "--output_dir", str(run)]))
+        runs.append(run)
+        finetune = ["--model_name_or_path", str(run), "--data_dir", str(study / "mnli"), "--max_seq_length", "32"]
+        output = str(tmp_path / "ft" / epochs / "seed42")
+        run_mnli([*finetune, "--max_steps", "1", "--report_to", "none", "--output_dir", output])
+
+    points, _ = read_curve("word-vectors", list(reversed(runs)), [tmp_path / "ft"], "eval_matched_accuracy")
+    assert [p.flops for p in points] == [infos[0]["flops"], infos[1]["flops"]]  # sorted by FLOPs, as recorded
+    assert [p.step for p in points] == [info["steps"] for info in infos]
+    losses = [info["history"][-1]["heldout_loss"] for info in infos]
+    assert [p.gate for p in points] == [("heldout_loss", pytest.approx(loss)) for loss in losses]
+    assert [p.runs for p in points] == [[tmp_path / "ft" / "0.5" / "seed42"], [tmp_path / "ft" / "2" / "seed42"]]
+    with pytest.raises(CurveError, match=r"is not .*vectors-2 or one of its checkpoint"):  # a run the curve lacks
+        read_curve("word-vectors", [runs[1]], [tmp_path / "ft"], "eval_matched_accuracy")

@@ -72,11 +72,24 @@ def test_vectors_group_tokens_that_share_contexts_and_the_checkpoint_holds_them(
         main(args(tmp_path, output))
 
 
+def test_a_fractional_budget_stops_inside_its_pass(tmp_path):
+    """epochs 0.5: half the steps of a pass, the rate decayed to 0 over them; the pairs and FLOPs are what was used."""
+    one = main(args(tmp_path, tmp_path / "one", "--epochs", "1"))
+    half = main(args(tmp_path, tmp_path / "half", "--epochs", "0.5"))
+    steps_per_pass = one["steps"]
+    assert steps_per_pass == -(-one["pairs_seen"] // 512) > 2
+    assert half["steps"] == round(0.5 * steps_per_pass) and len(half["history"]) == 1
+    assert half["pairs_seen"] == half["steps"] * 512 < one["pairs_seen"]  # full batches only: the pass was cut
+    assert half["flops"] == half["pairs_seen"] * 3 * 2 * 6 * 256
+
+
 def test_bad_recipe_is_one_clear_error(tmp_path):
     with pytest.raises(RecipeError, match="train_files: .* is not a file"):
         main(args(tmp_path, tmp_path / "out", "--train_files", str(tmp_path / "missing.txt")))
     with pytest.raises(RecipeError, match="window is 0"):
         main(args(tmp_path, tmp_path / "out", "--window", "0"))
+    with pytest.raises(RecipeError, match="epochs is 0.0"):
+        main(args(tmp_path, tmp_path / "out", "--epochs", "0"))
     assert not (tmp_path / "out").exists()
 
 
