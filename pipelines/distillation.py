@@ -44,6 +44,7 @@ from pipelines import training
 from pipelines.arguments import RecipeError
 from pipelines.distillation_augment import augment_examples, word_neighbours, word_parts
 from pipelines.distillation_init import project_teacher_embeddings
+from pipelines.distillation_relations import RelationDistillation
 from pipelines.distillation_teacher import (
     TARGETS,
     TEACHER_COLUMN,
@@ -99,6 +100,17 @@ class DistillationArguments:
             "teacher's tokenizer."
         },
     )
+    distill_relations: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of MiniLMv2's self-attention relation term (distillation_relations.py): the student's "
+            "last attention layer learns the teacher's query, key and value relations. Needs the teacher's "
+            "tokenizer; the teacher then runs beside the student at every step. 0: off."
+        },
+    )
+    distill_relation_heads: int = field(
+        default=8, metadata={"help": "Relation heads; must divide the student's and the teacher's width."}
+    )
     distill_augment_seed: int = field(default=0, metadata={"help": "Seed of the augmentation (independent of `seed`)."})
     distill_cache_dir: str | None = field(
         default=None, metadata={"help": "Where the teacher's logits are cached. Default: <output_dir>/teacher_logits."}
@@ -117,6 +129,10 @@ class DistillationArguments:
             raise RecipeError(f"distill_augment_swap is {self.distill_augment_swap}; it must be in [0, 0.9]")
         if self.distill_augment_swap and not self.distill_augment:
             raise RecipeError("distill_augment_swap swaps words of augmented examples: set distill_augment too")
+        if self.distill_relations < 0:
+            raise RecipeError(f"distill_relations is {self.distill_relations}; it must be 0 or more")
+        if self.distill_relation_heads < 1:
+            raise RecipeError(f"distill_relation_heads is {self.distill_relation_heads}; it must be at least 1")
 
 
 # --- The loss -----------------------------------------------------------------------------------------------
@@ -167,9 +183,17 @@ class DistillationTrainer(training.PipelineTrainer):
 
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, targets: Targets, alpha: float, temperature: float, **kwargs):
+    def __init__(
+        self,
+        *args,
+        targets: Targets,
+        alpha: float,
+        temperature: float,
+        relations: RelationDistillation | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
-        self.targets, self.alpha, self.temperature = targets, alpha, temperature
+        self.targets, self.alpha, self.temperature, self.relations = targets, alpha, temperature, relations
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -185,6 +209,8 @@ class DistillationTrainer(training.PipelineTrainer):
                 student, teacher.to(student.device), inputs.get("attention_mask"), self.targets, self.temperature
             )
             loss = (1 - self.alpha) * loss + self.alpha * soft
+        if self.relations is not None and model.training:
+            loss = loss + self.relations.term(inputs)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -204,6 +230,7 @@ class Distillation:
             args.teacher, path, self.task, run.model_args, run.data_args.max_seq_length
         )
         self.fingerprint = teacher_fingerprint(path)
+        self.relations = None  # distill_relations: set by initialize_student
         self.description.update(
             alpha=args.distill_alpha, temperature=args.distill_temperature, augment=args.distill_augment, caches=[]
         )
@@ -214,10 +241,28 @@ class Distillation:
         return cls(args, run) if args is not None and args.teacher else None
 
     def initialize_student(self, model, tokenizer) -> None:
-        """distill_init_embeddings: the scratch student's embeddings start from the teacher's (distillation_init.py).
-        A resumed run then loads its checkpoint over them."""
-        if not self.args.distill_init_embeddings:
-            return
+        """What the student needs of the teacher before training: its embeddings (distill_init_embeddings), the
+        hooks of the relation term (distill_relations). Checked here, before any output is written."""
+        if self.args.distill_init_embeddings:
+            self.initialize_embeddings(model, tokenizer)
+        if self.args.distill_relations:
+            if not same_tokenizer(tokenizer, self.tokenizer):
+                raise RecipeError(
+                    f"distill_relations: the teacher {self.description['path']} has another tokenizer than the "
+                    "student; their attention relations would be over other tokens"
+                )
+            self.relations = RelationDistillation(
+                model,
+                self.model,
+                self.args.distill_relations,
+                self.args.distill_relation_heads,
+                self.tokenizer.model_input_names,
+            )
+            self.description["relations"] = self.relations.describe()
+
+    def initialize_embeddings(self, model, tokenizer) -> None:
+        """The scratch student's embeddings start from the teacher's (distillation_init.py). A resumed run then loads
+        its checkpoint over them."""
         if self.run.model_args.scratch_preset is None:
             raise RecipeError(
                 "distill_init_embeddings starts a student from scratch (scratch_preset); this run loads "
@@ -276,8 +321,9 @@ class Distillation:
             self.description["augmented_examples"] = len(extra_raw)
             self.description["augmented_features"] = len(extra)  # QA: the windows of the new questions
         features["train"] = train
-        self.model = None  # the teacher is not needed any more
-        gc.collect()
+        if self.relations is None:
+            self.model = None  # the teacher is not needed any more
+            gc.collect()
         return features
 
     def swap_table(self, train: datasets.Dataset, fields: tuple[str, ...]) -> dict[str, list[str]] | None:
@@ -348,6 +394,7 @@ class Distillation:
             targets=self.targets,
             alpha=self.args.distill_alpha,
             temperature=self.args.distill_temperature,
+            relations=self.relations,
             **trainer_kwargs,
         )
 

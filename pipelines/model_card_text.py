@@ -379,6 +379,12 @@ def teacher_text(run: RunFolder) -> str:
             f". Its embeddings started from the teacher's, projected onto its width ({init.get('width')}) by their "
             "top principal directions"
         )
+    relations = teacher.get("relations")
+    if relations:
+        extra += (
+            f". Its last attention layer also learned the teacher's query, key and value relations (MiniLMv2; "
+            f"{relations.get('heads')} relation heads, weight {relations.get('weight')})"
+        )
     return (
         f" Distilled from the teacher `{teacher.get('path')}` (itself from `{teacher.get('model')}`): the loss mixed "
         f"the gold labels with the teacher's outputs at temperature {teacher.get('temperature')} (teacher weight "

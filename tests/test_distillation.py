@@ -319,6 +319,67 @@ def test_student_embeddings_start_as_the_teachers_projected_onto_its_width(tmp_p
         mnli.main([*pretrained, "--output_dir", str(tmp_path / "refused"), "--max_steps", "1", *distil])
 
 
+def test_relation_loss_compares_attention_relations_across_widths_over_real_tokens_only():
+    from pipelines.distillation_relations import log_relations, relation_loss
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    teacher = [torch.randn(2, 4, 32) for _ in range(3)]  # Q, K, V of a 32-wide teacher
+    student = [torch.randn(2, 4, 16) for _ in range(3)]  # of a 16-wide student: no projection needed
+    assert float(relation_loss(teacher, teacher, mask, heads=4)) == pytest.approx(0.0, abs=1e-6)
+    loss = relation_loss(student, teacher, mask, heads=4)
+    assert float(loss) > 0.01
+    # By hand: per example, projection, relation head and real token, KL over the real keys; then the mean.
+    terms = []
+    for b, real in enumerate(mask.sum(1).tolist()):
+        for mine, theirs in zip(student, teacher):
+            for r in range(4):
+                m, t = mine[b, :real, 4 * r : 4 * r + 4], theirs[b, :real, 8 * r : 8 * r + 8]
+                p_s, p_t = torch.softmax(m @ m.T / 2.0, -1), torch.softmax(t @ t.T / 8**0.5, -1)
+                terms.append((p_t * (p_t.log() - p_s.log())).sum(-1))  # (real,)
+    expected = sum(float(kl.sum()) for kl in terms) / (3 * 4 * int(mask.sum()))
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    assert float(log_relations(student[0], mask.bool(), heads=4)[0, 0, 0, 3].exp()) < 1e-6  # padded key: no weight
+    # The padded token (first example, position 3) counts neither as a key nor as a query.
+    changed = [x.clone() for x in student]
+    for x in changed:
+        x[0, 3] = 100.0
+    assert float(relation_loss(changed, teacher, mask, heads=4)) == pytest.approx(float(loss), rel=1e-5)
+
+
+def test_relation_distillation_adds_its_term_in_training_and_checks_the_heads(tmp_path, biased_teacher):
+    from transformers import AutoModelForSequenceClassification
+
+    from pipelines.distillation_relations import last_attention_projections
+    from pipelines.model_card import build_model_card
+    from pipelines.tasks import mnli
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(biased_teacher)
+    last = teacher.bert.encoder.layer[-1].attention.self
+    assert last_attention_projections(teacher) == [last.query, last.key, last.value]
+
+    data = write_data(tmp_path / "data")
+    distil = ["--teacher", str(biased_teacher), "--distill_cache_dir", str(tmp_path / "cache")]
+    first_losses = {}
+    for name, extra in (("plain", []), ("relations", ["--distill_relations", "1.0", "--distill_relation_heads", "8"])):
+        output_dir = tmp_path / name
+        mnli.main(student_args(data, output_dir, "--max_steps", "2", *distil, *extra))
+        history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+        first_losses[name] = next(entry["loss"] for entry in history if "loss" in entry)
+    # Same seed, data and weights at step 1: the relation run's loss is the plain one plus a positive term.
+    assert first_losses["relations"] > first_losses["plain"] + 1e-3
+    info = json.loads((tmp_path / "relations" / "run_info.json").read_text())["teacher"]["relations"]
+    assert info == {"weight": 1.0, "heads": 8, "student_width": 256, "teacher_width": 32}
+    assert "query, key and value relations (MiniLMv2; 8 relation heads" in str(build_model_card(tmp_path / "relations"))
+
+    # Relation heads must divide both widths; the run stops before it writes anything.
+    with pytest.raises(RecipeError, match="must divide the teacher's attention width 32"):
+        mnli.main(
+            student_args(data, tmp_path / "bad", *distil, "--distill_relations", "1", "--distill_relation_heads", "64")
+        )
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bad_teacher_path_is_one_error_line(tmp_path):
     data = write_data(tmp_path / "data")
     command = [
