@@ -1,11 +1,18 @@
-"""An English MLM corpus from train-side text only, with every line that shares text with dev removed.
+"""A pretraining corpus from train-side text only, with every line that shares text with dev removed.
 
-    python scripts/build_corpus.py --data-dir ../shared/data --output-dir outputs/corpus/en_trainside
+    python scripts/build_corpus.py --data_dir ../shared/data --output_dir outputs/corpus/en_trainside
+    python scripts/build_corpus.py --corpus ko_trainside --output_dir outputs/corpus/ko_trainside
 
-Sources (the staged copies in ../shared/data, see its README):
+Sources of `en_trainside` (the staged copies in ../shared/data, see its README):
 - SQuAD v1.1 train contexts, each paragraph once;
 - MNLI train premises and hypotheses, each sentence once;
 - the English Wikipedia sample and the WikiText-2 text in corpus/.
+Its dev text: SQuAD v1.1 dev contexts, MNLI dev matched and mismatched sentences.
+
+Sources of `ko_trainside`: the Korean Wikipedia sample in corpus/ and the contexts of the KorQuAD articles the
+KorQuAD recipes train on. No KorQuAD train file is staged, so those recipes split the dev file by article
+(`heldout_from_file`, pipelines/tasks/squad_files.split_by_article); here the same split (fraction 0.1, seed 42, as
+the recipes) gives the train side, and the held-out articles' contexts and questions are the dev text.
 
 Dev text must never reach pretraining, or the comparison with a model that never saw dev would be unfair. Wikipedia
 samples can hold the articles SQuAD's dev questions are about, and MNLI train and dev share genres and stock phrases,
@@ -25,6 +32,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipelines.arguments import RecipeError
+from pipelines.tasks.squad_files import read_squad_file, split_by_article
 
 NGRAM = 13
 MIN_SENTENCE_WORDS = 4
@@ -109,6 +119,26 @@ def dev_texts(data_dir: Path) -> list[str]:
     return texts
 
 
+def korquad_split(data_dir: Path, fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """The KorQuAD recipes' article split of the staged dev file: (train-side questions, held-out questions)."""
+    rows = read_squad_file(data_dir / "korquad_v1" / "dev.json")
+    train, heldout, _ = split_by_article(rows, fraction, seed)
+    return train, heldout
+
+
+def korean_sources(data_dir: Path, fraction: float, seed: int) -> dict[str, list[str]]:
+    train, _ = korquad_split(data_dir, fraction, seed)
+    return {
+        "korquad_train_side_contexts": list(dict.fromkeys(row["context"] for row in train)),  # each paragraph once
+        "kowiki_sample": text_lines(data_dir / "corpus" / "kowiki_sample.txt"),
+    }
+
+
+def korean_dev_texts(data_dir: Path, fraction: float, seed: int) -> list[str]:
+    _, heldout = korquad_split(data_dir, fraction, seed)
+    return list(dict.fromkeys(text for row in heldout for text in (row["context"], row["question"])))
+
+
 def build_corpus(sources: dict[str, list[str]], dev: DevIndex, heldout_fraction: float = 0.01, seed: int = 42) -> dict:
     """Deduplicated, decontaminated lines split into train and held-out (by a hash of the line, fixed by seed).
 
@@ -144,7 +174,7 @@ def _hash32(seed: int, line: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{line}".encode()).digest()[:4], "big")
 
 
-def write_corpus(corpus: dict, output_dir: Path) -> dict:
+def write_corpus(corpus: dict, output_dir: Path, dev_description: str) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     for side in ("train", "heldout"):
         (output_dir / f"{side}.txt").write_text("\n".join(corpus[side]) + "\n", encoding="utf-8")
@@ -154,8 +184,7 @@ def write_corpus(corpus: dict, output_dir: Path) -> dict:
         "train_words": sum(len(line.split()) for line in corpus["train"]),
         "sources": corpus["stats"],
         "decontamination": f"lines sharing a {NGRAM}-word sequence or a whole dev sentence of "
-        f">= {MIN_SENTENCE_WORDS} words "
-        "with SQuAD v1.1 dev contexts or MNLI dev matched/mismatched are dropped",
+        f">= {MIN_SENTENCE_WORDS} words with {dev_description} are dropped",
     }
     (output_dir / "corpus_info.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
@@ -163,8 +192,12 @@ def write_corpus(corpus: dict, output_dir: Path) -> dict:
 
 @dataclass
 class CorpusArguments:
+    corpus: str = field(
+        default="en_trainside",
+        metadata={"help": "en_trainside (SQuAD, MNLI, English wiki text) or ko_trainside (KorQuAD, Korean wiki text)."},
+    )
     data_dir: str = field(
-        default="../shared/data", metadata={"help": "The staged data folder (squad_v1/, mnli/, corpus/)."}
+        default="../shared/data", metadata={"help": "The staged data folder (squad_v1/, mnli/, korquad_v1/, corpus/)."}
     )
     output_dir: str = field(
         default="outputs/corpus/en_trainside",
@@ -172,10 +205,35 @@ class CorpusArguments:
     )
     heldout_fraction: float = field(default=0.01, metadata={"help": "Share of lines held out for perplexity."})
     seed: int = field(default=42, metadata={"help": "Seed of the held-out choice."})
+    korquad_heldout_fraction: float = field(
+        default=0.1, metadata={"help": "ko_trainside: the KorQuAD recipes' heldout_fraction (articles held out)."}
+    )
+    korquad_heldout_seed: int = field(default=42, metadata={"help": "ko_trainside: the recipes' heldout_seed."})
+
+    def __post_init__(self):
+        if self.corpus not in CORPORA:
+            raise RecipeError(f"corpus is {self.corpus!r}; it must be one of {', '.join(CORPORA)}")
+
+
+def english_trainside(args: CorpusArguments) -> tuple[dict[str, list[str]], list[str]]:
+    data_dir = Path(args.data_dir)
+    return train_side_sources(data_dir), dev_texts(data_dir)
+
+
+def korean_trainside(args: CorpusArguments) -> tuple[dict[str, list[str]], list[str]]:
+    data_dir, split = Path(args.data_dir), (args.korquad_heldout_fraction, args.korquad_heldout_seed)
+    return korean_sources(data_dir, *split), korean_dev_texts(data_dir, *split)
+
+
+# Each corpus: what reads its sources and its dev text, and how the dev text is described in corpus_info.json.
+CORPORA = {
+    "en_trainside": (english_trainside, "SQuAD v1.1 dev contexts or MNLI dev matched/mismatched"),
+    "ko_trainside": (korean_trainside, "the contexts and questions of the held-out KorQuAD articles"),
+}
 
 
 def main(args: CorpusArguments) -> dict:
-    data_dir = Path(args.data_dir)
-    dev = DevIndex(dev_texts(data_dir))
-    corpus = build_corpus(train_side_sources(data_dir), dev, args.heldout_fraction, args.seed)
-    return write_corpus(corpus, Path(args.output_dir))
+    read, described = CORPORA[args.corpus]
+    sources, dev = read(args)
+    corpus = build_corpus(sources, DevIndex(dev), args.heldout_fraction, args.seed)
+    return write_corpus(corpus, Path(args.output_dir), described)

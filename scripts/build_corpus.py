@@ -1,7 +1,10 @@
-"""Build the English MLM corpus from train-side text only (SQuAD train contexts, MNLI train sentences, the Wikipedia
-and WikiText samples), with every line that shares text with SQuAD or MNLI dev removed. See pipelines/corpus.py.
+"""Build a pretraining corpus from train-side text only, with every line that shares text with dev removed: English
+(SQuAD train contexts, MNLI train sentences, the Wikipedia and WikiText samples; checked against SQuAD and MNLI dev)
+or Korean (the KorQuAD recipes' train-side articles and the Korean Wikipedia sample; checked against the held-out
+KorQuAD articles). See pipelines/corpus.py.
 
     python scripts/build_corpus.py --data_dir ../shared/data --output_dir outputs/corpus/en_trainside
+    python scripts/build_corpus.py --corpus ko_trainside --output_dir outputs/corpus/ko_trainside
 """
 
 import json

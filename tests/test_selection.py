@@ -90,3 +90,23 @@ def test_real_corpus_has_no_dev_paragraph_or_sentence(data_dir):
     assert not corpus_lines & {plain(text) for text in dev}  # no dev paragraph or MNLI dev sentence as a line
     assert not corpus_sentences & dev_sentences  # no dev sentence anywhere in a line
     assert len(dev_sentences) > 30_000  # the check saw the dev sets
+
+
+def test_korean_corpus_holds_the_train_side_articles_and_none_of_the_heldout_ones(data_dir, tmp_path):
+    """ko_trainside: the KorQuAD recipes' article split of the staged dev file; the held-out articles' contexts and
+    questions are its dev text, the others' contexts are corpus lines."""
+    from pipelines.arguments import RecipeError
+    from pipelines.corpus import CorpusArguments, korquad_split, main
+
+    info = main(CorpusArguments(corpus="ko_trainside", data_dir=str(data_dir), output_dir=str(tmp_path)))
+    lines = set((tmp_path / "train.txt").read_text(encoding="utf-8").splitlines())
+    lines |= set((tmp_path / "heldout.txt").read_text(encoding="utf-8").splitlines())
+    train, heldout = korquad_split(data_dir, 0.1, 42)  # the recipes' heldout_fraction and heldout_seed
+    heldout_contexts = {" ".join(row["context"].split()) for row in heldout}
+    train_contexts = {" ".join(row["context"].split()) for row in train} - heldout_contexts
+    assert heldout_contexts and not lines & heldout_contexts
+    assert train_contexts <= lines  # every train-side paragraph, once
+    assert info["sources"]["korquad_train_side_contexts"]["kept"] == len(train_contexts)
+    assert "held-out KorQuAD articles" in info["decontamination"]
+    with pytest.raises(RecipeError, match="corpus is 'fr'"):
+        CorpusArguments(corpus="fr")
