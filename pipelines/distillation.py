@@ -4,7 +4,7 @@
     distill_alpha: 0.5          # model path with a head for the task; {seed} is the run's seed
     distill_temperature: 2.0
     distill_augment: 20000      # optional: that many more train examples, labelled by the teacher (Tang et al. 2019)
-    distill_relations: 1.0      # optional: the last layers' attention relations too (MiniLMv2; distillation_relations.py)
+    distill_relations: 1.0      # optional: the last layers' attention relations (MiniLMv2, distillation_relations.py)
 
 loss = (1 - alpha) * the model's own loss on the gold labels + alpha * T^2 * KL(teacher_T || student_T), where _T is
 the softmax at temperature T. Classification distils the class logits; extractive QA the start and the end logits of
