@@ -184,14 +184,13 @@ def read_curve(
     budgets = {}
     for run_dir in pretraining_dirs:
         budgets.update(pretraining_budgets(run_dir))
-    by_budget: dict[Path, list[Path]] = {}
+    by_budget: dict[Budget, list[Path]] = {}  # a run's last checkpoint and its own folder are one budget
     for run in unique_runs(folders):
-        by_budget.setdefault(starting_checkpoint(run, budgets, pretraining_dirs), []).append(run)
+        by_budget.setdefault(budgets[starting_checkpoint(run, budgets, pretraining_dirs)], []).append(run)
     points, scales = [], set()
-    for checkpoint, runs in by_budget.items():
+    for budget, runs in by_budget.items():
         values, scale, caveats = read_values(runs, key)
         scales.add(scale)
-        budget = budgets[checkpoint]
         points.append(Point(name, runs, values, budget.step, budget.flops, budget.gate, caveats))
     if len(scales) > 1:
         raise CurveError(f"curve '{name}': runs of different tasks: {', '.join(sorted(s.label for s in scales))}")
