@@ -126,19 +126,6 @@ def korquad_split(data_dir: Path, fraction: float, seed: int) -> tuple[list[dict
     return train, heldout
 
 
-def korean_sources(data_dir: Path, fraction: float, seed: int) -> dict[str, list[str]]:
-    train, _ = korquad_split(data_dir, fraction, seed)
-    return {
-        "korquad_train_side_contexts": list(dict.fromkeys(row["context"] for row in train)),  # each paragraph once
-        "kowiki_sample": text_lines(data_dir / "corpus" / "kowiki_sample.txt"),
-    }
-
-
-def korean_dev_texts(data_dir: Path, fraction: float, seed: int) -> list[str]:
-    _, heldout = korquad_split(data_dir, fraction, seed)
-    return list(dict.fromkeys(text for row in heldout for text in (row["context"], row["question"])))
-
-
 def build_corpus(sources: dict[str, list[str]], dev: DevIndex, heldout_fraction: float = 0.01, seed: int = 42) -> dict:
     """Deduplicated, decontaminated lines split into train and held-out (by a hash of the line, fixed by seed).
 
@@ -221,8 +208,13 @@ def english_trainside(args: CorpusArguments) -> tuple[dict[str, list[str]], list
 
 
 def korean_trainside(args: CorpusArguments) -> tuple[dict[str, list[str]], list[str]]:
-    data_dir, split = Path(args.data_dir), (args.korquad_heldout_fraction, args.korquad_heldout_seed)
-    return korean_sources(data_dir, *split), korean_dev_texts(data_dir, *split)
+    data_dir = Path(args.data_dir)
+    train, heldout = korquad_split(data_dir, args.korquad_heldout_fraction, args.korquad_heldout_seed)
+    sources = {
+        "korquad_train_side_contexts": list(dict.fromkeys(row["context"] for row in train)),  # each paragraph once
+        "kowiki_sample": text_lines(data_dir / "corpus" / "kowiki_sample.txt"),
+    }
+    return sources, list(dict.fromkeys(text for row in heldout for text in (row["context"], row["question"])))
 
 
 # Each corpus: what reads its sources and its dev text, and how the dev text is described in corpus_info.json.

@@ -47,6 +47,7 @@ from pipelines.distillation_augment import augment_examples, word_neighbours, wo
 from pipelines.distillation_init import project_teacher_embeddings
 from pipelines.distillation_relations import RelationDistillation
 from pipelines.distillation_teacher import (
+    MASKED,
     TARGETS,
     TEACHER_COLUMN,
     Targets,
@@ -60,8 +61,6 @@ from pipelines.distillation_teacher import (
 )
 
 logger = logging.getLogger("pipelines")
-
-MASKED = -1.0e4  # a logit for padding: finite, so that 0 * log(0) terms stay 0, and exp() of it is 0
 
 
 @dataclass
@@ -195,6 +194,8 @@ class DistillationTrainer(training.PipelineTrainer):
     ):
         super().__init__(*args, **kwargs)
         self.targets, self.alpha, self.temperature, self.relations = targets, alpha, temperature, relations
+        if relations is not None:
+            relations.model.to(self.args.device)  # once: the teacher then runs beside the student at every step
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -247,11 +248,9 @@ class Distillation:
         if self.args.distill_init_embeddings:
             self.initialize_embeddings(model, tokenizer)
         if self.args.distill_relations:
-            if not same_tokenizer(tokenizer, self.tokenizer):
-                raise RecipeError(
-                    f"distill_relations: the teacher {self.description['path']} has another tokenizer than the "
-                    "student; their attention relations would be over other tokens"
-                )
+            self.require_shared_tokenizer(
+                tokenizer, "distill_relations", "their attention relations would be over other tokens"
+            )
             self.relations = RelationDistillation(
                 model,
                 self.model,
@@ -261,6 +260,13 @@ class Distillation:
             )
             self.description["relations"] = self.relations.describe()
 
+    def require_shared_tokenizer(self, tokenizer, key: str, why: str) -> None:
+        """One error line when the student's tokenizer is not the teacher's and the recipe key `key` needs it."""
+        if not same_tokenizer(tokenizer, self.tokenizer):
+            raise RecipeError(
+                f"{key}: the teacher {self.description['path']} has another tokenizer than the student; {why}"
+            )
+
     def initialize_embeddings(self, model, tokenizer) -> None:
         """The scratch student's embeddings start from the teacher's (distillation_init.py). A resumed run then loads
         its checkpoint over them."""
@@ -269,11 +275,9 @@ class Distillation:
                 "distill_init_embeddings starts a student from scratch (scratch_preset); this run loads "
                 f"{self.run.model_args.model_name_or_path}, whose embeddings are trained already"
             )
-        if not same_tokenizer(tokenizer, self.tokenizer):
-            raise RecipeError(
-                f"distill_init_embeddings: the teacher {self.description['path']} has another tokenizer than the "
-                "student; its embedding rows would belong to other tokens"
-            )
+        self.require_shared_tokenizer(
+            tokenizer, "distill_init_embeddings", "its embedding rows would belong to other tokens"
+        )
         written = project_teacher_embeddings(model, self.model)
         logger.info(
             "distill_init_embeddings: %s from the teacher, projected to width %d (%.1f%% of the word table's variance)",

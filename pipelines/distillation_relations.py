@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipelines.arguments import RecipeError
+from pipelines.distillation_teacher import MASKED
 
-MASKED = -1.0e4  # a score for padding: finite, so that 0 * log(0) terms stay 0
 # The names of the query, key and value projections: ours (one fused Linear), BERT's and DistilBERT's.
 FUSED = "qkv"
 SEPARATE = (("query", "key", "value"), ("q_lin", "k_lin", "v_lin"))
@@ -104,9 +104,7 @@ class RelationDistillation:
         self.model, self.weight, self.heads, self.input_names = teacher.eval(), weight, heads, input_names
 
     def term(self, inputs: dict) -> torch.Tensor:
-        device = inputs["input_ids"].device
         with torch.no_grad():
-            self.model.to(device)
             self.model(**{name: inputs[name] for name in self.input_names if name in inputs})
         teacher = self.teacher.take()
         return self.weight * relation_loss(self.student.take(), teacher, inputs["attention_mask"], self.heads)

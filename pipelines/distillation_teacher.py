@@ -26,6 +26,9 @@ from pipelines.hub import ModelLoadError, load_pretrained, resolve_model_path, r
 from pipelines.task_definitions.base import CLASSIFICATION, EXTRACTIVE_QA, REGRESSION
 
 TEACHER_COLUMN = "teacher_logits"
+# A logit or score for padding (teacher logits of shorter windows, masked keys of attention relations): finite, so
+# that 0 * log(0) terms stay 0, and exp() of it is 0.
+MASKED = -1.0e4
 CACHE_FORMAT = 1  # change when what is cached changes, so that old caches are not read
 
 
