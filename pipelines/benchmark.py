@@ -16,12 +16,14 @@ Both use the Trainer's default optimizer, fused AdamW (transformers' default sin
 Trainer (which evaluates in dataset order: the project's sorted eval sets stay sorted).
 
 With `--levers`, the project setup is also measured with one lever changed at a time (one removed, or one
-candidate added: torch.compile, AdamW without the fused kernel, dataloader workers with pinned memory, one thread),
-so that what wins stays in the defaults and what loses is on record.
+candidate added: torch.compile, AdamW without the fused kernel, dataloader workers with pinned memory, one thread,
+eager attention, bf16 evaluation without autocast; and, for our scratch models, bf16 training's kernels as they
+were before 2026-12-03), so that what wins stays in the defaults and what loses is on record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime
 import gc
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+import torch.nn.functional as F
 
 from pipelines import model_loading, precision, training
 from pipelines.arguments import ModelArguments
@@ -55,6 +58,9 @@ class Setup:
     dataloader_num_workers: int = 0
     dataloader_pin_memory: bool = False
     threads: int | None = None  # None: torch's default (one per core)
+    attn_implementation: str | None = None  # None: the model's default (sdpa)
+    bf16_full_eval: bool = False  # the Trainer casts the model to bf16 for evaluation (no autocast casts)
+    scratch_kernels_before: bool = False  # our scratch models only: bf16 training's kernels before 2026-12-03
 
 
 REFERENCE = Setup(
@@ -85,7 +91,36 @@ LEVERS = [
     replace(PROJECT, name="project - fused AdamW (foreach)", optim="adamw_torch", adamw_foreach=True),
     replace(PROJECT, name="project + 2 workers, pinned", dataloader_num_workers=2, dataloader_pin_memory=True),
     replace(PROJECT, name="project + 1 thread", threads=1),
+    replace(PROJECT, name="project + eager attention", attn_implementation="eager"),
+    replace(PROJECT, name="project + bf16 full eval", bf16_full_eval=True),
+    replace(PROJECT, name="project - bf16 kernels of 2026-12-03 (scratch models)", scratch_kernels_before=True),
 ]
+
+
+@contextlib.contextmanager
+def scratch_kernels_before(enabled: bool = True):
+    """Our scratch models' bf16 training as it ran before 2026-12-03, for the length of a measurement: torch's fused
+    attention kernel in training too, and the masked-LM loss on logits upcast to fp32.
+
+    Since then `sdpa_attention` trains in bf16 on a CPU with the explicit ops and `masked_lm_loss` takes the
+    log-softmax of the bf16 logits (both faster there); putting the old code back lets before and after be timed
+    side by side in one run.
+    """
+    from pipelines.models.scratch_transformer import modeling_scratch_transformer as modeling
+
+    def fused_attention(query, key, value, keep_mask, dropout_p):
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=keep_mask, dropout_p=dropout_p)
+
+    def fp32_loss(logits, targets, reduction="mean"):
+        return F.cross_entropy(logits.float(), targets, reduction=reduction)
+
+    originals = modeling.ATTENTION_FUNCTIONS["sdpa"], modeling.masked_lm_loss
+    if enabled:
+        modeling.ATTENTION_FUNCTIONS["sdpa"], modeling.masked_lm_loss = fused_attention, fp32_loss
+    try:
+        yield
+    finally:
+        modeling.ATTENTION_FUNCTIONS["sdpa"], modeling.masked_lm_loss = originals
 
 
 def machine_precision() -> str:
@@ -98,14 +133,15 @@ def resolve_precision(setup: Setup) -> str:
 
 
 def not_native_lever(setup: Setup) -> str | None:
-    """Why a lever is not timed: bf16 where the machine only emulates it (it would be timed as a 50x loss)."""
-    if setup.name != "project - bf16" or machine_precision() != "fp32" or torch.cuda.is_available():
+    """Why a lever is not timed: a bf16 lever where the machine only emulates bf16 (it would be timed as a 50x loss)."""
+    bf16_lever = setup.name == "project - bf16" or setup.bf16_full_eval
+    if not bf16_lever or machine_precision() != "fp32" or torch.cuda.is_available():
         return None
     hardware = precision.detect_hardware(use_cpu=True)
     measured = precision.slowdown(hardware, "bf16")
     return (
         f"bf16 not native here (CPU capability {hardware.cpu_capability}; a {precision.MATMUL_SIZE}² bf16 matmul "
-        f"ran {measured:.0f}x slower than fp32): the project already runs fp32, so this lever is not timed"
+        f"ran {measured:.0f}x slower than fp32): the project runs fp32 here, so this lever is not timed"
     )
 
 
@@ -264,11 +300,16 @@ def measure(
             torch_compile=setup.torch_compile,
             dataloader_num_workers=setup.dataloader_num_workers,
             dataloader_pin_memory=setup.dataloader_pin_memory,
+            bf16_full_eval=setup.bf16_full_eval,
         )
         raw = mnli.load_raw_datasets(data_args)
         tokenizer = model_loading.load_tokenizer(model_args)
         model = model_loading.load_model(
-            model_args, AutoModelForSequenceClassification, tokenizer, max_seq_length=128, num_labels=3
+            replace(model_args, attn_implementation=setup.attn_implementation),
+            AutoModelForSequenceClassification,
+            tokenizer,
+            max_seq_length=128,
+            num_labels=3,
         )
         features = mnli.preprocess(raw, tokenizer, data_args, args)
         timer = StepTimer(warmup_steps)
@@ -284,7 +325,7 @@ def measure(
         )
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        with PeakRss() as memory:
+        with PeakRss() as memory, scratch_kernels_before(setup.scratch_kernels_before):
             trainer.train()
         seconds = timer.end - timer.start
         samples = steps * batch_size

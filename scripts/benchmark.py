@@ -124,11 +124,12 @@ def pretraining_main(args):
             scratch_preset=name.split(":", 1)[1], tokenizer_name="minilm", config_overrides="norm_position=pre"
         )
         for objective in benchmark_pretraining.PRETRAINING_OBJECTIVES:
-            result = benchmark_pretraining.measure_pretraining(
-                model_args, objective, corpus, args.steps, args.warmup_steps, args.batch_size, ceilings
-            )
-            print(json.dumps(result), flush=True)
-            results.append(result)
+            for setup in benchmark_pretraining.PRETRAINING_SETUPS:
+                result = benchmark_pretraining.measure_pretraining(
+                    model_args, objective, setup, corpus, args.steps, args.warmup_steps, args.batch_size, ceilings
+                )
+                print(json.dumps(result), flush=True)
+                results.append(result)
     rows = benchmark_pretraining.pretraining_markdown_rows(results)
     print("\n".join(rows))
     if not args.no_append:

@@ -73,3 +73,43 @@ def test_pretraining_flops_count_the_vocabulary_on_masked_tokens_and_the_generat
     )
     # ELECTRA = the MLM count (its generator head replaces the MLM head) + the discriminator head + the generator.
     assert expected < pretraining_flops_per_token(small, 128, 0.15) < pretraining_flops_per_token(large, 128, 0.15)
+
+
+def test_the_before_attention_is_put_back_only_inside_its_measurement():
+    """The benchmark's "before" rows time torch's fused kernel in bf16 training; every other row, today's path."""
+    import torch
+
+    from pipelines.models.scratch_transformer import modeling_scratch_transformer as modeling
+
+    query, key, value = (torch.randn(1, 2, 5, 4, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+
+    def backward_node():
+        return type(modeling.ATTENTION_FUNCTIONS["sdpa"](query, key, value, None, 0.0).grad_fn).__name__
+
+    today = backward_node()
+    with benchmark.scratch_kernels_before():
+        before = backward_node()
+    assert "ScaledDotProduct" in before and "ScaledDotProduct" not in today
+    assert backward_node() == today  # restored on the way out
+
+
+def test_pretraining_rows_compare_each_setup_with_the_recipe_before():
+    from pipelines.benchmark_pretraining import PRETRAINING_SETUPS, pretraining_markdown_rows
+
+    assert PRETRAINING_SETUPS[0].kernels_before and PRETRAINING_SETUPS[0].dropout is None
+    results = [
+        {
+            "model": "m",
+            "objective": objective,
+            "setup": setup,
+            "seconds_per_step": 1.0,
+            "tokens_per_second": speed,
+            "mfu": 0.1,
+            "warmup_seconds": 2.0,
+            "peak_memory_gb": 1.0,
+            "precision": "bf16",
+        }
+        for objective, setup, speed in (("mlm", "before", 1000), ("mlm", "after", 1500), ("electra", "after", 500))
+    ]
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in pretraining_markdown_rows(results)[2:]]
+    assert [c[5] for c in cells] == ["1.00", "1.50", "0.50"]

@@ -203,6 +203,56 @@ def test_eager_matches_sdpa(model_class, norm_position):
     torch.testing.assert_close(eager_output, sdpa_output, atol=1e-5, rtol=1e-5)
 
 
+def test_the_bf16_masked_lm_loss_matches_fp32_cross_entropy():
+    """masked_lm_loss skips the (M, V) fp32 copy of bf16 logits; loss and gradients stay fp32 cross-entropy's."""
+    from pipelines.models.scratch_transformer.modeling_scratch_transformer import masked_lm_loss
+
+    generator = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(50, 1000, generator=generator)).bfloat16()
+    targets = torch.randint(0, 1000, (50,), generator=generator)
+    bf16_logits = logits.clone().requires_grad_()
+    fp32_logits = logits.float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in training: the loss must not be cast back up
+        loss = masked_lm_loss(bf16_logits, targets)
+    expected = torch.nn.functional.cross_entropy(fp32_logits, targets)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, atol=2e-3, rtol=1e-3)
+    loss.backward()
+    expected.backward()
+    assert bf16_logits.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(bf16_logits.grad.float(), fp32_logits.grad, atol=1e-4, rtol=2e-2)
+    total = masked_lm_loss(logits, targets, reduction="sum")
+    torch.testing.assert_close(total, expected.detach() * 50, atol=0.1, rtol=1e-3)
+
+
+def test_bf16_training_on_cpu_takes_the_explicit_attention_and_inference_the_fused_kernel():
+    """The sdpa implementation trains in bf16 on a CPU with the explicit ops (torch's fused backward is slow
+    there, BENCHMARKS.md) and gives the same gradients as the fp32 kernel, to bf16 precision."""
+    from pipelines.models.scratch_transformer.modeling_scratch_transformer import sdpa_attention
+
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 4, 9, 8, generator=generator) for _ in range(3))
+    keep_mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    keep_mask[0, ..., -3:] = False
+
+    def attention_and_grads(dtype):
+        inputs = [t.to(dtype).requires_grad_() for t in (query, key, value)]
+        output = sdpa_attention(*inputs, keep_mask, 0.0)
+        output.float().square().sum().backward()
+        return output, [t.grad.float() for t in inputs]
+
+    bf16_output, bf16_grads = attention_and_grads(torch.bfloat16)
+    fp32_output, fp32_grads = attention_and_grads(torch.float32)
+    assert "ScaledDotProduct" not in type(bf16_output.grad_fn).__name__  # the explicit ops: softmax(..) @ value
+    assert "ScaledDotProduct" in type(fp32_output.grad_fn).__name__  # fp32 keeps the fused kernel
+    torch.testing.assert_close(bf16_output.float(), fp32_output, atol=3e-2, rtol=3e-2)
+    for bf16_grad, fp32_grad in zip(bf16_grads, fp32_grads):
+        torch.testing.assert_close(bf16_grad, fp32_grad, atol=1e-1, rtol=5e-2)
+    with torch.no_grad():  # inference in bf16: the fused kernel, same numbers to bf16 precision
+        inference = sdpa_attention(query.bfloat16(), key.bfloat16(), value.bfloat16(), keep_mask, 0.0)
+    torch.testing.assert_close(inference.float(), fp32_output.detach(), atol=3e-2, rtol=3e-2)
+
+
 @pytest.mark.parametrize("attn_implementation", ("sdpa", "eager"))
 @pytest.mark.parametrize("norm_position", NORM_POSITIONS)
 def test_padding_does_not_change_real_positions(norm_position, attn_implementation):

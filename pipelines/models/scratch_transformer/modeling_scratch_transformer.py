@@ -61,7 +61,15 @@ class ScratchTransformerEmbeddings(nn.Module):
 
 
 def sdpa_attention(query, key, value, keep_mask, dropout_p):
-    """PyTorch's fused kernel. keep_mask: (B, 1, 1, S) bool, True where a key may be attended to."""
+    """PyTorch's fused kernel. keep_mask: (B, 1, 1, S) bool, True where a key may be attended to.
+
+    Except when training in bf16 on a CPU: there torch's fused kernel (flash attention forward and backward, or the
+    math path when dropout is on) measured 1.6-8x slower than the three explicit ops of `eager_attention`, so
+    training takes those (BENCHMARKS.md, 2026-12-03, Xeon with AMX). Inference keeps the fused kernel, 3-7x faster
+    there. The two compute the same formula.
+    """
+    if query.requires_grad and query.device.type == "cpu" and query.dtype == torch.bfloat16:
+        return eager_attention(query, key, value, keep_mask, dropout_p)
     return F.scaled_dot_product_attention(query, key, value, attn_mask=keep_mask, dropout_p=dropout_p)
 
 
@@ -74,6 +82,21 @@ def eager_attention(query, key, value, keep_mask, dropout_p):
         scores = scores.masked_fill(~keep_mask, torch.finfo(scores.dtype).min)
     probs = F.dropout(torch.softmax(scores, dim=-1), p=dropout_p)  # `dropout_p` is 0.0 in eval mode
     return probs @ value  # (B, N, S, D)
+
+
+def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of (M, V) vocabulary logits against (M,) token ids, as an fp32 scalar.
+
+    In bf16 (autocast) the log-softmax runs on the bf16 logits (its kernel accumulates in fp32) and only the M picked
+    log-probabilities are summed in fp32. Upcasting the (M, V) logits first, as F.cross_entropy under autocast does,
+    made the step 1.7x slower on a Xeon with AMX (BENCHMARKS.md, 2026-12-03) for the same held-out loss.
+    """
+    if logits.dtype == torch.float32:
+        return F.cross_entropy(logits, targets, reduction=reduction)
+    with torch.autocast(logits.device.type, enabled=False):
+        log_probs = torch.log_softmax(logits, dim=-1)  # (M, V), in the logits' dtype
+    picked = log_probs.gather(1, targets[:, None]).squeeze(1).float()  # (M,)
+    return -(picked.sum() if reduction == "sum" else picked.mean())
 
 
 ATTENTION_FUNCTIONS = {"sdpa": sdpa_attention, "eager": eager_attention}
@@ -467,7 +490,7 @@ class ScratchTransformerForMaskedLM(ScratchTransformerPreTrainedModel):
             masked = labels != -100  # (B, S)
             logits = self.lm_head(hidden[masked])  # (M, V)
             if masked.any():
-                loss = F.cross_entropy(logits.float(), labels[masked])
+                loss = masked_lm_loss(logits, labels[masked])
             else:  # a batch without masked tokens teaches nothing; keep the graph, avoid a NaN mean
                 loss = hidden.sum() * 0.0
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
@@ -572,7 +595,7 @@ class ScratchTransformerForPreTraining(ScratchTransformerPreTrainedModel):
         hidden = self.generator(embeddings, keep_mask)  # (B, S, h)
         masked = labels != -100  # (B, S)
         logits = self.generator_head(hidden[masked], self.transformer.get_input_embeddings().weight)  # (M, V)
-        loss_sum = F.cross_entropy(logits.float(), labels[masked], reduction="sum")
+        loss_sum = masked_lm_loss(logits, labels[masked], reduction="sum")
         with torch.no_grad():
             sampled = torch.multinomial(torch.softmax(logits.float(), dim=-1), 1).squeeze(-1)  # (M,)
         corrupted = input_ids.clone()
