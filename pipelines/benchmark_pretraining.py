@@ -70,6 +70,58 @@ def pretraining_flops_per_token(model, seq_len: int, mlm_probability: float) -> 
     return 6 * body_params + attention + mlm_probability * (6 * head_params + 3 * vocabulary)
 
 
+def scratch_model_arguments(preset: str) -> ModelArguments:
+    """The pretraining recipes' model: a pre-LN scratch preset with MiniLM's tokenizer."""
+    return ModelArguments(scratch_preset=preset, tokenizer_name="minilm", config_overrides="norm_position=pre")
+
+
+def pretraining_trainer(
+    model_args: ModelArguments,
+    objective: str,
+    dropout: float | None,
+    corpus: str,
+    output_dir: str,
+    max_steps: int,
+    batch_size: int,
+    callbacks: list,
+    torch_compile: bool = False,
+    seq_len: int = 128,
+):
+    """The real Trainer, collator and model of `max_steps` pretraining steps on packed blocks of `corpus`, at the
+    precision `precision: auto` picks (timed by measure_pretraining, profiled by scripts/profile_steps.py), and
+    the data arguments it was built from."""
+    from pipelines.tasks import mlm
+
+    data_args = mlm.PretrainingDataArguments(
+        train_files=[corpus],
+        validation_split_percentage=5.0,
+        max_seq_length=seq_len,
+        objective=objective,
+        pretraining_dropout=dropout,
+        max_train_samples=max_steps * batch_size,
+        max_eval_samples=8,
+    )
+    args = timing_arguments(
+        output_dir,
+        machine_precision(),
+        batch_size,
+        max_steps,
+        remove_unused_columns=False,
+        torch_compile=torch_compile,
+    )
+    tokenizer = model_loading.load_tokenizer(model_args)
+    blocks = mlm.preprocess(mlm.load_raw_datasets(data_args), tokenizer, data_args, args)
+    model = mlm.load_pretraining_model(model_args, data_args, tokenizer)
+    trainer = training.PipelineTrainer(
+        model=model,
+        args=args,
+        train_dataset=blocks["train"],
+        data_collator=mlm.make_pretraining_collator(tokenizer, data_args),
+        callbacks=callbacks,
+    )
+    return trainer, data_args
+
+
 def measure_pretraining(
     model_args: ModelArguments,
     objective: str,
@@ -83,40 +135,24 @@ def measure_pretraining(
 ) -> dict:
     """Tokens/s and MFU of `steps` pretraining steps (after `warmup_steps`, which also pay for compilation) with the
     real Trainer and collator."""
-    from pipelines.tasks import mlm
-
     setup_precision = machine_precision()
     release_freed_memory()
     torch.manual_seed(0)
-    data_args = mlm.PretrainingDataArguments(
-        train_files=[corpus],
-        validation_split_percentage=5.0,
-        max_seq_length=seq_len,
-        objective=objective,
-        pretraining_dropout=setup.dropout,
-        max_train_samples=(steps + warmup_steps) * batch_size,
-        max_eval_samples=8,
-    )
     with tempfile.TemporaryDirectory() as output_dir:
-        args = timing_arguments(
-            output_dir,
-            setup_precision,
-            batch_size,
-            warmup_steps + steps,
-            remove_unused_columns=False,
-            torch_compile=setup.torch_compile,
-        )
-        tokenizer = model_loading.load_tokenizer(model_args)
-        blocks = mlm.preprocess(mlm.load_raw_datasets(data_args), tokenizer, data_args, args)
-        model = mlm.load_pretraining_model(model_args, data_args, tokenizer)
         timer = StepTimer(warmup_steps)
-        trainer = training.PipelineTrainer(
-            model=model,
-            args=args,
-            train_dataset=blocks["train"],
-            data_collator=mlm.make_pretraining_collator(tokenizer, data_args),
-            callbacks=[timer.callback],
+        trainer, data_args = pretraining_trainer(
+            model_args,
+            objective,
+            setup.dropout,
+            corpus,
+            output_dir,
+            warmup_steps + steps,
+            batch_size,
+            [timer.callback],
+            torch_compile=setup.torch_compile,
+            seq_len=seq_len,
         )
+        model = trainer.model
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         with PeakRss() as memory, scratch_kernels_before(setup.kernels_before):

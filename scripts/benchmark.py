@@ -120,9 +120,7 @@ def pretraining_main(args):
     for name in args.models:
         if not name.startswith("scratch:"):
             raise SystemExit(f"--pretraining times scratch presets (scratch:<preset>), not {name}")
-        model_args = ModelArguments(
-            scratch_preset=name.split(":", 1)[1], tokenizer_name="minilm", config_overrides="norm_position=pre"
-        )
+        model_args = benchmark_pretraining.scratch_model_arguments(name.split(":", 1)[1])
         for objective in benchmark_pretraining.PRETRAINING_OBJECTIVES:
             for setup in benchmark_pretraining.PRETRAINING_SETUPS:
                 result = benchmark_pretraining.measure_pretraining(

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from pipelines import benchmark, cli, model_loading, training
+from pipelines import benchmark, benchmark_pretraining, cli, model_loading, training
 from pipelines.arguments import ModelArguments
 from pipelines.tasks import mnli
 
@@ -79,38 +79,21 @@ def top_ops_by_shape(prof, rows: int) -> list[str]:
 
 def profile_pretraining(args):
     """Pretraining steps of the scratch small-3l-4h pre-LN model, as scripts/benchmark.py --pretraining runs them."""
-    from pipelines.tasks import mlm
-
-    precision = benchmark.machine_precision()
-    model_args = ModelArguments(
-        scratch_preset="small-3l-4h", tokenizer_name="minilm", config_overrides="norm_position=pre"
-    )
     batch_size = 64
-    data_args = mlm.PretrainingDataArguments(
-        train_files=[f"{args.data_dir}/corpus/enwiki_sample.txt"],
-        validation_split_percentage=5.0,
-        max_seq_length=128,
-        objective=args.pretraining,
-        pretraining_dropout=args.pretraining_dropout,
-        max_train_samples=(args.warmup_steps + args.steps) * batch_size,
-        max_eval_samples=8,
-    )
     prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
     with tempfile.TemporaryDirectory() as output_dir:
-        training_args = benchmark.timing_arguments(
-            output_dir, precision, batch_size, args.warmup_steps + args.steps, remove_unused_columns=False
-        )
-        tokenizer = model_loading.load_tokenizer(model_args)
-        blocks = mlm.preprocess(mlm.load_raw_datasets(data_args), tokenizer, data_args, training_args)
-        model = mlm.load_pretraining_model(model_args, data_args, tokenizer)
-        trainer = training.PipelineTrainer(
-            model=model,
-            args=training_args,
-            train_dataset=blocks["train"],
-            data_collator=mlm.make_pretraining_collator(tokenizer, data_args),
-            callbacks=[profile_after_warmup(prof, args.warmup_steps)],
+        trainer, _ = benchmark_pretraining.pretraining_trainer(
+            benchmark_pretraining.scratch_model_arguments("small-3l-4h"),
+            args.pretraining,
+            args.pretraining_dropout,
+            f"{args.data_dir}/corpus/enwiki_sample.txt",
+            output_dir,
+            args.warmup_steps + args.steps,
+            batch_size,
+            [profile_after_warmup(prof, args.warmup_steps)],
         )
         trainer.train()
+    precision, model = benchmark.machine_precision(), trainer.model
     dropout = "the model's own" if args.pretraining_dropout is None else args.pretraining_dropout
     print(
         f"Machine: {benchmark.machine_text()}; precision {precision}; attention {model.config._attn_implementation}\n"
