@@ -338,7 +338,15 @@ def test_recipes_parse_and_name_their_commands(recipe):
     # The header names the command that makes its inputs (a tokenizer or a corpus) and its own launch command.
     assert "scripts/train_tokenizer.py" in header or "scripts/build_corpus.py" in header
     assert f"scripts/run_pretraining.py configs/pretraining/{Path(recipe).name}" in header
-    assert model_args.scratch_preset in PRESETS
+    if model_args.model_name_or_path is None:
+        assert model_args.scratch_preset in PRESETS
+    else:
+        # Continued pretraining: its start is the output of another recipe here, and the header says which.
+        start = model_args.model_name_or_path
+        assert Path(start).parts[:2] == ("outputs", "pretraining") and model_args.scratch_preset is None
+        recipes = Path(recipe).parent.glob("*.yaml")
+        makers = [r.name for r in recipes if f"output_dir: {start}\n" in r.read_text(encoding="utf-8")]
+        assert makers and any(name in header for name in makers), (start, makers)
     made_by = ("../shared/data/corpus/", "outputs/corpus/")
     assert data_args.train_files and all(f.startswith(made_by) for f in data_args.train_files)
     assert Path(training_args.output_dir).parts[:2] == ("outputs", "pretraining")
