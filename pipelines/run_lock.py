@@ -42,12 +42,16 @@ class RunLockedError(RecipeError):
 
 def process_start(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22): with the pid, it names one
-    process (a pid is reused, a start time with it is not). None where there is no /proc or no such process."""
+    process (a pid is reused, a start time with it is not). None where there is no /proc, no such process, or only
+    its zombie: a killed run whose parent has not reaped it yet has closed its files and will write nothing more."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # fields after "(command)"; field 22 overall
+    fields = stat.rsplit(")", 1)[1].split()  # the fields after "(command)": state is field 3 overall, start time 22
+    if fields[0] in ("Z", "X"):  # zombie or dead
+        return None
+    return fields[19]
 
 
 def this_process() -> dict:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,40 @@ def test_a_failed_write_names_the_file_and_what_is_intact(full_filesystem):
     assert path.read_text() == '{"old": 1}\n' and sorted(p.name for p in full_filesystem.iterdir()) == [
         "all_results.json"
     ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux) to see process states")
+def test_a_killed_run_not_yet_reaped_holds_nothing(tmp_path):
+    # A study that is killed with its job and run again at once can find the job still a zombie: dead, its files
+    # (and flock) closed, but its pid and start time still in /proc until its parent reaps it. It once made the
+    # study skip the job as "held" (tests/test_study.py::test_study_end_to_end_with_resume, under load).
+    folder = tmp_path / "run"
+    code = (
+        "import time; from pipelines import run_lock\n"
+        f"run_lock.acquire({str(folder)!r}); print('held', flush=True); time.sleep(600)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert run_lock.holder(folder)["pid"] == child.pid  # alive: it holds the folder
+        os.kill(child.pid, signal.SIGKILL)  # and no wait(): the child stays a zombie until reaped below
+        stat = Path(f"/proc/{child.pid}/stat")
+        for _ in range(3000):
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        assert stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        # The kernel may drop the zombie's flock a moment after the state turns Z (deferred close): wait for that,
+        # but not for the reaping, which never comes here. Before the fix the zombie's record held the folder.
+        for _ in range(1000):
+            if run_lock.holder(folder) is None:
+                break
+            time.sleep(0.01)
+        assert run_lock.holder(folder) is None
+        assert stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # still not reaped
+        run_lock.release(folder, run_lock.acquire(folder))  # a new run takes the folder over
+    finally:
+        child.kill()
+        child.wait(timeout=60)
