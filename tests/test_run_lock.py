@@ -227,6 +227,11 @@ def test_a_failed_write_names_the_file_and_what_is_intact(full_filesystem):
     ]
 
 
+def process_state(pid: int) -> str:
+    """R, S, Z (zombie), ...: field 3 of /proc/<pid>/stat, the first after "(command)"."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux) to see process states")
 def test_a_killed_run_not_yet_reaped_holds_nothing(tmp_path):
     # A study that is killed with its job and run again at once can find the job still a zombie: dead, its files
@@ -244,12 +249,11 @@ def test_a_killed_run_not_yet_reaped_holds_nothing(tmp_path):
         assert child.stdout.readline().strip() == "held"
         assert run_lock.holder(folder)["pid"] == child.pid  # alive: it holds the folder
         os.kill(child.pid, signal.SIGKILL)  # and no wait(): the child stays a zombie until reaped below
-        stat = Path(f"/proc/{child.pid}/stat")
         for _ in range(3000):
-            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            if process_state(child.pid) == "Z":
                 break
             time.sleep(0.01)
-        assert stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        assert process_state(child.pid) == "Z"
         # The kernel may drop the zombie's flock a moment after the state turns Z (deferred close): wait for that,
         # but not for the reaping, which never comes here. Before the fix the zombie's record held the folder.
         for _ in range(1000):
@@ -257,7 +261,7 @@ def test_a_killed_run_not_yet_reaped_holds_nothing(tmp_path):
                 break
             time.sleep(0.01)
         assert run_lock.holder(folder) is None
-        assert stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # still not reaped
+        assert process_state(child.pid) == "Z"  # still not reaped
         run_lock.release(folder, run_lock.acquire(folder))  # a new run takes the folder over
     finally:
         child.kill()
