@@ -118,26 +118,9 @@ def scratch_kernels_before(enabled: bool = True):
     if enabled:
         modeling.ATTENTION_FUNCTIONS["sdpa"], modeling.masked_lm_loss = fused_attention, fp32_loss
     try:
-        with mlm_decoder_and_loss_apart(enabled):  # the fused decoder + loss came later still
-            yield
-    finally:
-        modeling.ATTENTION_FUNCTIONS["sdpa"], modeling.masked_lm_loss = originals
-
-
-@contextlib.contextmanager
-def mlm_decoder_and_loss_apart(enabled: bool = True):
-    """Our scratch MLM's bf16 training step as it ran before 2026-12-04, for the length of a measurement: the
-    decoder's (M, V) logits, then `masked_lm_loss` on them, each with its own backward, instead of the fused
-    `linear_cross_entropy`. Lets the two be timed side by side in one run."""
-    from pipelines.models.scratch_transformer import modeling_scratch_transformer as modeling
-
-    original = modeling.training_in_bf16_on_cpu
-    if enabled:
-        modeling.training_in_bf16_on_cpu = lambda tensor: False
-    try:
         yield
     finally:
-        modeling.training_in_bf16_on_cpu = original
+        modeling.ATTENTION_FUNCTIONS["sdpa"], modeling.masked_lm_loss = originals
 
 
 def machine_precision() -> str:

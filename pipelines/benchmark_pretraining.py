@@ -16,7 +16,6 @@ from pipelines.benchmark import (
     PeakRss,
     StepTimer,
     machine_precision,
-    mlm_decoder_and_loss_apart,
     release_freed_memory,
     scratch_kernels_before,
     timing_arguments,
@@ -29,14 +28,12 @@ PRETRAINING_OBJECTIVES = ("mlm", "electra")
 class PretrainingSetup:
     """How the pretraining steps run: `pretraining_dropout` and `torch_compile` are recipe keys (the packed blocks
     all have one shape, so the model compiles once); `kernels_before` puts back bf16 training's attention and loss
-    of our scratch models as they were before 2026-12-03 (benchmark.scratch_kernels_before); `head_apart` runs
-    the MLM decoder and loss as they were before 2026-12-04 (benchmark.mlm_decoder_and_loss_apart)."""
+    of our scratch models as they were before 2026-12-03 (benchmark.scratch_kernels_before)."""
 
     name: str
     dropout: float | None  # None: the model's own (0.1 for the scratch presets), as in the MLM recipes
     torch_compile: bool = False
     kernels_before: bool = False
-    head_apart: bool = False
 
 
 # The MLM recipe as it ran before 2026-12-03 (configs/pretraining/en_trainside_small_3l_4h_cpu.yaml) first: the
@@ -45,9 +42,6 @@ PRETRAINING_SETUPS = (
     PretrainingSetup("recipe, code before (dropout 0.1)", dropout=None, kernels_before=True),
     PretrainingSetup("recipe (dropout 0.1)", dropout=None),
     PretrainingSetup("dropout 0 (Cramming)", dropout=0.0),
-    PretrainingSetup(
-        "dropout 0 + torch.compile, decoder and loss apart", dropout=0.0, torch_compile=True, head_apart=True
-    ),
     PretrainingSetup("dropout 0 + torch.compile", dropout=0.0, torch_compile=True),
 )
 
@@ -161,11 +155,7 @@ def measure_pretraining(
         model = trainer.model
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        with (
-            PeakRss() as memory,
-            scratch_kernels_before(setup.kernels_before),
-            mlm_decoder_and_loss_apart(setup.head_apart),
-        ):
+        with PeakRss() as memory, scratch_kernels_before(setup.kernels_before):
             started = time.perf_counter()
             trainer.train()
         seconds = timer.end - timer.start

@@ -113,29 +113,3 @@ def test_pretraining_rows_compare_each_setup_with_the_recipe_before():
     ]
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in pretraining_markdown_rows(results)[2:]]
     assert [c[5] for c in cells] == ["1.00", "1.50", "0.50"]
-
-
-def test_the_mlm_decoder_and_loss_run_apart_only_inside_their_measurement():
-    """The "decoder and loss apart" row times the bf16 MLM step before the fused linear_cross_entropy: logits exist
-    there (decoder, then masked_lm_loss), and not in today's step."""
-    import torch
-
-    from pipelines.models import ScratchTransformerForMaskedLM, config_from_preset
-
-    torch.manual_seed(0)
-    model = ScratchTransformerForMaskedLM(config_from_preset("tiny", vocab_size=100)).train()
-    input_ids = torch.randint(1, 100, (2, 8))
-    labels = torch.full_like(input_ids, -100)
-    labels[:, ::3] = input_ids[:, ::3]
-
-    def logits_kept():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return model(input_ids=input_ids, labels=labels).logits is not None
-
-    today = logits_kept()
-    with benchmark.mlm_decoder_and_loss_apart():
-        apart = logits_kept()
-    with benchmark.scratch_kernels_before():
-        before = logits_kept()
-    assert (today, apart, before) == (False, True, True)
-    assert logits_kept() is False  # restored on the way out

@@ -99,55 +99,6 @@ def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str =
     return -(picked.sum() if reduction == "sum" else picked.mean())
 
 
-class LinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of the logits `hidden @ weight^T + bias` (M, V) against `targets` (M,), an fp32 scalar.
-
-    Its forward computes the gradients as well, (softmax - one_hot) / M pushed through the decoder, and keeps only
-    them (M x H, V x H, V): the softmax is made in place in the logits' memory, so no (M, V) log-probabilities,
-    their gradient or its zero fill exist. For bf16 training on a CPU, where those (M, V) passes were about a third
-    of an MLM step (BENCHMARKS.md, 2026-12-04).
-    """
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, targets):
-        dtype = hidden.dtype  # bf16 in training; weight and bias are the fp32 parameters
-        weight_ = weight.to(dtype)  # (V, H)
-        logits = torch.addmm(bias.to(dtype), hidden, weight_.t())  # (M, V)
-        log_normalizer = torch.logsumexp(logits, dim=-1, keepdim=True)  # (M, 1); the kernel accumulates in fp32
-        rows = torch.arange(len(targets), device=targets.device)
-        loss = (log_normalizer.squeeze(1).float() - logits[rows, targets].float()).mean()
-        probs = torch.sub(logits, log_normalizer, out=logits).exp_()  # softmax, in place: (M, V)
-        probs[rows, targets] -= 1  # the gradient of the summed loss with respect to the logits
-        scale = 1.0 / len(targets)
-        grad_hidden = (probs @ weight_) * scale  # (M, H)
-        grad_weight = (probs.t() @ hidden).float() * scale  # (V, H)
-        grad_bias = probs.sum(0, dtype=torch.float32) * scale  # (V,)
-        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_weight * grad_loss, grad_bias * grad_loss, None
-
-
-def training_in_bf16_on_cpu(tensor: torch.Tensor) -> bool:
-    """Where LinearCrossEntropy replaces decoder + masked_lm_loss: a CPU training step under bf16 autocast."""
-    return (
-        tensor.device.type == "cpu"
-        and torch.is_grad_enabled()
-        and torch.is_autocast_enabled("cpu")
-        and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    )
-
-
-@torch.compiler.disable  # its in-place softmax and saved gradients stay eager; the encoder around it compiles
-def linear_cross_entropy(hidden: torch.Tensor, decoder: nn.Linear, targets: torch.Tensor) -> torch.Tensor:
-    """(M, H) hidden states, the vocabulary decoder, (M,) token ids -> the mean cross-entropy, in bf16 matmuls."""
-    with torch.autocast("cpu", enabled=False):
-        return LinearCrossEntropy.apply(hidden.bfloat16(), decoder.weight, decoder.bias, targets)
-
-
 ATTENTION_FUNCTIONS = {"sdpa": sdpa_attention, "eager": eager_attention}
 
 
@@ -484,11 +435,9 @@ class ScratchTransformerLMHead(nn.Module):
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
 
-    def transform(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.layer_norm(self.activation(self.dense(hidden_states)))  # (B, S, H)
-
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(hidden_states))  # (B, S, V)
+        hidden_states = self.layer_norm(self.activation(self.dense(hidden_states)))  # (B, S, H)
+        return self.decoder(hidden_states)  # (B, S, V)
 
 
 class ScratchTransformerForMaskedLM(ScratchTransformerPreTrainedModel):
@@ -539,17 +488,11 @@ class ScratchTransformerForMaskedLM(ScratchTransformerPreTrainedModel):
             # With labels, score only the masked positions (about 15%): projecting every position onto the
             # vocabulary would be most of the step's work. The logits returned are then (M, V), M = masked tokens.
             masked = labels != -100  # (B, S)
-            if not masked.any():  # a batch without masked tokens teaches nothing; keep the graph, avoid a NaN mean
-                logits, loss = self.lm_head(hidden[masked]), hidden.sum() * 0.0
-            elif self.training and training_in_bf16_on_cpu(hidden):
-                # The step needs only the loss: no (M, V) logits are kept or returned.
-                logits = None
-                loss = linear_cross_entropy(
-                    self.lm_head.transform(hidden[masked]), self.lm_head.decoder, labels[masked]
-                )
-            else:
-                logits = self.lm_head(hidden[masked])  # (M, V)
+            logits = self.lm_head(hidden[masked])  # (M, V)
+            if masked.any():
                 loss = masked_lm_loss(logits, labels[masked])
+            else:  # a batch without masked tokens teaches nothing; keep the graph, avoid a NaN mean
+                loss = hidden.sum() * 0.0
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
