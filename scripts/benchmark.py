@@ -7,16 +7,14 @@ python scripts/benchmark.py --pretraining --models scratch:small-3l-4h   # MLM v
 """
 
 import argparse
-import datetime
-import json
 import shlex
 import sys
 from pathlib import Path
 
 import torch
 
-from pipelines import benchmark, benchmark_pretraining, cli, precision
-from pipelines.arguments import ModelArguments
+from pipelines import benchmark, benchmark_pretraining, cli
+from pipelines.benchmark_runs import append_pretraining_entry, compare_pretraining, compare_setups
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,94 +53,34 @@ def main():
         "<data-dir>/corpus/enwiki_sample.txt); scratch models only",
     )
     args = parser.parse_args()
+    command = "python " + " ".join(shlex.quote(a) for a in ["scripts/benchmark.py", *sys.argv[1:]])
     if args.pretraining:
-        return pretraining_main(args)
+        try:
+            results, ceilings = compare_pretraining(
+                args.models, args.data_dir, args.steps, args.warmup_steps, args.batch_size
+            )
+        except ValueError as error:
+            raise SystemExit(str(error)) from error
+        rows = benchmark_pretraining.pretraining_markdown_rows(results)
+        print("\n".join(rows))
+        if not args.no_append:
+            append_pretraining_entry(REPO / "BENCHMARKS.md", command, args.note, ceilings, rows)
+        return
 
-    # The ceilings of the precisions the setups run in here: fp32 (reference) and what `precision: auto` picks.
-    # An emulated precision is never timed (a 2048³ bf16 product takes minutes on an AVX2-only CPU).
-    in_use = dict.fromkeys(["fp32", benchmark.machine_precision()])
-    ceilings = {name: benchmark.matmul_ceiling(precision.DTYPES[name]) for name in in_use}
-    print(f"Machine: {benchmark.machine_text()}; project precision (auto): {benchmark.machine_precision()}", flush=True)
-    print(f"matmul ceiling: {benchmark.ceilings_text(ceilings)}", flush=True)
-    results = []
-    train_samples = (args.steps + args.warmup_steps) * args.batch_size
-    for name in args.models:
-        if name.startswith("scratch:"):
-            model_args = ModelArguments(scratch_preset=name.split(":", 1)[1], tokenizer_name="minilm")
-        else:
-            model_args = ModelArguments(model_name_or_path=name)
-        setups = [benchmark.REFERENCE, benchmark.PROJECT]
-        if args.levers and name == args.models[0]:
-            setups += benchmark.LEVERS
-        attempts = 2 if args.warm else 1
-        for setup in setups:
-            reason = benchmark.not_native_lever(setup)
-            if reason:
-                print(json.dumps({"model": name, "setup": setup.name, "not_timed": reason}), flush=True)
-                results.append(
-                    {"model": model_args.model_name_or_path or name, "setup": setup.name, "not_timed": reason}
-                )
-                continue
-            for attempt in range(attempts):
-                result = benchmark.measure(
-                    model_args,
-                    setup,
-                    args.data_dir,
-                    train_samples,
-                    args.eval_samples,
-                    args.steps,
-                    args.warmup_steps,
-                    args.batch_size,
-                    ceilings,
-                )
-                print(json.dumps({**result, "kept": attempt == attempts - 1}), flush=True)
-            results.append(result)  # the last attempt
-    tokenize = benchmark.tokenization_times(
-        ModelArguments(model_name_or_path=args.models[0] if not args.models[0].startswith("scratch:") else "minilm"),
+    results, ceilings, tokenize = compare_setups(
+        args.models,
         args.data_dir,
+        args.steps,
+        args.warmup_steps,
+        args.batch_size,
+        args.eval_samples,
+        levers=args.levers,
+        warm=args.warm,
     )
-    print(json.dumps(tokenize))
     print("\n".join(benchmark.markdown_rows(results, ceilings)))
     if not args.no_append:
-        command = "python " + " ".join(shlex.quote(a) for a in ["scripts/benchmark.py", *sys.argv[1:]])
         note = args.note + (" Each setup measured twice in a row, the second kept (--warm)." if args.warm else "")
         benchmark.append_to_benchmarks(REPO / "BENCHMARKS.md", command, ceilings, results, tokenize, note)
-
-
-def pretraining_main(args):
-    """MLM and ELECTRA pretraining steps of the same scratch model on the same blocks, in one process."""
-    ceilings = {
-        benchmark.machine_precision(): benchmark.matmul_ceiling(precision.DTYPES[benchmark.machine_precision()])
-    }
-    print(f"Machine: {benchmark.machine_text()}; matmul ceiling: {benchmark.ceilings_text(ceilings)}", flush=True)
-    corpus = str(Path(args.data_dir) / "corpus" / "enwiki_sample.txt")
-    results = []
-    for name in args.models:
-        if not name.startswith("scratch:"):
-            raise SystemExit(f"--pretraining times scratch presets (scratch:<preset>), not {name}")
-        model_args = benchmark_pretraining.scratch_model_arguments(name.split(":", 1)[1])
-        for objective in benchmark_pretraining.PRETRAINING_OBJECTIVES:
-            for setup in benchmark_pretraining.PRETRAINING_SETUPS:
-                result = benchmark_pretraining.measure_pretraining(
-                    model_args, objective, setup, corpus, args.steps, args.warmup_steps, args.batch_size, ceilings
-                )
-                print(json.dumps(result), flush=True)
-                results.append(result)
-    rows = benchmark_pretraining.pretraining_markdown_rows(results)
-    print("\n".join(rows))
-    if not args.no_append:
-        command = "python " + " ".join(shlex.quote(a) for a in ["scripts/benchmark.py", *sys.argv[1:]])
-        text = [
-            f"\n## {datetime.date.today().isoformat()}: pretraining steps, mlm vs electra (scripts/benchmark.py)\n",
-            f"Command: `{command}`\n",
-            f"Machine: {benchmark.machine_text()}. {args.note}\n",
-            f"Matmul ceiling: {benchmark.ceilings_text(ceilings)}. Blocks of 128 real tokens; MFU counts the "
-            "generator's FLOPs for electra (pipelines/benchmark_pretraining.py pretraining_flops_per_token).\n",
-            *rows,
-            "",
-        ]
-        with (REPO / "BENCHMARKS.md").open("a", encoding="utf-8") as f:
-            f.write("\n".join(text) + "\n")
 
 
 if __name__ == "__main__":

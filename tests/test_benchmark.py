@@ -113,3 +113,19 @@ def test_pretraining_rows_compare_each_setup_with_the_recipe_before():
     ]
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in pretraining_markdown_rows(results)[2:]]
     assert [c[5] for c in cells] == ["1.00", "1.50", "0.50"]
+
+
+def test_scratch_vs_bert_times_both_models_of_one_shape_on_the_same_batches(data_dir):
+    """scripts/benchmark_scratch_vs_bert.py's comparison, two steps of the smallest preset: both models have the same
+    parameter count (the point of the comparison), each gets a rate, and the report has the preset's row."""
+    from pipelines.benchmark_scratch_vs_bert import compare_presets, markdown_report
+
+    results, mean_length = compare_presets(
+        ["small-3l-4h"], str(data_dir), steps=1, warmup_steps=1, batch_size=2, max_length=32, precisions=["fp32"]
+    )
+    (row,) = results
+    assert row["ours_params"] == row["bert_params"] > 10_000_000
+    assert row["ours"] > 0 and row["bert"] > 0 and row["ratio"] > 0
+    assert 0 < mean_length <= 32
+    report = markdown_report("python scripts/benchmark_scratch_vs_bert.py", results, mean_length, 32, 2, 1, 1)
+    assert f"| small-3l-4h | {row['ours_params']:,} | {row['bert_params']:,} | fp32 |" in report
