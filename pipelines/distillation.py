@@ -4,6 +4,7 @@
     distill_alpha: 0.5          # model path with a head for the task; {seed} is the run's seed
     distill_temperature: 2.0
     distill_augment: 20000      # optional: that many more train examples, labelled by the teacher (Tang et al. 2019)
+    distill_transfer: 16000     # optional: the train file's next examples after max_train_samples, teacher-labelled
     distill_relations: 1.0      # optional: the last layers' attention relations (MiniLMv2, distillation_relations.py)
 
 loss = (1 - alpha) * the model's own loss on the gold labels + alpha * T^2 * KL(teacher_T || student_T), where _T is
@@ -23,6 +24,11 @@ its nearest words in the teacher's input embeddings (TinyBERT's swap); then with
 (n in 1..5) of the text kept. Classification rewrites every input text; QA the question only, so that the context
 still holds the span the teacher points to. Their label is the teacher's: its argmax (QA: its start and end token
 of each window) or score for the gold-label term, its distribution for the KL term.
+
+A transfer set (`distill_transfer`, Hinton et al.'s unlabelled "transfer set") is real train examples instead: the
+train file's next examples after the first max_train_samples, read like them and labelled by the teacher in the same
+way; their own labels are never used. The student then sees more of the task's real inputs than a scratch run with
+the same max_train_samples, but no more human labels.
 
 Loading, checking, running and caching the teacher is in distillation_teacher.py; the augmentation rules in
 distillation_augment.py; here are the recipe's arguments, the loss, the Trainer that mixes it in, and the
@@ -84,6 +90,13 @@ class DistillationArguments:
             "help": "Add this many examples made from train examples (masking, n-grams), labelled by the teacher."
         },
     )
+    distill_transfer: int = field(
+        default=0,
+        metadata={
+            "help": "Add the train split's next this many examples after the first max_train_samples, labelled by the "
+            "teacher only (their own labels are not used): a transfer set of real task inputs."
+        },
+    )
     distill_augment_swap: float = field(
         default=0.0,
         metadata={
@@ -125,6 +138,10 @@ class DistillationArguments:
             raise RecipeError(f"distill_augment is {self.distill_augment}; it must be 0 or more")
         if self.distill_augment and not self.teacher:
             raise RecipeError("distill_augment needs a teacher to label the new examples: set teacher")
+        if self.distill_transfer < 0:
+            raise RecipeError(f"distill_transfer is {self.distill_transfer}; it must be 0 or more")
+        if self.distill_transfer and not self.teacher:
+            raise RecipeError("distill_transfer needs a teacher to label the transfer set: set teacher")
         if not 0.0 <= self.distill_augment_swap <= 0.9:  # 0.1 of the words are masked: the two add up to 1 at most
             raise RecipeError(f"distill_augment_swap is {self.distill_augment_swap}; it must be in [0, 0.9]")
         if self.distill_augment_swap and not self.distill_augment:
@@ -219,6 +236,34 @@ class DistillationTrainer(training.PipelineTrainer):
 # --- In a run -----------------------------------------------------------------------------------------------
 
 
+def load_data_with_transfer_set(run) -> tuple[datasets.DatasetDict, datasets.Dataset | None]:
+    """run.load_data(), and with `distill_transfer` the train split's next that many examples after the first
+    max_train_samples: the task reads them as train examples (its own first-N rule, after any held-out split), and
+    they are split off here so that their labels never reach the student (label_training_data)."""
+    args = getattr(run, "distill_args", None)
+    transfer = args.distill_transfer if args is not None else 0
+    if not transfer:
+        return run.load_data(), None
+    gold = run.data_args.max_train_samples
+    if gold is None:
+        raise RecipeError(
+            "distill_transfer takes the train examples after the first max_train_samples: set max_train_samples"
+        )
+    run.data_args.max_train_samples = gold + transfer
+    try:
+        raw = run.load_data()
+    finally:
+        run.data_args.max_train_samples = gold
+    train = raw["train"]
+    raw["train"] = train.select(range(min(gold, len(train))))
+    extra = train.select(range(len(raw["train"]), len(train)))
+    if len(extra) < transfer:
+        logger.warning(
+            "distill_transfer: the train split has %d examples after its first %d, not %d", len(extra), gold, transfer
+        )
+    return raw, extra
+
+
 class Distillation:
     """A run's teacher: loaded before any output is written (a bad teacher fails early), labels the training
     data once the output folder is ready, and builds the Trainer with the mixed loss."""
@@ -234,7 +279,11 @@ class Distillation:
         self.fingerprint = teacher_fingerprint(path)
         self.relations = None  # distill_relations: set by initialize_student
         self.description.update(
-            alpha=args.distill_alpha, temperature=args.distill_temperature, augment=args.distill_augment, caches=[]
+            alpha=args.distill_alpha,
+            temperature=args.distill_temperature,
+            augment=args.distill_augment,
+            transfer=args.distill_transfer,
+            caches=[],
         )
 
     @classmethod
@@ -288,9 +337,10 @@ class Distillation:
         self.description["init_embeddings"] = written
 
     def label_training_data(
-        self, raw: datasets.DatasetDict, features: datasets.DatasetDict, tokenizer
+        self, raw: datasets.DatasetDict, features: datasets.DatasetDict, tokenizer, transfer=None
     ) -> datasets.DatasetDict:
-        """features["train"] with the teacher's logits, plus the augmented examples; the teacher is freed after."""
+        """features["train"] with the teacher's logits, plus the augmented examples and the transfer set (`transfer`,
+        from load_data_with_transfer_set), all labelled by the teacher; the teacher is freed after."""
         shared = same_tokenizer(tokenizer, self.tokenizer)
         if self.targets.per_token and not shared:
             raise RecipeError(
@@ -301,10 +351,11 @@ class Distillation:
             raise RecipeError("teacher: distillation needs a train split")
         features = datasets.DatasetDict(features)
         train = self.with_teacher_logits(raw["train"], features["train"], shared)
+        extra_sets = {}  # description name -> raw examples only the teacher labels
         if self.args.distill_augment:
             mask_token = self.tokenizer.mask_token or tokenizer.mask_token or "[MASK]"
             fields = self.task.behaviour.augmented_fields(self.task)
-            extra_raw = augment_examples(
+            extra_sets["augmented"] = augment_examples(
                 raw["train"],
                 fields,
                 self.args.distill_augment,
@@ -313,18 +364,22 @@ class Distillation:
                 neighbours=self.swap_table(raw["train"], fields),
                 p_swap=self.args.distill_augment_swap,
             )
+        if transfer is not None and len(transfer):
+            extra_sets["transfer"] = transfer
+        for name, extra_raw in extra_sets.items():
             extra = self.run.preprocess(datasets.DatasetDict(train=extra_raw), tokenizer)["train"]
             extra = self.with_teacher_logits(extra_raw, extra, shared)
-            extra = teacher_labelled(extra, self.targets).cast(train.features)
+            extra = teacher_labelled(extra, self.targets).cast(train.features)  # their own labels are overwritten
             train = datasets.concatenate_datasets([train, extra])
             logger.info(
-                "distill_augment: %d teacher-labelled examples (%d features) added to %d train examples",
+                "%s: %d teacher-labelled examples (%d features) added to %d train examples",
+                "distill_augment" if name == "augmented" else "distill_transfer",
                 len(extra_raw),
                 len(extra),
                 len(raw["train"]),
             )
-            self.description["augmented_examples"] = len(extra_raw)
-            self.description["augmented_features"] = len(extra)  # QA: the windows of the new questions
+            self.description[f"{name}_examples"] = len(extra_raw)
+            self.description[f"{name}_features"] = len(extra)  # QA: the windows of the new questions
         features["train"] = train
         if self.relations is None:
             self.model = None  # the teacher is not needed any more

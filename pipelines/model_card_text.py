@@ -373,6 +373,12 @@ def teacher_text(run: RunFolder) -> str:
     swap = teacher.get("augment_swap")
     if augmented and swap:
         extra += f" (each word swapped for one of the teacher's nearest words with probability {swap})"
+    transfer = teacher.get("transfer_examples")
+    if transfer:
+        extra += (
+            f"{', and' if augmented else ','} on the train file's next {transfer} examples after its own, labelled "
+            "by the teacher only (their human labels unused)"
+        )
     init = teacher.get("init_embeddings")
     if init:
         extra += (

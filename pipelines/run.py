@@ -95,7 +95,8 @@ class TaskRun:
         run_guard.check_output_dir(args, self.run_args, resume_from)
         self.adjust_arguments()
 
-        raw = self.load_data()
+        # With distill_transfer, the teacher-labelled transfer set is read here with the train split.
+        raw, transfer = distillation.load_data_with_transfer_set(self)
         tokenizer = model_loading.load_tokenizer(self.model_args)
         model = self.load_model(tokenizer)
         if self.uses_lora:
@@ -106,7 +107,7 @@ class TaskRun:
         features = self.preprocess(raw, tokenizer)
         run_guard.make_room(args, self.run_args, resume_from)
         if self.teacher is not None:
-            features = self.teacher.label_training_data(raw, features, tokenizer)
+            features = self.teacher.label_training_data(raw, features, tokenizer, transfer)
         info = self.start_outputs(model, raw, features)
         make_trainer = self.teacher.make_trainer if self.teacher is not None else training.make_trainer
         trainer = make_trainer(

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -550,6 +551,33 @@ def test_qa_augmentation_rewrites_questions_and_the_teacher_labels_their_windows
     train_cache, augmented_cache = info["teacher"]["caches"]
     assert train_cache["rows"] == info["train_windows"] - augmented_cache["rows"]
     assert augmented_cache["rows"] == info["teacher"]["augmented_features"] >= 6
+
+
+def test_qa_transfer_set_is_the_next_train_questions_labelled_by_the_teacher_only(tmp_path, qa_teacher):
+    from pipelines.model_card_text import teacher_text
+    from pipelines.run_folder import RunFolder
+    from pipelines.tasks import qa
+
+    output_dir = tmp_path / "student"
+    qa.main(qa_args(output_dir, qa_teacher, "--max_train_samples", "3", "--distill_transfer", "2"))
+    info = json.loads((output_dir / "run_info.json").read_text())
+    assert info["train_examples"] == 3 and info["teacher"]["transfer_examples"] == 2
+    train_cache, transfer_cache = info["teacher"]["caches"]
+    assert transfer_cache["rows"] == info["teacher"]["transfer_features"] == info["train_windows"] - train_cache["rows"]
+    # The transfer windows are the file's 4th and 5th questions, labelled by the teacher: the start and end tokens
+    # the student trained on are the teacher's argmax, not the gold answer's.
+    logits = datasets.load_from_disk(transfer_cache["folder"])[TEACHER_COLUMN]
+    labelled = teacher_labelled(
+        datasets.Dataset.from_dict(
+            {"start_positions": [0] * len(logits), "end_positions": [0] * len(logits), TEACHER_COLUMN: logits}
+        ),
+        TARGETS[EXTRACTIVE_QA],
+    )
+    assert labelled["start_positions"] == [int(np.argmax(row[0])) for row in logits]
+    assert "next 2 examples after its own, labelled by the teacher only" in teacher_text(RunFolder.read(output_dir))
+
+    with pytest.raises(RecipeError, match="distill_transfer takes the train examples after the first max_train"):
+        qa.main(qa_args(tmp_path / "no-limit", qa_teacher, "--distill_transfer", "2"))
 
 
 def test_qa_distillation_needs_a_shared_tokenizer(tmp_path, qa_teacher, minilm_path):
