@@ -351,11 +351,11 @@ class Distillation:
             raise RecipeError("teacher: distillation needs a train split")
         features = datasets.DatasetDict(features)
         train = self.with_teacher_logits(raw["train"], features["train"], shared)
-        extra_sets = {}  # description name -> raw examples only the teacher labels
+        extra_sets = []  # (recipe key, description name, raw examples only the teacher labels)
         if self.args.distill_augment:
             mask_token = self.tokenizer.mask_token or tokenizer.mask_token or "[MASK]"
             fields = self.task.behaviour.augmented_fields(self.task)
-            extra_sets["augmented"] = augment_examples(
+            augmented = augment_examples(
                 raw["train"],
                 fields,
                 self.args.distill_augment,
@@ -364,16 +364,17 @@ class Distillation:
                 neighbours=self.swap_table(raw["train"], fields),
                 p_swap=self.args.distill_augment_swap,
             )
+            extra_sets.append(("distill_augment", "augmented", augmented))
         if transfer is not None and len(transfer):
-            extra_sets["transfer"] = transfer
-        for name, extra_raw in extra_sets.items():
+            extra_sets.append(("distill_transfer", "transfer", transfer))
+        for key, name, extra_raw in extra_sets:
             extra = self.run.preprocess(datasets.DatasetDict(train=extra_raw), tokenizer)["train"]
             extra = self.with_teacher_logits(extra_raw, extra, shared)
             extra = teacher_labelled(extra, self.targets).cast(train.features)  # their own labels are overwritten
             train = datasets.concatenate_datasets([train, extra])
             logger.info(
                 "%s: %d teacher-labelled examples (%d features) added to %d train examples",
-                "distill_augment" if name == "augmented" else "distill_transfer",
+                key,
                 len(extra_raw),
                 len(extra),
                 len(raw["train"]),
